@@ -1,1 +1,7 @@
-//! stub
+//! The Drover controller: the daemon behind `drover serve` (agent hub, operator API) and
+//! the operator CLI. The binary only parses flags and dispatches to [`cli`].
+
+pub mod cli;
+pub mod hub;
+pub mod operator;
+pub mod server;

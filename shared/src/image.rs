@@ -50,7 +50,9 @@ impl ImageRef {
                     .ok_or_else(|| bad("a digest must look like sha256:<64 hex digits>"))?;
                 let hex_ok = !hex.is_empty()
                     && hex.len() >= 32
-                    && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+                    && hex
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
                 if algo.is_empty() || !hex_ok {
                     return Err(bad("a digest must look like sha256:<64 hex digits>"));
                 }
@@ -83,11 +85,14 @@ impl ImageRef {
             None
         };
         if let Some(r) = &registry
-            && !r
+            && (!r
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+                || (!r.starts_with('[') && r.matches(':').count() > 1))
         {
-            return Err(bad("the registry host has characters a host name cannot have"));
+            return Err(bad(
+                "the registry host has characters a host name cannot have",
+            ));
         }
         if parts.is_empty() || parts.iter().any(|p| !valid_path_component(p)) {
             return Err(bad(

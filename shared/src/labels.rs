@@ -43,7 +43,9 @@ pub struct Selector {
 
 /// A selector that could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid label selector term {term:?}: {reason} (expected key=value, key!=value or key, separated by commas)")]
+#[error(
+    "invalid label selector term {term:?}: {reason} (expected key=value, key!=value or key, separated by commas)"
+)]
 pub struct SelectorError {
     /// The offending term, as written.
     pub term: String,

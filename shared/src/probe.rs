@@ -90,7 +90,10 @@ pub enum ProbeError {
 
 /// Runs `check` until it passes `success_threshold` times in a row, a check is fatal, or
 /// the deadline passes. Returns how long it took.
-pub async fn wait_ready<F, Fut>(settings: ProbeSettings, mut check: F) -> Result<Duration, ProbeError>
+pub async fn wait_ready<F, Fut>(
+    settings: ProbeSettings,
+    mut check: F,
+) -> Result<Duration, ProbeError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Check>,
@@ -242,7 +245,8 @@ mod tests {
         match err {
             ProbeError::Deadline { last, checks, .. } => {
                 assert_eq!(last, "503");
-                assert_eq!(checks, 50);
+                // Checks at 0, 100ms, ..., 5s: the one at the deadline still counts.
+                assert_eq!(checks, 51);
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -1,0 +1,63 @@
+//! The `drover` command line: one module per subcommand; `main` only dispatches here.
+
+mod hosts;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use drover_shared::telemetry::LogFormat;
+
+/// Default address of the controller for CLI commands.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7070";
+
+/// Drover rolls a new container version across a fleet of hosts with zero downtime.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format on stderr: text or json.
+    #[arg(long, global = true, default_value = "text", env = "DROVER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller daemon: agents connect to it, the CLI talks to it.
+    Serve(serve::ServeArgs),
+    /// List the hosts (agents) the controller knows, connected or lost.
+    Hosts(hosts::HostsArgs),
+}
+
+/// Options every client subcommand shares.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Controller address.
+    #[arg(long, env = "DROVER_CONTROLLER", default_value = DEFAULT_CONTROLLER)]
+    pub controller: String,
+}
+
+impl ClientArgs {
+    /// Opens a channel to the controller, with an error that says where it tried.
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        use anyhow::Context;
+        let endpoint = tonic::transport::Endpoint::from_shared(self.controller.clone())
+            .with_context(|| format!("invalid controller address {:?}", self.controller))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        endpoint.connect().await.with_context(|| {
+            format!(
+                "cannot reach the controller at {}; is `drover serve` running there? (set --controller or DROVER_CONTROLLER)",
+                self.controller
+            )
+        })
+    }
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Hosts(args) => hosts::run(args).await,
+    }
+}

@@ -1,0 +1,504 @@
+//! The agent hub: the controller's side of every agent stream.
+//!
+//! It owns the inventory of agents (who is connected, since when, what they run) and
+//! routes commands to a named host, matching each result to its waiter by command id.
+//! One task per agent stream reads what the agent sends; writers go through a bounded
+//! channel per agent. The inventory map is only locked for lookups, never across an
+//! `.await`, so a slow agent never blocks the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use drover_proto::v1::agent_channel_server::{AgentChannel, AgentChannelServer};
+use drover_proto::v1::{
+    AgentMessage, Command, CommandProgress, CommandResult, ControllerMessage, Hello, ServiceState,
+    Welcome, agent_message, command_result, controller_message,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Tunables of the hub.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Heartbeat period asked of agents.
+    pub heartbeat_interval: Duration,
+    /// An agent silent for this long is declared lost and its stream closed.
+    pub lost_after: Duration,
+    /// Commands queued per agent before `send` waits.
+    pub queue_depth: usize,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(2),
+            lost_after: Duration::from_secs(6),
+            queue_depth: 64,
+        }
+    }
+}
+
+/// What the controller knows of one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSnapshot {
+    /// The agent's name, unique in the fleet.
+    pub name: String,
+    /// Labels the agent announced (used by selectors).
+    pub labels: BTreeMap<String, String>,
+    /// Address the load balancer reaches this host on.
+    pub advertise_address: String,
+    /// Version of the agent binary.
+    pub agent_version: String,
+    /// Whether a stream is open now.
+    pub connected: bool,
+    /// When it connected (if connected) or was lost (if not).
+    pub since: SystemTime,
+    /// What the host runs, from its hello and later command results.
+    pub services: Vec<ServiceState>,
+    /// The agent's report that its Docker engine is unreachable, if any.
+    pub docker_error: Option<String>,
+    /// Increments on every (re)connect of this host.
+    pub session: u64,
+}
+
+/// Why a command could not be delivered or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// No agent of that name has ever connected.
+    #[error("unknown host {host:?}: no agent of that name has connected (see `drover hosts`)")]
+    UnknownHost {
+        /// The name asked for.
+        host: String,
+    },
+    /// The agent is known but its stream is closed.
+    #[error(
+        "host {host:?} is not connected (lost since {since}); check the agent with `systemctl status drover-agent` on that host"
+    )]
+    NotConnected {
+        /// The host.
+        host: String,
+        /// When it was lost, in RFC 3339.
+        since: String,
+    },
+    /// The stream closed while the command was in flight.
+    #[error("host {host:?} disconnected while command {command_id} was running")]
+    Disconnected {
+        /// The host.
+        host: String,
+        /// The command that got no answer.
+        command_id: String,
+    },
+    /// No answer in time.
+    #[error("host {host:?} did not answer command {command_id} within {timeout:?}")]
+    Timeout {
+        /// The host.
+        host: String,
+        /// The command.
+        command_id: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+type Waiters = HashMap<String, Vec<oneshot::Sender<Result<CommandResult, HubError>>>>;
+
+/// The live side of one host: its snapshot, its outbound queue and its waiters.
+struct Slot {
+    snapshot: HostSnapshot,
+    /// Outbound queue of the current session; `None` while disconnected.
+    outbox: Option<mpsc::Sender<Result<ControllerMessage, Status>>>,
+    /// Commands sent on this host and not answered yet.
+    waiters: Waiters,
+}
+
+struct Inner {
+    settings: HubSettings,
+    hosts: RwLock<HashMap<String, Arc<Mutex<Slot>>>>,
+    progress: broadcast::Sender<(String, CommandProgress)>,
+    /// Bumped on every inventory change, so waiters can re-check their condition.
+    changed: watch::Sender<u64>,
+    sessions: AtomicU64,
+}
+
+/// Cloneable handle to the hub.
+#[derive(Clone)]
+pub struct AgentHub {
+    inner: Arc<Inner>,
+}
+
+impl AgentHub {
+    /// An empty hub.
+    pub fn new(settings: HubSettings) -> Self {
+        let (progress, _) = broadcast::channel(1024);
+        let (changed, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                hosts: RwLock::new(HashMap::new()),
+                progress,
+                changed,
+                sessions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The tonic service agents connect to.
+    pub fn grpc_service(&self) -> AgentChannelServer<AgentChannelService> {
+        AgentChannelServer::new(AgentChannelService { hub: self.clone() })
+    }
+
+    /// A snapshot of one host.
+    pub fn host(&self, host: &str) -> Option<HostSnapshot> {
+        let slot = self.slot(host)?;
+        let s = lock(&slot).snapshot.clone();
+        Some(s)
+    }
+
+    /// Snapshots of every known host, sorted by name.
+    pub fn hosts(&self) -> Vec<HostSnapshot> {
+        let slots: Vec<_> = read(&self.inner.hosts).values().cloned().collect();
+        let mut all: Vec<_> = slots.iter().map(|s| lock(s).snapshot.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Waits until `host` is connected, up to `timeout`.
+    pub async fn wait_connected(
+        &self,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<HostSnapshot, HubError> {
+        self.wait_for(timeout, || self.host(host).filter(|h| h.connected))
+            .await
+            .ok_or_else(|| self.not_connected(host))
+    }
+
+    /// Waits until `pick` returns something after an inventory change, up to `timeout`.
+    pub async fn wait_for<T>(&self, timeout: Duration, pick: impl Fn() -> Option<T>) -> Option<T> {
+        let mut changed = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = pick() {
+                return Some(v);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return pick(),
+            }
+        }
+    }
+
+    /// Progress events from every host, as they arrive.
+    pub fn progress(&self) -> broadcast::Receiver<(String, CommandProgress)> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Sends `command` to `host` and waits for its result.
+    ///
+    /// Sending the same command id again (after a reconnect, say) is safe: agents answer
+    /// a repeated id with the first result.
+    pub async fn send(
+        &self,
+        host: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, HubError> {
+        let command_id = command.command_id.clone();
+        let timed_out = || HubError::Timeout {
+            host: host.to_string(),
+            command_id: command_id.clone(),
+            timeout,
+        };
+        let (tx, rx) = oneshot::channel();
+        let outbox = {
+            let slot = self.slot(host).ok_or_else(|| HubError::UnknownHost {
+                host: host.to_string(),
+            })?;
+            let mut slot = lock(&slot);
+            let outbox = slot
+                .outbox
+                .clone()
+                .ok_or_else(|| self.not_connected(host))?;
+            slot.waiters.entry(command_id.clone()).or_default().push(tx);
+            outbox
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let message = ControllerMessage {
+            body: Some(controller_message::Body::Command(command)),
+        };
+        match tokio::time::timeout_at(deadline, outbox.send(Ok(message))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(HubError::Disconnected {
+                    host: host.to_string(),
+                    command_id,
+                });
+            }
+            Err(_) => return Err(timed_out()),
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HubError::Disconnected {
+                host: host.to_string(),
+                command_id,
+            }),
+            Err(_) => {
+                if let Some(slot) = self.slot(host) {
+                    lock(&slot).waiters.remove(&command_id);
+                }
+                Err(timed_out())
+            }
+        }
+    }
+
+    fn slot(&self, host: &str) -> Option<Arc<Mutex<Slot>>> {
+        read(&self.inner.hosts).get(host).cloned()
+    }
+
+    fn not_connected(&self, host: &str) -> HubError {
+        match self.host(host) {
+            None => HubError::UnknownHost {
+                host: host.to_string(),
+            },
+            Some(h) => HubError::NotConnected {
+                host: host.to_string(),
+                since: humantime::format_rfc3339_seconds(h.since).to_string(),
+            },
+        }
+    }
+
+    fn notify(&self) {
+        self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Registers a new session for the agent that said `hello`; returns its session number.
+    fn open_session(
+        &self,
+        hello: Hello,
+        outbox: mpsc::Sender<Result<ControllerMessage, Status>>,
+    ) -> u64 {
+        let session = self.inner.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot = HostSnapshot {
+            name: hello.name.clone(),
+            labels: hello.labels.into_iter().collect(),
+            advertise_address: hello.advertise_address,
+            agent_version: hello.agent_version,
+            connected: true,
+            since: SystemTime::now(),
+            services: hello.services,
+            docker_error: Some(hello.docker_error).filter(|e| !e.is_empty()),
+            session,
+        };
+        let mut hosts = write(&self.inner.hosts);
+        match hosts.get(&hello.name) {
+            Some(slot) => {
+                let mut slot = lock(slot);
+                if slot.snapshot.connected {
+                    warn!(host = %hello.name, "agent reconnected while its previous stream was open; the new stream replaces it");
+                }
+                // Waiters of the replaced stream will never hear back on it.
+                fail_waiters(&mut slot.waiters, &hello.name);
+                slot.snapshot = snapshot;
+                slot.outbox = Some(outbox);
+            }
+            None => {
+                hosts.insert(
+                    hello.name.clone(),
+                    Arc::new(Mutex::new(Slot {
+                        snapshot,
+                        outbox: Some(outbox),
+                        waiters: HashMap::new(),
+                    })),
+                );
+            }
+        }
+        drop(hosts);
+        self.notify();
+        session
+    }
+
+    /// Marks the host lost if `session` is still its current session.
+    fn close_session(&self, host: &str, session: u64) {
+        if let Some(slot) = self.slot(host) {
+            let mut slot = lock(&slot);
+            if slot.snapshot.session == session {
+                slot.snapshot.connected = false;
+                slot.snapshot.since = SystemTime::now();
+                slot.outbox = None;
+                fail_waiters(&mut slot.waiters, host);
+            }
+        }
+        self.notify();
+    }
+
+    fn deliver(&self, host: &str, result: CommandResult) {
+        let Some(slot) = self.slot(host) else { return };
+        let mut slot = lock(&slot);
+        if let Some(current) = result_state(&result) {
+            let services = &mut slot.snapshot.services;
+            match services.iter_mut().find(|s| s.service == current.service) {
+                Some(s) => *s = current.clone(),
+                None => services.push(current.clone()),
+            }
+        }
+        if let Some(command_result::Output::Inspect(i)) = &result.output {
+            slot.snapshot.services = i.services.clone();
+        }
+        match slot.waiters.remove(&result.command_id) {
+            Some(waiters) => {
+                for w in waiters {
+                    let _ = w.send(Ok(result.clone()));
+                }
+            }
+            None => {
+                debug!(host, command = %result.command_id, "result with no waiter (late or repeated)")
+            }
+        }
+        drop(slot);
+        self.notify();
+    }
+}
+
+/// The state a result says the host now runs, if it says one.
+fn result_state(result: &CommandResult) -> Option<&ServiceState> {
+    match &result.output {
+        Some(command_result::Output::Swap(s)) => s.current.as_ref(),
+        Some(command_result::Output::Rollback(r)) => r.current.as_ref(),
+        _ => result.error.as_ref().and_then(|e| e.restored.as_ref()),
+    }
+}
+
+fn fail_waiters(waiters: &mut Waiters, host: &str) {
+    for (command_id, senders) in waiters.drain() {
+        for s in senders {
+            let _ = s.send(Err(HubError::Disconnected {
+                host: host.to_string(),
+                command_id: command_id.clone(),
+            }));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `AgentChannel` gRPC service.
+pub struct AgentChannelService {
+    hub: AgentHub,
+}
+
+type OutStream = ReceiverStream<Result<ControllerMessage, Status>>;
+
+#[tonic::async_trait]
+impl AgentChannel for AgentChannelService {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let settings = self.hub.inner.settings.clone();
+        let first = tokio::time::timeout(settings.lost_after, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no hello received; an agent must send Hello first")
+            })??;
+        let hello = match first.and_then(|m| m.body) {
+            Some(agent_message::Body::Hello(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on the agent stream must be Hello",
+                ));
+            }
+        };
+        if hello.name.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "Hello carries an empty agent name",
+            ));
+        }
+        let name = hello.name.clone();
+        let (tx, rx) = mpsc::channel(settings.queue_depth);
+        let welcome = ControllerMessage {
+            body: Some(controller_message::Body::Welcome(Welcome {
+                controller_version: drover_shared::VERSION.to_string(),
+                heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u64,
+            })),
+        };
+        tx.send(Ok(welcome))
+            .await
+            .map_err(|_| Status::unavailable("stream closed"))?;
+        let session = self.hub.open_session(hello, tx.clone());
+        info!(host = %name, %peer, session, "agent connected");
+        let hub = self.hub.clone();
+        let span = info_span!("agent_stream", host = %name, session);
+        // Owned by the stream: it ends when the agent's side ends or goes silent, and the
+        // response stream ends with it when the last sender (ours and the slot's) drops.
+        tokio::spawn(
+            async move {
+                let reason = read_agent(&hub, &name, &mut inbound, settings.lost_after).await;
+                hub.close_session(&name, session);
+                drop(tx);
+                warn!(reason = %reason, "agent stream closed");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Reads one agent's stream until it ends; returns why it ended.
+async fn read_agent(
+    hub: &AgentHub,
+    name: &str,
+    inbound: &mut Streaming<AgentMessage>,
+    lost_after: Duration,
+) -> String {
+    loop {
+        let message = match tokio::time::timeout(lost_after, inbound.message()).await {
+            Err(_) => return format!("no message for {lost_after:?}: agent declared lost"),
+            Ok(Err(status)) => return format!("stream error: {}", status.message()),
+            Ok(Ok(None)) => return "agent closed the stream".to_string(),
+            Ok(Ok(Some(m))) => m,
+        };
+        match message.body {
+            Some(agent_message::Body::Heartbeat(_)) => {}
+            Some(agent_message::Body::Progress(p)) => {
+                let _ = hub.inner.progress.send((name.to_string(), p));
+            }
+            Some(agent_message::Body::Result(r)) => hub.deliver(name, r),
+            Some(agent_message::Body::Hello(_)) => {
+                warn!("ignoring a second Hello on an open stream")
+            }
+            None => {}
+        }
+    }
+}
+
+/// Serves the agent channel on `listener` until `shutdown` completes.
+pub async fn serve_agents(
+    listener: tokio::net::TcpListener,
+    hub: AgentHub,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(hub.grpc_service())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
