@@ -5,3 +5,6 @@ pub mod cli;
 pub mod hub;
 pub mod operator;
 pub mod server;
+pub mod spec;
+pub mod state;
+pub mod store;

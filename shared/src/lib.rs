@@ -4,6 +4,7 @@
 //! for each word.
 
 pub mod backoff;
+pub mod duration;
 pub mod image;
 pub mod labels;
 pub mod probe;

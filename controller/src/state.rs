@@ -1,0 +1,170 @@
+//! The states of a deployment and of each host in it, the same words in the database,
+//! the operator API and the CLI. Transitions are checked here and only here.
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal,)+ } fallback $fb:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)+ }
+        impl $name {
+            /// The stored and displayed form.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s,)+ }
+            }
+            /// Reads the stored form; unknown text (a newer schema) maps to the fallback.
+            pub fn parse(s: &str) -> Self {
+                match s { $($s => Self::$variant,)+ _ => Self::$fb }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a deployment stands.
+    DeploymentState {
+        /// Recorded, not started.
+        Pending => "pending",
+        /// Pulling the image on every target.
+        Preparing => "preparing",
+        /// Moving batches.
+        Rolling => "rolling",
+        /// Returning changed hosts to their previous version after a failure.
+        RollingBack => "rolling_back",
+        /// Stopped after a failure with `on_failure = "pause"`; done hosts stay.
+        Paused => "paused",
+        /// Every host runs the new version and is enabled.
+        Succeeded => "succeeded",
+        /// Failed; the hosts section says what each host runs.
+        Failed => "failed",
+        /// Failed, and every changed host was returned to its previous version.
+        RolledBack => "rolled_back",
+    } fallback Failed
+}
+
+impl DeploymentState {
+    /// Nothing more will happen to it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::RolledBack | Self::Paused
+        )
+    }
+
+    /// Whether moving to `next` is allowed.
+    pub fn can_become(self, next: Self) -> bool {
+        use DeploymentState::*;
+        matches!(
+            (self, next),
+            (Pending, Preparing | Failed)
+                | (Preparing, Rolling | Failed)
+                | (Rolling, Succeeded | RollingBack | Paused | Failed)
+                | (RollingBack, RolledBack | Failed)
+        )
+    }
+}
+
+string_enum! {
+    /// Where one host of a deployment stands.
+    HostPhase {
+        /// Not touched yet.
+        Pending => "pending",
+        /// The image is on the host.
+        Prepared => "prepared",
+        /// Out of rotation on every load balancer, waiting for sessions to end.
+        Draining => "draining",
+        /// The agent is swapping containers.
+        Swapping => "swapping",
+        /// New version ready; being put back in rotation.
+        Enabling => "enabling",
+        /// Runs the new version and is in rotation.
+        Done => "done",
+        /// Failed; restored to its previous version where the agent could.
+        Failed => "failed",
+        /// Being returned to its previous version.
+        RollingBack => "rolling_back",
+        /// Back on its previous version and in rotation.
+        RolledBack => "rolled_back",
+        /// Left drained: the controller could not put it back (see the error).
+        LeftDrained => "left_drained",
+    } fallback Failed
+}
+
+impl HostPhase {
+    /// The host's swap has begun.
+    pub fn is_started(self) -> bool {
+        !matches!(self, Self::Pending | Self::Prepared)
+    }
+
+    /// The host will not change again in this deployment.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Done | Self::Failed | Self::RolledBack | Self::LeftDrained
+        )
+    }
+
+    /// The host runs the new version (or may: its swap began) and would need rolling back.
+    pub fn is_changed(self) -> bool {
+        matches!(self, Self::Swapping | Self::Enabling | Self::Done)
+    }
+}
+
+string_enum! {
+    /// Why a deployment exists.
+    DeploymentKind {
+        /// A new version.
+        Deploy => "deploy",
+        /// `drover rollback`: back to the previous successful version.
+        Rollback => "rollback",
+    } fallback Deploy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "pending",
+            "preparing",
+            "rolling",
+            "rolling_back",
+            "paused",
+            "succeeded",
+            "failed",
+            "rolled_back",
+        ] {
+            assert_eq!(DeploymentState::parse(s).as_str(), s);
+        }
+        for s in [
+            "pending",
+            "prepared",
+            "draining",
+            "swapping",
+            "enabling",
+            "done",
+            "failed",
+            "rolling_back",
+            "rolled_back",
+            "left_drained",
+        ] {
+            assert_eq!(HostPhase::parse(s).as_str(), s);
+        }
+    }
+
+    #[test]
+    fn transitions() {
+        use DeploymentState::*;
+        assert!(Pending.can_become(Preparing));
+        assert!(Rolling.can_become(RollingBack));
+        assert!(!Succeeded.can_become(Rolling));
+        assert!(!Pending.can_become(Succeeded));
+        assert!(Succeeded.is_terminal() && !Rolling.is_terminal());
+    }
+}

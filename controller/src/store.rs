@@ -1,0 +1,504 @@
+//! The controller's durable state in SQLite: deployments, their hosts, their event log,
+//! and the per-service deploy lock. Every rollout state change is written here before it
+//! is acted on, so a restarted controller knows exactly where each deployment stood.
+//!
+//! rusqlite is synchronous: every call runs on the blocking pool, one connection behind
+//! a mutex (SQLite serialises writers anyway). Hosts of one batch change together and
+//! are written in one transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::state::{DeploymentKind, DeploymentState, HostPhase};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be opened or migrated.
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Another deployment of the service holds its lock.
+    #[error(
+        "service {service:?} is locked by deployment {deployment} (started by {holder} at {since}); wait for it, follow it with `drover status {deployment}`, or stop it with `drover abort {deployment}`"
+    )]
+    Locked {
+        /// The service.
+        service: String,
+        /// The deployment holding the lock.
+        deployment: String,
+        /// Who started it.
+        holder: String,
+        /// When, RFC 3339.
+        since: String,
+    },
+    /// No deployment with that id.
+    #[error("no deployment {0:?}; list them with `drover history`")]
+    NotFound(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// A deployment row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Unique id (`d-` + 12 hex digits).
+    pub id: String,
+    /// The service.
+    pub service: String,
+    /// Deploy or rollback.
+    pub kind: DeploymentKind,
+    /// The version (tag) being rolled out.
+    pub version: String,
+    /// The image reference as requested.
+    pub image: String,
+    /// The pinned reference (`repo@sha256:...`) once resolved; empty before.
+    pub pinned: String,
+    /// The spec, as TOML, without secrets.
+    pub spec: String,
+    /// Where it stands.
+    pub state: DeploymentState,
+    /// Fencing epoch: bumped whenever a new controller takes the deployment over.
+    pub epoch: u64,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// Unix ms.
+    pub created_ms: u64,
+    /// Unix ms, once terminal.
+    pub finished_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// One host's row in a deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentHost {
+    /// Agent name.
+    pub host: String,
+    /// Batch index, from 0.
+    pub batch: u32,
+    /// Where this host stands.
+    pub phase: HostPhase,
+    /// Version the host ran before (empty on a first deploy).
+    pub from_version: String,
+    /// Version after (what it runs when `Done`).
+    pub to_version: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Unix ms when its swap started.
+    pub started_ms: Option<u64>,
+    /// Unix ms when it reached a final phase.
+    pub finished_ms: Option<u64>,
+}
+
+/// One line of a deployment's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Order within the deployment, from 1.
+    pub seq: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The host it concerns (empty for the whole deployment).
+    pub host: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    image TEXT NOT NULL,
+    pinned TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    requested_by TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_service ON deployments(service, created_ms);
+CREATE TABLE IF NOT EXISTS deployment_hosts (
+    deployment_id TEXT NOT NULL REFERENCES deployments(id),
+    host TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    from_version TEXT NOT NULL DEFAULT '',
+    to_version TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    PRIMARY KEY (deployment_id, host)
+);
+CREATE TABLE IF NOT EXISTS events (
+    deployment_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, seq)
+);
+CREATE TABLE IF NOT EXISTS service_locks (
+    service TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+"#;
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || {
+            let open_err = |source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            };
+            let conn = Connection::open(&path).map_err(open_err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(open_err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(open_err)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(open_err)?;
+            conn.execute_batch(SCHEMA).map_err(open_err)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Records a new deployment and its hosts, taking the service lock in the same
+    /// transaction. Fails with [`StoreError::Locked`] when another deployment holds it.
+    pub async fn create(
+        &self,
+        d: Deployment,
+        hosts: Vec<DeploymentHost>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let held: Option<(String, String, u64)> = tx
+                .query_row(
+                    "SELECT deployment_id, holder, since_ms FROM service_locks WHERE service = ?1",
+                    params![d.service],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((deployment, holder, since)) = held {
+                return Err(StoreError::Locked {
+                    service: d.service.clone(),
+                    deployment,
+                    holder,
+                    since: rfc3339(since),
+                });
+            }
+            tx.execute(
+                "INSERT INTO service_locks (service, deployment_id, holder, since_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![d.service, d.id, d.requested_by, d.created_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO deployments (id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    d.id, d.service, d.kind.as_str(), d.version, d.image, d.pinned, d.spec,
+                    d.state.as_str(), d.epoch, d.requested_by, d.created_ms
+                ],
+            )?;
+            for h in &hosts {
+                tx.execute(
+                    "INSERT INTO deployment_hosts (deployment_id, host, batch, phase, from_version, to_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![d.id, h.host, h.batch, h.phase.as_str(), h.from_version, h.to_version],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves a deployment to `state`; a terminal state releases the service lock.
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: DeploymentState,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let finished = state.is_terminal().then(now_ms);
+            let n = tx.execute(
+                "UPDATE deployments SET state = ?2, error = COALESCE(?3, error), finished_ms = ?4 WHERE id = ?1",
+                params![id, state.as_str(), error, finished],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            if state.is_terminal() {
+                tx.execute("DELETE FROM service_locks WHERE deployment_id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the digest-pinned image once resolved.
+    pub async fn set_pinned(&self, id: &str, pinned: &str) -> Result<(), StoreError> {
+        let (id, pinned) = (id.to_string(), pinned.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE deployments SET pinned = ?2 WHERE id = ?1",
+                params![id, pinned],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bumps the fencing epoch (a controller taking a deployment over); returns the new one.
+    pub async fn bump_epoch(&self, id: &str) -> Result<u64, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "UPDATE deployments SET epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
+                params![id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Moves several hosts of one deployment to `phase` in one transaction.
+    pub async fn set_hosts(
+        &self,
+        id: &str,
+        hosts: &[String],
+        phase: HostPhase,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (id, hosts) = (id.to_string(), hosts.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE deployment_hosts SET phase = ?3, error = COALESCE(?4, error),
+                        started_ms = CASE WHEN ?5 AND started_ms IS NULL THEN ?6 ELSE started_ms END,
+                        finished_ms = CASE WHEN ?7 THEN ?6 ELSE finished_ms END
+                     WHERE deployment_id = ?1 AND host = ?2",
+                )?;
+                for h in &hosts {
+                    stmt.execute(params![
+                        id,
+                        h,
+                        phase.as_str(),
+                        error,
+                        phase.is_started(),
+                        now,
+                        phase.is_final()
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records what a host ran before this deployment touched it.
+    pub async fn set_from_version(
+        &self,
+        id: &str,
+        host: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        let (id, host, version) = (id.to_string(), host.to_string(), version.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE deployment_hosts SET from_version = ?3 WHERE deployment_id = ?1 AND host = ?2",
+                params![id, host, version],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends to the deployment's event log; returns the event.
+    pub async fn event(&self, id: &str, host: &str, message: &str) -> Result<Event, StoreError> {
+        let (id, host, message) = (id.to_string(), host.to_string(), message.to_string());
+        self.with(move |c| {
+            let at_ms = now_ms();
+            let seq: u64 = c.query_row(
+                "INSERT INTO events (deployment_id, seq, at_ms, host, message)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE deployment_id = ?1), ?2, ?3, ?4)
+                 RETURNING seq",
+                params![id, at_ms, host, message],
+                |r| r.get(0),
+            )?;
+            Ok(Event { seq, at_ms, host, message })
+        })
+        .await
+    }
+
+    /// Events of a deployment after `after_seq`.
+    pub async fn events(&self, id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at_ms, host, message FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![id, after_seq], |r| {
+                Ok(Event {
+                    seq: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    host: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// A deployment and its hosts.
+    pub async fn get(&self, id: &str) -> Result<(Deployment, Vec<DeploymentHost>), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let d = c
+                .query_row(
+                    &format!("{SELECT_DEPLOYMENT} WHERE id = ?1"),
+                    params![id],
+                    deployment_row,
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT host, batch, phase, from_version, to_version, error, started_ms, finished_ms
+                 FROM deployment_hosts WHERE deployment_id = ?1 ORDER BY batch, host",
+            )?;
+            let hosts = stmt
+                .query_map(params![id], |r| {
+                    Ok(DeploymentHost {
+                        host: r.get(0)?,
+                        batch: r.get(1)?,
+                        phase: HostPhase::parse(&r.get::<_, String>(2)?),
+                        from_version: r.get(3)?,
+                        to_version: r.get(4)?,
+                        error: r.get(5)?,
+                        started_ms: r.get(6)?,
+                        finished_ms: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((d, hosts))
+        })
+        .await
+    }
+
+    /// Newest deployments first, optionally of one service.
+    pub async fn list(
+        &self,
+        service: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{SELECT_DEPLOYMENT} WHERE (?1 IS NULL OR service = ?1) ORDER BY created_ms DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![service, limit], deployment_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Deployments not in a terminal state (to resume after a restart).
+    pub async fn unfinished(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{SELECT_DEPLOYMENT} WHERE finished_ms IS NULL ORDER BY created_ms"
+            ))?;
+            let rows = stmt.query_map([], deployment_row)?;
+            Ok(rows
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|d| !d.state.is_terminal())
+                .collect())
+        })
+        .await
+    }
+}
+
+const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error FROM deployments";
+
+fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+    Ok(Deployment {
+        id: r.get(0)?,
+        service: r.get(1)?,
+        kind: DeploymentKind::parse(&r.get::<_, String>(2)?),
+        version: r.get(3)?,
+        image: r.get(4)?,
+        pinned: r.get(5)?,
+        spec: r.get(6)?,
+        state: DeploymentState::parse(&r.get::<_, String>(7)?),
+        epoch: r.get(8)?,
+        requested_by: r.get(9)?,
+        created_ms: r.get(10)?,
+        finished_ms: r.get(11)?,
+        error: r.get(12)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
