@@ -3,7 +3,9 @@
 
 pub mod cli;
 pub mod hub;
+pub mod lb;
 pub mod operator;
+pub mod rollout;
 pub mod server;
 pub mod spec;
 pub mod state;

@@ -1,22 +1,59 @@
-//! The `Operator` gRPC service: the API behind the `drover` CLI. Errors are mapped to
-//! `tonic::Status` here and only here, with messages an operator can act on.
+//! The `Operator` gRPC service: the API behind the `drover` CLI. Domain errors are mapped
+//! to `tonic::Status` here and only here, with messages an operator can act on; domain
+//! records are converted to their wire form here too.
 
+use std::time::Duration;
+
+use drover_proto::v1 as proto;
 use drover_proto::v1::operator_server::{Operator, OperatorServer};
-use drover_proto::v1::{HostInfo, ListHostsRequest, ListHostsResponse};
+use drover_proto::v1::{
+    DeployRequest, DeployResponse, DeploymentInfo, GetDeploymentRequest, HostInfo,
+    ListDeploymentsRequest, ListDeploymentsResponse, ListHostsRequest, ListHostsResponse,
+    RollbackRequest, WatchEvent, WatchRequest, watch_event,
+};
 use drover_shared::labels::Selector;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::hub::{AgentHub, HostSnapshot};
+use crate::rollout::{self, DeployError, Deployer};
+use crate::spec::ServiceSpec;
+use crate::state::{DeploymentState, HostPhase};
+use crate::store::{Deployment, DeploymentHost, Event, StoreError};
 
 /// The operator API over the controller's state.
 pub struct OperatorService {
     hub: AgentHub,
+    deployer: Deployer,
 }
 
 impl OperatorService {
-    /// The tonic service for `hub`.
-    pub fn server(hub: AgentHub) -> OperatorServer<Self> {
-        OperatorServer::new(Self { hub })
+    /// The tonic service.
+    pub fn server(hub: AgentHub, deployer: Deployer) -> OperatorServer<Self> {
+        OperatorServer::new(Self { hub, deployer })
+    }
+
+    async fn info(&self, id: &str) -> Result<DeploymentInfo, Status> {
+        let (d, hosts) = self.deployer.store().get(id).await.map_err(store_status)?;
+        let last_seq = self
+            .deployer
+            .store()
+            .events(id, 0)
+            .await
+            .map_err(store_status)?
+            .last()
+            .map_or(0, |e| e.seq);
+        Ok(deployment_info(d, hosts, last_seq))
+    }
+}
+
+fn requested_by(s: &str) -> String {
+    if s.trim().is_empty() {
+        "unknown".into()
+    } else {
+        s.trim().to_string()
     }
 }
 
@@ -36,6 +73,248 @@ impl Operator for OperatorService {
             .map(host_info)
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<DeployResponse>, Status> {
+        let r = request.into_inner();
+        let spec = ServiceSpec::from_toml(&r.spec_toml)
+            .map_err(|e| Status::invalid_argument(format!("invalid spec: {e}")))?;
+        let req = rollout::DeployRequest {
+            spec,
+            version: r.version,
+            image: Some(r.image).filter(|i| !i.is_empty()),
+            requested_by: requested_by(&r.requested_by),
+            auth: r
+                .registry_auth
+                .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
+        };
+        let d = self.deployer.deploy(req).await.map_err(deploy_status)?;
+        Ok(Response::new(DeployResponse {
+            deployment: Some(self.info(&d.id).await?),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<DeployResponse>, Status> {
+        let r = request.into_inner();
+        let d = self
+            .deployer
+            .rollback(&r.service, &requested_by(&r.requested_by))
+            .await
+            .map_err(deploy_status)?;
+        Ok(Response::new(DeployResponse {
+            deployment: Some(self.info(&d.id).await?),
+        }))
+    }
+
+    async fn get_deployment(
+        &self,
+        request: Request<GetDeploymentRequest>,
+    ) -> Result<Response<DeploymentInfo>, Status> {
+        let mut id = request.into_inner().id;
+        if id.is_empty() {
+            let newest = self
+                .deployer
+                .store()
+                .list(None, 1)
+                .await
+                .map_err(store_status)?;
+            id = newest
+                .first()
+                .map(|d| d.id.clone())
+                .ok_or_else(|| Status::not_found("no deployment has been made yet"))?;
+        }
+        Ok(Response::new(self.info(&id).await?))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) };
+        let service = Some(r.service).filter(|s| !s.is_empty());
+        let list = self
+            .deployer
+            .store()
+            .list(service, limit)
+            .await
+            .map_err(store_status)?;
+        let mut deployments = Vec::with_capacity(list.len());
+        for d in list {
+            deployments.push(self.info(&d.id).await?);
+        }
+        Ok(Response::new(ListDeploymentsResponse { deployments }))
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let snapshot = self.info(&r.id).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.deployer.store().clone();
+        let mut changed = self.deployer.subscribe();
+        let id = r.id.clone();
+        let mut seq = r.after_seq;
+        let span = tracing::info_span!("watch", deployment = %id);
+        // Owned by the response stream: ends when the deployment ends or the client leaves.
+        tokio::spawn(
+            async move {
+                let _ = tx
+                    .send(Ok(WatchEvent {
+                        body: Some(watch_event::Body::Snapshot(snapshot)),
+                    }))
+                    .await;
+                loop {
+                    let events = match store.events(&id, seq).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = tx.send(Err(store_status(e))).await;
+                            return;
+                        }
+                    };
+                    for e in events {
+                        seq = e.seq;
+                        let ev = WatchEvent {
+                            body: Some(watch_event::Body::Event(event(e))),
+                        };
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    match store.get(&id).await {
+                        Ok((d, _)) if d.state.is_terminal() => {
+                            // Events written with the final state are already sent.
+                            if store
+                                .events(&id, seq)
+                                .await
+                                .map(|e| e.is_empty())
+                                .unwrap_or(true)
+                            {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(store_status(e))).await;
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn deploy_status(e: DeployError) -> Status {
+    match e {
+        DeployError::Spec(_) | DeployError::Image(_) => Status::invalid_argument(e.to_string()),
+        DeployError::Targets(_)
+        | DeployError::LoadBalancer(_)
+        | DeployError::NothingToRollBack(_) => Status::failed_precondition(e.to_string()),
+        DeployError::Store(s) => store_status(s),
+        DeployError::ShuttingDown => Status::unavailable(e.to_string()),
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Locked { .. } => Status::aborted(e.to_string()),
+        StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            Status::internal("the controller's state database failed; see the controller's log")
+        }
+    }
+}
+
+fn state_proto(s: DeploymentState) -> proto::DeploymentState {
+    use proto::DeploymentState as P;
+    match s {
+        DeploymentState::Pending => P::Pending,
+        DeploymentState::Preparing => P::Preparing,
+        DeploymentState::Rolling => P::Rolling,
+        DeploymentState::RollingBack => P::RollingBack,
+        DeploymentState::Paused => P::Paused,
+        DeploymentState::Succeeded => P::Succeeded,
+        DeploymentState::Failed => P::Failed,
+        DeploymentState::RolledBack => P::RolledBack,
+    }
+}
+
+fn phase_proto(p: HostPhase) -> proto::HostPhase {
+    use proto::HostPhase as P;
+    match p {
+        HostPhase::Pending => P::Pending,
+        HostPhase::Prepared => P::Prepared,
+        HostPhase::Draining => P::Draining,
+        HostPhase::Swapping => P::Swapping,
+        HostPhase::Enabling => P::Enabling,
+        HostPhase::Done => P::Done,
+        HostPhase::Failed => P::Failed,
+        HostPhase::RollingBack => P::RollingBack,
+        HostPhase::RolledBack => P::RolledBack,
+        HostPhase::LeftDrained => P::LeftDrained,
+    }
+}
+
+/// A deployment in wire form.
+pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64) -> DeploymentInfo {
+    DeploymentInfo {
+        batches: hosts.iter().map(|h| h.batch + 1).max().unwrap_or(0),
+        hosts: hosts
+            .into_iter()
+            .map(|h| proto::DeploymentHostInfo {
+                host: h.host,
+                batch: h.batch,
+                phase: phase_proto(h.phase) as i32,
+                from_version: h.from_version,
+                to_version: h.to_version,
+                error: h.error.unwrap_or_default(),
+                started_ms: h.started_ms.unwrap_or(0),
+                finished_ms: h.finished_ms.unwrap_or(0),
+            })
+            .collect(),
+        id: d.id,
+        service: d.service,
+        kind: d.kind.as_str().to_string(),
+        version: d.version,
+        image: d.image,
+        pinned: d.pinned,
+        state: state_proto(d.state) as i32,
+        requested_by: d.requested_by,
+        created_ms: d.created_ms,
+        finished_ms: d.finished_ms.unwrap_or(0),
+        error: d.error.unwrap_or_default(),
+        epoch: d.epoch,
+        last_seq,
+    }
+}
+
+fn event(e: Event) -> proto::DeploymentEvent {
+    proto::DeploymentEvent {
+        seq: e.seq,
+        at_ms: e.at_ms,
+        host: e.host,
+        message: e.message,
+        phase: e.phase.map_or(0, |p| phase_proto(p) as i32),
+        state: e.state.map_or(0, |s| state_proto(s) as i32),
     }
 }
 

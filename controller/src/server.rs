@@ -1,6 +1,9 @@
-//! `drover serve`: one listener serving both the agent channel and the operator API.
+//! `drover serve`: one listener serving both the agent channel and the operator API, the
+//! state database, and the rollout engine (which resumes unfinished deployments first).
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -8,12 +11,34 @@ use tracing::info;
 
 use crate::hub::{AgentHub, HubSettings};
 use crate::operator::OperatorService;
+use crate::rollout::{Deployer, DeployerSettings};
+use crate::store::Store;
 
 /// What the controller daemon needs to start.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeSettings {
     /// Agent stream tunables.
     pub hub: HubSettings,
+    /// Rollout engine tunables.
+    pub deployer: DeployerSettings,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// How long in-flight rollouts get to reach a step boundary on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the controller could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Resuming unfinished deployments failed.
+    #[error(transparent)]
+    Resume(#[from] crate::rollout::DeployError),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// Runs the controller on `listener` until `shutdown` completes.
@@ -21,14 +46,26 @@ pub async fn run(
     listener: TcpListener,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    if let Some(dir) = settings
+        .database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    let store = Store::open(&settings.database).await?;
     let hub = AgentHub::new(settings.hub);
+    let deployer = Deployer::new(store, hub.clone(), settings.deployer);
+    let resumed = deployer.resume().await?;
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "controller listening for agents and operators");
+        info!(%addr, database = %settings.database.display(), resumed, "controller listening for agents and operators");
     }
     tonic::transport::Server::builder()
         .add_service(hub.grpc_service())
-        .add_service(OperatorService::server(hub.clone()))
+        .add_service(OperatorService::server(hub.clone(), deployer.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await?;
+    deployer.shutdown(settings.shutdown_grace).await;
+    Ok(())
 }

@@ -114,6 +114,10 @@ pub struct Event {
     pub host: String,
     /// What happened.
     pub message: String,
+    /// The host's phase after the event, when it changed one.
+    pub phase: Option<HostPhase>,
+    /// The deployment's state after the event, when it changed it.
+    pub state: Option<DeploymentState>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -157,6 +161,8 @@ CREATE TABLE IF NOT EXISTS events (
     at_ms INTEGER NOT NULL,
     host TEXT NOT NULL,
     message TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (deployment_id, seq)
 );
 CREATE TABLE IF NOT EXISTS service_locks (
@@ -172,6 +178,39 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn insert_event(
+    c: &Connection,
+    id: &str,
+    host: &str,
+    message: &str,
+    phase: Option<HostPhase>,
+    state: Option<DeploymentState>,
+) -> rusqlite::Result<Event> {
+    let at_ms = now_ms();
+    let seq: u64 = c.query_row(
+        "INSERT INTO events (deployment_id, seq, at_ms, host, message, phase, state)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE deployment_id = ?1), ?2, ?3, ?4, ?5, ?6)
+         RETURNING seq",
+        params![
+            id,
+            at_ms,
+            host,
+            message,
+            phase.map_or("", HostPhase::as_str),
+            state.map_or("", DeploymentState::as_str)
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(Event {
+        seq,
+        at_ms,
+        host: host.to_string(),
+        message: message.to_string(),
+        phase,
+        state,
+    })
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -273,8 +312,9 @@ impl Store {
         id: &str,
         state: DeploymentState,
         error: Option<String>,
+        message: &str,
     ) -> Result<(), StoreError> {
-        let id = id.to_string();
+        let (id, message) = (id.to_string(), message.to_string());
         self.with(move |c| {
             let tx = c.transaction()?;
             let finished = state.is_terminal().then(now_ms);
@@ -288,6 +328,7 @@ impl Store {
             if state.is_terminal() {
                 tx.execute("DELETE FROM service_locks WHERE deployment_id = ?1", params![id])?;
             }
+            insert_event(&tx, &id, "", &message, None, Some(state))?;
             tx.commit()?;
             Ok(())
         })
@@ -327,8 +368,9 @@ impl Store {
         hosts: &[String],
         phase: HostPhase,
         error: Option<String>,
+        message: &str,
     ) -> Result<(), StoreError> {
-        let (id, hosts) = (id.to_string(), hosts.to_vec());
+        let (id, hosts, message) = (id.to_string(), hosts.to_vec(), message.to_string());
         self.with(move |c| {
             let tx = c.transaction()?;
             let now = now_ms();
@@ -349,6 +391,7 @@ impl Store {
                         now,
                         phase.is_final()
                     ])?;
+                    insert_event(&tx, &id, h, &message, Some(phase), None)?;
                 }
             }
             tx.commit()?;
@@ -375,21 +418,11 @@ impl Store {
         .await
     }
 
-    /// Appends to the deployment's event log; returns the event.
+    /// Appends an informational line to the deployment's event log.
     pub async fn event(&self, id: &str, host: &str, message: &str) -> Result<Event, StoreError> {
         let (id, host, message) = (id.to_string(), host.to_string(), message.to_string());
-        self.with(move |c| {
-            let at_ms = now_ms();
-            let seq: u64 = c.query_row(
-                "INSERT INTO events (deployment_id, seq, at_ms, host, message)
-                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE deployment_id = ?1), ?2, ?3, ?4)
-                 RETURNING seq",
-                params![id, at_ms, host, message],
-                |r| r.get(0),
-            )?;
-            Ok(Event { seq, at_ms, host, message })
-        })
-        .await
+        self.with(move |c| Ok(insert_event(c, &id, &host, &message, None, None)?))
+            .await
     }
 
     /// Events of a deployment after `after_seq`.
@@ -397,7 +430,7 @@ impl Store {
         let id = id.to_string();
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, at_ms, host, message FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq",
+                "SELECT seq, at_ms, host, message, phase, state FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![id, after_seq], |r| {
                 Ok(Event {
@@ -405,6 +438,12 @@ impl Store {
                     at_ms: r.get(1)?,
                     host: r.get(2)?,
                     message: r.get(3)?,
+                    phase: Some(r.get::<_, String>(4)?)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| HostPhase::parse(&p)),
+                    state: Some(r.get::<_, String>(5)?)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| DeploymentState::parse(&p)),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

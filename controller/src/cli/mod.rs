@@ -1,7 +1,12 @@
 //! The `drover` command line: one module per subcommand; `main` only dispatches here.
 
+mod deploy;
+mod history;
 mod hosts;
+mod progress;
+mod rollback;
 mod serve;
+mod status;
 
 use clap::{Parser, Subcommand};
 use drover_shared::telemetry::LogFormat;
@@ -26,8 +31,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller daemon: agents connect to it, the CLI talks to it.
     Serve(serve::ServeArgs),
+    /// Roll a new version across the service's hosts in batches, with zero downtime.
+    Deploy(deploy::DeployArgs),
+    /// Follow a deployment (the newest by default) or show where it stands.
+    Status(status::StatusArgs),
     /// List the hosts (agents) the controller knows, connected or lost.
     Hosts(hosts::HostsArgs),
+    /// Past deployments: who, what version and digest, when, outcome, durations.
+    History(history::HistoryArgs),
+    /// Return a service to its previous successful version, without pulling.
+    Rollback(rollback::RollbackArgs),
 }
 
 /// Options every client subcommand shares.
@@ -58,6 +71,10 @@ impl ClientArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Hosts(args) => hosts::run(args).await,
+        Command::History(args) => history::run(args).await,
+        Command::Rollback(args) => rollback::run(args).await,
     }
 }

@@ -1,12 +1,14 @@
 //! `drover serve`: the controller daemon.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use tracing::info;
 
 use crate::hub::HubSettings;
+use crate::rollout::DeployerSettings;
 use crate::server::{ServeSettings, run as run_server};
 
 /// Flags of `drover serve`.
@@ -15,9 +17,24 @@ pub struct ServeArgs {
     /// Address to listen on for agents and operators.
     #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// SQLite database holding deployments, history and locks (created if missing).
+    #[arg(
+        long,
+        env = "DROVER_DATABASE",
+        default_value = "/var/lib/drover/drover.db"
+    )]
+    pub database: PathBuf,
     /// Heartbeat period asked of agents; an agent silent for three periods is lost.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How long a host whose agent vanished mid-step may take to reconnect before the
+    /// step fails (the host is then reported, never silently left out of rotation).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub reconnect_grace: Duration,
+    /// How long in-flight rollouts get to stop at a step boundary on SIGTERM; they
+    /// resume on the next start either way.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
@@ -30,6 +47,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             lost_after: args.heartbeat_interval * 3,
             ..HubSettings::default()
         },
+        deployer: DeployerSettings {
+            reconnect_grace: args.reconnect_grace,
+            ..DeployerSettings::default()
+        },
+        database: args.database,
+        shutdown_grace: args.shutdown_grace,
     };
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");

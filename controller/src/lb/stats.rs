@@ -140,6 +140,18 @@ impl ServerStatus {
     pub fn in_rotation(&self) -> bool {
         self.status == OpStatus::Up && self.admin == AdminState::Ready && self.weight > 0
     }
+
+    /// Do status and admin state agree? HAProxy shows an up server's admin state in its
+    /// status (UP only when READY, DRAIN, MAINT); a DOWN server may be READY or DRAIN.
+    /// A disagreement means the state changed between the two reads.
+    pub fn is_consistent(&self) -> bool {
+        match self.status {
+            OpStatus::Up => self.admin == AdminState::Ready,
+            OpStatus::Drain => self.admin == AdminState::Drain,
+            OpStatus::Maint => self.admin == AdminState::Maint,
+            _ => true,
+        }
+    }
 }
 
 /// Why a runtime API answer could not be read.
@@ -180,7 +192,9 @@ pub fn parse_show_stat(text: &str) -> Result<Vec<StatRow>, ParseError> {
         .next()
         .ok_or_else(|| ParseError("empty answer to show stat".into()))?;
     let header = header.strip_prefix("# ").ok_or_else(|| {
-        ParseError(format!("show stat header does not start with '# ': {header:.80}"))
+        ParseError(format!(
+            "show stat header does not start with '# ': {header:.80}"
+        ))
     })?;
     let names = split_csv(header);
     if !names.iter().any(|n| n == "pxname") || !names.iter().any(|n| n == "svname") {
@@ -254,7 +268,11 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<(String, String, AdminState
             let mask: u32 = mask
                 .parse()
                 .map_err(|_| ParseError(format!("srv_admin_state {mask:?} is not a number")))?;
-            Ok((cell(be)?.to_string(), cell(srv)?.to_string(), AdminState::from_mask(mask)))
+            Ok((
+                cell(be)?.to_string(),
+                cell(srv)?.to_string(),
+                AdminState::from_mask(mask),
+            ))
         })
         .collect()
 }
@@ -305,7 +323,10 @@ mod tests {
     #[test]
     fn reads_status_columns_by_name_from_real_output() {
         let s = statuses(STAT_DRAIN_MAINT);
-        let got: Vec<_> = s.iter().map(|s| (s.server.as_str(), s.status.clone())).collect();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| (s.server.as_str(), s.status.clone()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -318,7 +339,10 @@ mod tests {
         assert_eq!(s[0].address, "127.0.0.2:18081");
         assert_eq!(s[0].check_status, "L7OK");
         assert_eq!(s[2].check_status, "L4CON");
-        assert_eq!(s[2].check_detail, "Layer4 connection problem: Connection refused");
+        assert_eq!(
+            s[2].check_detail,
+            "Layer4 connection problem: Connection refused"
+        );
     }
 
     #[test]
@@ -326,7 +350,10 @@ mod tests {
         let s = statuses(STAT_GOING_DOWN);
         assert_eq!(s[1].status, OpStatus::Up, "`UP 1/2` is still in rotation");
         assert_eq!((s[0].total_sessions, s[0].current_sessions), (15, 0));
-        assert_eq!((s[0].http_5xx, s[0].conn_errors, s[0].resp_errors), (0, 0, 0));
+        assert_eq!(
+            (s[0].http_5xx, s[0].conn_errors, s[0].resp_errors),
+            (0, 0, 0)
+        );
         assert_eq!(s[0].weight, 1);
     }
 
@@ -342,7 +369,11 @@ mod tests {
         let rows = parse_show_stat(text).unwrap();
         assert_eq!(rows[0].names(), ("api", "host-9"));
         assert_eq!(rows[0].counter("scur").unwrap(), 7);
-        assert_eq!(rows[0].counter("hrsp_5xx").unwrap(), 0, "missing column reads 0");
+        assert_eq!(
+            rows[0].counter("hrsp_5xx").unwrap(),
+            0,
+            "missing column reads 0"
+        );
     }
 
     #[test]
@@ -355,7 +386,10 @@ mod tests {
 
     #[test]
     fn quoted_cells() {
-        assert_eq!(split_csv(r#"a,"b,c","d""e",,"#), ["a", "b,c", "d\"e", "", ""]);
+        assert_eq!(
+            split_csv(r#"a,"b,c","d""e",,"#),
+            ["a", "b,c", "d\"e", "", ""]
+        );
     }
 
     #[test]
@@ -370,7 +404,10 @@ mod tests {
     #[test]
     fn servers_state_admin_masks_from_real_output() {
         let got = parse_servers_state(STATE_DRAIN_MAINT).unwrap();
-        let got: Vec<_> = got.iter().map(|(b, s, a)| (b.as_str(), s.as_str(), *a)).collect();
+        let got: Vec<_> = got
+            .iter()
+            .map(|(b, s, a)| (b.as_str(), s.as_str(), *a))
+            .collect();
         assert_eq!(
             got,
             [
@@ -392,5 +429,20 @@ mod tests {
         s.admin = AdminState::Ready;
         s.weight = 0;
         assert!(!s.in_rotation());
+    }
+
+    #[test]
+    fn torn_reads_are_inconsistent() {
+        let mut s = statuses(STAT_DRAIN_MAINT);
+        let admins = [AdminState::Drain, AdminState::Maint, AdminState::Drain];
+        for (s, admin) in s.iter_mut().zip(admins) {
+            s.admin = admin;
+            assert!(s.is_consistent(), "{s:?}");
+        }
+        s[0].admin = AdminState::Ready;
+        assert!(!s[0].is_consistent(), "DRAIN status with READY admin");
+        let mut up = statuses(STAT_GOING_DOWN).remove(0);
+        up.admin = AdminState::Drain;
+        assert!(!up.is_consistent(), "UP status with DRAIN admin");
     }
 }

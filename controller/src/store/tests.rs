@@ -53,7 +53,7 @@ async fn lock_is_held_until_terminal() {
     assert!(msg.contains("d-1") && msg.contains("ops@box"), "{msg}");
     // Another service is not affected.
     s.create(deployment("d-3", "api"), vec![]).await.unwrap();
-    s.set_state("d-1", DeploymentState::Succeeded, None)
+    s.set_state("d-1", DeploymentState::Succeeded, None, "done")
         .await
         .unwrap();
     s.create(deployment("d-2", "web"), vec![]).await.unwrap();
@@ -68,12 +68,12 @@ async fn hosts_events_and_reopen() {
         s.create(deployment("d-1", "web"), vec![host("a", 0), host("b", 1)])
             .await
             .unwrap();
-        s.set_hosts("d-1", &["a".into()], HostPhase::Swapping, None)
+        s.set_hosts("d-1", &["a".into()], HostPhase::Swapping, None, "swapping")
             .await
             .unwrap();
         s.event("d-1", "a", "swapping").await.unwrap();
         let e = s.event("d-1", "", "second").await.unwrap();
-        assert_eq!(e.seq, 2);
+        assert_eq!(e.seq, 3);
         assert_eq!(s.bump_epoch("d-1").await.unwrap(), 2);
     }
     let s = Store::open(&path).await.unwrap();
@@ -81,7 +81,12 @@ async fn hosts_events_and_reopen() {
     assert_eq!(d.epoch, 2);
     assert_eq!(hosts[0].phase, HostPhase::Swapping);
     assert!(hosts[0].started_ms.is_some());
-    assert_eq!(s.events("d-1", 1).await.unwrap().len(), 1);
+    let events = s.events("d-1", 1).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        s.events("d-1", 0).await.unwrap()[0].phase,
+        Some(HostPhase::Swapping)
+    );
     assert_eq!(s.unfinished().await.unwrap().len(), 1);
     assert!(matches!(s.get("nope").await, Err(StoreError::NotFound(_))));
 }

@@ -1,0 +1,116 @@
+//! `drover deploy -f drover.toml --version TAG`: validate, start, follow to the end.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_proto::v1::{DeployRequest, RegistryAuth};
+
+use super::ClientArgs;
+use super::progress::{self, Mode};
+use crate::spec::ServiceSpec;
+
+/// Flags of `drover deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The service spec (TOML).
+    #[arg(long, short = 'f', default_value = "drover.toml")]
+    pub file: PathBuf,
+    /// Version (tag) to deploy: the image is the spec's repository with this tag.
+    #[arg(long, short = 'v', required_unless_present = "image")]
+    pub version: Option<String>,
+    /// A full image reference instead (e.g. `registry:5000/app@sha256:...`).
+    #[arg(long, conflicts_with = "version")]
+    pub image: Option<String>,
+    /// Start the deployment and return its id without following it.
+    #[arg(long)]
+    pub detach: bool,
+    /// One JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code when the request was refused before anything was touched.
+pub const EXIT_REFUSED: i32 = 2;
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read the spec {}", args.file.display()))?;
+    let spec = match ServiceSpec::from_toml(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: invalid spec {}: {e}", args.file.display());
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let registry_auth = match &spec.registry {
+        None => None,
+        Some(r) => {
+            let password = std::env::var(&r.password_env).with_context(|| {
+                format!(
+                    "the spec's registry.password_env names {:?}, which is not set in this environment",
+                    r.password_env
+                )
+            })?;
+            Some(RegistryAuth {
+                username: r.username.clone(),
+                password,
+                server: String::new(),
+            })
+        }
+    };
+    let mut client = OperatorClient::new(args.client.channel().await?);
+    let response = client
+        .deploy(DeployRequest {
+            spec_toml: text,
+            version: args.version.clone().unwrap_or_default(),
+            image: args.image.clone().unwrap_or_default(),
+            requested_by: whoami(),
+            registry_auth,
+        })
+        .await;
+    let info = match response {
+        Ok(r) => r.into_inner().deployment.unwrap_or_default(),
+        Err(status) => {
+            eprintln!(
+                "error: deploy refused, nothing was changed: {}",
+                status.message()
+            );
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    follow_or_detach(&mut client, &info.id, args.detach, args.json).await
+}
+
+/// Prints the id (detached) or follows the deployment to its end.
+pub(crate) async fn follow_or_detach(
+    client: &mut OperatorClient<tonic::transport::Channel>,
+    id: &str,
+    detach: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    if detach {
+        if json {
+            println!("{}", serde_json::json!({ "type": "started", "id": id }));
+        } else {
+            println!("{id}");
+        }
+        return Ok(0);
+    }
+    let mode = Mode::pick(json);
+    let info = progress::follow(client, id, mode).await?;
+    Ok(progress::summarize(&info, mode))
+}
+
+/// `user@host` of whoever runs the CLI, for the history.
+pub(crate) fn whoami() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}

@@ -1,0 +1,275 @@
+//! Following a deployment in the terminal: a progress bar per host when stdout is a
+//! terminal, plain timestamped lines otherwise, or one JSON object per event (`--json`).
+//! Used by `deploy`, `rollback` and `status`, so all three look the same.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_proto::v1::{
+    DeploymentEvent, DeploymentInfo, DeploymentState, HostPhase, WatchRequest, watch_event,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tonic::transport::Channel;
+
+/// How events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Progress bars (stdout is a terminal).
+    Bars,
+    /// One line per event.
+    Lines,
+    /// One JSON object per event.
+    Json,
+}
+
+impl Mode {
+    /// Bars on a terminal, lines otherwise, JSON when asked.
+    pub fn pick(json: bool) -> Self {
+        if json {
+            Self::Json
+        } else if std::io::stdout().is_terminal() {
+            Self::Bars
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// Follows deployment `id` until it ends; returns its final snapshot.
+pub async fn follow(
+    client: &mut OperatorClient<Channel>,
+    id: &str,
+    mode: Mode,
+) -> anyhow::Result<DeploymentInfo> {
+    let mut stream = client
+        .watch(WatchRequest {
+            id: id.to_string(),
+            after_seq: 0,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot follow deployment {id}: {}", s.message()))?
+        .into_inner();
+    let mut view = View::new(mode);
+    while let Some(msg) = stream.message().await.map_err(|s| {
+        anyhow::anyhow!(
+            "lost the controller while following {id}: {}; resume with `drover status {id}`",
+            s.message()
+        )
+    })? {
+        match msg.body {
+            Some(watch_event::Body::Snapshot(s)) => view.snapshot(&s),
+            Some(watch_event::Body::Event(e)) => view.event(&e),
+            None => {}
+        }
+    }
+    view.finish();
+    let info = client
+        .get_deployment(drover_proto::v1::GetDeploymentRequest { id: id.to_string() })
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot read deployment {id}: {}", s.message()))?
+        .into_inner();
+    Ok(info)
+}
+
+struct View {
+    mode: Mode,
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+    header: Option<ProgressBar>,
+}
+
+impl View {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            multi: MultiProgress::new(),
+            bars: BTreeMap::new(),
+            header: None,
+        }
+    }
+
+    fn snapshot(&mut self, s: &DeploymentInfo) {
+        match self.mode {
+            Mode::Json => println!("{}", snapshot_json(s)),
+            Mode::Lines => println!(
+                "deployment {} of {} {} ({} hosts in {} batches), by {}",
+                s.id,
+                s.service,
+                s.version,
+                s.hosts.len(),
+                s.batches,
+                s.requested_by
+            ),
+            Mode::Bars => {
+                let header = self.multi.add(ProgressBar::new_spinner());
+                header.set_style(
+                    ProgressStyle::with_template("{spinner} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                header.enable_steady_tick(std::time::Duration::from_millis(120));
+                header.set_message(format!(
+                    "{} {} → {}: {}",
+                    s.id,
+                    s.service,
+                    s.version,
+                    state_name(s.state)
+                ));
+                self.header = Some(header);
+                let style = ProgressStyle::with_template("  {prefix:<16} [{bar:12}] {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                for h in &s.hosts {
+                    let bar = self.multi.add(ProgressBar::new(4));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(format!("{} (b{})", h.host, h.batch + 1));
+                    bar.set_position(phase_step(h.phase));
+                    bar.set_message(phase_name(h.phase));
+                    self.bars.insert(h.host.clone(), bar);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: &DeploymentEvent) {
+        match self.mode {
+            Mode::Json => println!("{}", event_json(e)),
+            Mode::Lines => {
+                let when = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms),
+                );
+                let who = if e.host.is_empty() {
+                    "-".to_string()
+                } else {
+                    e.host.clone()
+                };
+                println!("{when} {who:<16} {}", e.message);
+            }
+            Mode::Bars => {
+                if let Some(bar) = self.bars.get(&e.host) {
+                    if e.phase != 0 {
+                        bar.set_position(phase_step(e.phase));
+                    }
+                    bar.set_message(e.message.clone());
+                } else if let Some(h) = &self.header {
+                    let state = if e.state != 0 {
+                        format!("{}: ", state_name(e.state))
+                    } else {
+                        String::new()
+                    };
+                    h.set_message(format!("{state}{}", e.message));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(h) = self.header.take() {
+            h.finish();
+        }
+        for bar in self.bars.values() {
+            bar.finish();
+        }
+    }
+}
+
+fn phase_step(phase: i32) -> u64 {
+    match HostPhase::try_from(phase).unwrap_or_default() {
+        HostPhase::Draining => 1,
+        HostPhase::Swapping | HostPhase::RollingBack => 2,
+        HostPhase::Enabling => 3,
+        HostPhase::Done | HostPhase::RolledBack | HostPhase::Failed | HostPhase::LeftDrained => 4,
+        _ => 0,
+    }
+}
+
+/// The short name of a host phase (`done`, `left_drained`, ...).
+pub fn phase_name(phase: i32) -> String {
+    HostPhase::try_from(phase)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("HOST_PHASE_")
+        .to_ascii_lowercase()
+}
+
+/// The short name of a deployment state (`succeeded`, `rolled_back`, ...).
+pub fn state_name(state: i32) -> String {
+    DeploymentState::try_from(state)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("DEPLOYMENT_STATE_")
+        .to_ascii_lowercase()
+}
+
+fn event_json(e: &DeploymentEvent) -> serde_json::Value {
+    serde_json::json!({
+        "type": "event", "seq": e.seq, "at_ms": e.at_ms, "host": e.host, "message": e.message,
+        "phase": (e.phase != 0).then(|| phase_name(e.phase)),
+        "state": (e.state != 0).then(|| state_name(e.state)),
+    })
+}
+
+/// A deployment as JSON (used by `--json` outputs).
+pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
+    let hosts: Vec<_> = s
+        .hosts
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "host": h.host, "batch": h.batch, "phase": phase_name(h.phase),
+                "from_version": h.from_version, "to_version": h.to_version, "error": h.error,
+                "started_ms": h.started_ms, "finished_ms": h.finished_ms,
+                "duration_ms": h.finished_ms.checked_sub(h.started_ms).filter(|_| h.started_ms > 0),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "type": "deployment", "id": s.id, "service": s.service, "kind": s.kind,
+        "version": s.version, "image": s.image, "pinned": s.pinned,
+        "state": state_name(s.state), "requested_by": s.requested_by,
+        "created_ms": s.created_ms, "finished_ms": s.finished_ms, "error": s.error,
+        "epoch": s.epoch, "batches": s.batches, "hosts": hosts,
+    })
+}
+
+/// Prints the final word on a deployment: which host runs what; returns the exit code
+/// (0 succeeded, 1 anything else).
+pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
+    let ok = s.state == DeploymentState::Succeeded as i32;
+    if mode == Mode::Json {
+        println!("{}", snapshot_json(s));
+        return if ok { 0 } else { 1 };
+    }
+    println!();
+    println!(
+        "deployment {} {}: {}",
+        s.id,
+        state_name(s.state),
+        if s.error.is_empty() { "ok" } else { &s.error }
+    );
+    println!(
+        "  {:<20} {:<14} {:<12} {:<10} ERROR",
+        "HOST", "PHASE", "VERSION", "TOOK"
+    );
+    for h in &s.hosts {
+        let version = match HostPhase::try_from(h.phase).unwrap_or_default() {
+            HostPhase::Done => h.to_version.as_str(),
+            HostPhase::LeftDrained => "unknown",
+            _ => h.from_version.as_str(),
+        };
+        let took = if h.started_ms > 0 && h.finished_ms >= h.started_ms {
+            format!("{:.1}s", (h.finished_ms - h.started_ms) as f64 / 1000.0)
+        } else {
+            "-".into()
+        };
+        println!(
+            "  {:<20} {:<14} {:<12} {:<10} {}",
+            h.host,
+            phase_name(h.phase),
+            if version.is_empty() { "-" } else { version },
+            took,
+            h.error
+        );
+    }
+    if ok { 0 } else { 1 }
+}

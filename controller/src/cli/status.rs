@@ -1,0 +1,49 @@
+//! `drover status [ID]`: follow a deployment from any terminal (the newest by default).
+
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_proto::v1::{DeploymentState, GetDeploymentRequest};
+
+use super::ClientArgs;
+use super::progress::{self, Mode};
+
+/// Flags of `drover status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Deployment id (default: the newest).
+    pub id: Option<String>,
+    /// Print the current state and return instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
+    let mut client = OperatorClient::new(args.client.channel().await?);
+    let info = client
+        .get_deployment(GetDeploymentRequest {
+            id: args.id.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let mode = Mode::pick(args.json);
+    let terminal = !matches!(
+        DeploymentState::try_from(info.state).unwrap_or_default(),
+        DeploymentState::Pending
+            | DeploymentState::Preparing
+            | DeploymentState::Rolling
+            | DeploymentState::RollingBack
+    );
+    if args.no_follow || terminal {
+        return Ok(progress::summarize(
+            &info,
+            if args.json { Mode::Json } else { Mode::Lines },
+        ));
+    }
+    let info = progress::follow(&mut client, &info.id, mode).await?;
+    Ok(progress::summarize(&info, mode))
+}

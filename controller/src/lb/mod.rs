@@ -1,0 +1,191 @@
+//! The load balancer driver: takes hosts out of rotation and puts them back, through
+//! HAProxy's runtime API, on every HAProxy configured for a service.
+//!
+//! [`HaproxyRuntime`] talks to one HAProxy; [`LoadBalancer`] applies each step to all of
+//! them for one backend, and waits on conditions (drained, UP) with short polls bounded
+//! by a deadline. Every step is idempotent: draining a drained server or enabling an
+//! enabled one is a no-op, so a retried or resumed rollout ends in the same state.
+
+mod error;
+mod haproxy;
+mod stats;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::time::{Instant, sleep};
+use tracing::{info, warn};
+
+pub use error::LbError;
+pub use haproxy::{HaproxyRuntime, RuntimeAddr};
+pub use stats::{AdminState, OpStatus, ParseError, ServerStatus};
+
+/// How often `wait_*` look again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How a drain wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Sessions still attached to the server, summed over every HAProxy (0 unless timed out).
+    pub sessions_left: u64,
+    /// The drain timeout passed first; the rollout goes on anyway, by design.
+    pub timed_out: bool,
+    /// How long the wait took.
+    pub waited: Duration,
+}
+
+/// All configured HAProxies for one service's backend: every operation applies to each.
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    /// One handle per HAProxy, in configuration order.
+    runtimes: Vec<HaproxyRuntime>,
+    /// The backend holding the service's servers, the same name on every HAProxy.
+    backend: String,
+}
+
+impl LoadBalancer {
+    /// A balancer over `addrs`; `timeout` bounds each runtime API command.
+    pub fn new(addrs: Vec<RuntimeAddr>, backend: String, timeout: Duration) -> Self {
+        let runtimes = addrs
+            .into_iter()
+            .map(|a| HaproxyRuntime::new(a, timeout))
+            .collect();
+        Self { runtimes, backend }
+    }
+
+    /// The backend this balancer drives.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// One handle per configured HAProxy.
+    pub fn runtimes(&self) -> &[HaproxyRuntime] {
+        &self.runtimes
+    }
+
+    /// Checks, before anything changes, that every HAProxy has the backend and knows
+    /// every server.
+    pub async fn validate(&self, servers: &[String]) -> Result<(), LbError> {
+        self.each(|rt| async move {
+            let known = rt.servers(&self.backend).await?;
+            match servers
+                .iter()
+                .find(|s| !known.iter().any(|k| &k.server == *s))
+            {
+                Some(missing) => Err(LbError::NoSuchServer {
+                    haproxy: rt.addr().to_string(),
+                    backend: self.backend.clone(),
+                    server: missing.clone(),
+                }),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Stops new load-balanced traffic to `server` on every HAProxy (`state drain`).
+    pub async fn drain(&self, server: &str) -> Result<(), LbError> {
+        info!(backend = %self.backend, %server, "draining");
+        self.set_admin(server, AdminState::Drain).await
+    }
+
+    /// Puts `server` back in rotation on every HAProxy (`state ready`).
+    pub async fn enable(&self, server: &str) -> Result<(), LbError> {
+        info!(backend = %self.backend, %server, "enabling");
+        self.set_admin(server, AdminState::Ready).await
+    }
+
+    /// Waits until no session is attached to `server` on any HAProxy, or `timeout`
+    /// passes: that is not an error, the outcome says how many sessions were left.
+    pub async fn wait_drained(
+        &self,
+        server: &str,
+        timeout: Duration,
+    ) -> Result<DrainOutcome, LbError> {
+        let start = Instant::now();
+        loop {
+            let left: u64 = self
+                .status(server)
+                .await?
+                .iter()
+                .map(|s| s.current_sessions)
+                .sum();
+            let waited = start.elapsed();
+            if left == 0 || waited >= timeout {
+                let timed_out = left > 0;
+                if timed_out {
+                    warn!(backend = %self.backend, %server, sessions_left = left, ?waited,
+                        "drain timeout passed with sessions left; going on");
+                }
+                return Ok(DrainOutcome {
+                    sessions_left: left,
+                    timed_out,
+                    waited,
+                });
+            }
+            sleep(POLL.min(timeout - waited)).await;
+        }
+    }
+
+    /// Waits until every HAProxy reports `server` UP (health checks pass, not drained).
+    /// The error names the first HAProxy where it is not, and what it last showed.
+    pub async fn wait_up(&self, server: &str, timeout: Duration) -> Result<(), LbError> {
+        let start = Instant::now();
+        loop {
+            let statuses = self.status(server).await?;
+            let not_up = self
+                .runtimes
+                .iter()
+                .zip(&statuses)
+                .find(|(_, s)| s.status != OpStatus::Up);
+            let Some((rt, s)) = not_up else {
+                info!(backend = %self.backend, %server, waited = ?start.elapsed(), "up");
+                return Ok(());
+            };
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(LbError::NotUp {
+                    haproxy: rt.addr().to_string(),
+                    backend: self.backend.clone(),
+                    server: server.to_string(),
+                    status: s.status.clone(),
+                    check: format!("{} {}", s.check_status, s.check_detail),
+                    waited,
+                });
+            }
+            sleep(POLL.min(timeout - waited)).await;
+        }
+    }
+
+    /// `server` as each HAProxy sees it, in configuration order.
+    pub async fn status(&self, server: &str) -> Result<Vec<ServerStatus>, LbError> {
+        self.each(|rt| rt.server(&self.backend, server)).await
+    }
+
+    async fn set_admin(&self, server: &str, state: AdminState) -> Result<(), LbError> {
+        self.each(|rt| rt.set_admin(&self.backend, server, state))
+            .await
+            .map(drop)
+    }
+
+    /// Runs `op` on every HAProxy at once and waits for all of them (a slow or failing
+    /// one does not cancel the others); returns the first error, logging the rest.
+    async fn each<'a, T, F, Fut>(&'a self, op: F) -> Result<Vec<T>, LbError>
+    where
+        F: Fn(&'a HaproxyRuntime) -> Fut,
+        Fut: Future<Output = Result<T, LbError>>,
+    {
+        let mut out = Vec::with_capacity(self.runtimes.len());
+        let mut first_err = None;
+        for result in join_all(self.runtimes.iter().map(op)).await {
+            match result {
+                Ok(v) => out.push(v),
+                Err(e) if first_err.is_none() => first_err = Some(e),
+                Err(e) => warn!(backend = %self.backend, error = %e, "load balancer step failed"),
+            }
+        }
+        first_err.map_or(Ok(out), Err)
+    }
+}

@@ -1,0 +1,407 @@
+//! Fleet rollouts: validating a deploy against the live fleet, recording it, and driving
+//! it batch by batch (see [`run`]). [`Deployer`] is the handle the operator API uses; it
+//! owns every rollout task and resumes unfinished deployments when the controller starts.
+
+mod plan;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::v1 as proto;
+use drover_shared::image::ImageRef;
+use drover_shared::labels::Selector;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::hub::AgentHub;
+use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
+use crate::spec::{ServiceSpec, SpecError};
+use crate::state::{DeploymentKind, DeploymentState, HostPhase};
+use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
+
+pub use plan::batches;
+
+/// Tunables of the rollout engine.
+#[derive(Debug, Clone)]
+pub struct DeployerSettings {
+    /// How long a host whose agent vanished mid-step may take to come back before the
+    /// step counts as failed.
+    pub reconnect_grace: Duration,
+    /// Bound on each HAProxy runtime API command.
+    pub lb_command_timeout: Duration,
+}
+
+impl Default for DeployerSettings {
+    fn default() -> Self {
+        Self {
+            reconnect_grace: Duration::from_secs(10),
+            lb_command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A deploy as asked for by an operator.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The validated spec.
+    pub spec: ServiceSpec,
+    /// Version (tag) to deploy.
+    pub version: String,
+    /// Full image reference overriding `spec.service.image:version`, if given.
+    pub image: Option<String>,
+    /// Who asks.
+    pub requested_by: String,
+    /// Registry credentials for this deployment's pulls; never stored.
+    pub auth: Option<proto::RegistryAuth>,
+}
+
+/// Why a deploy was refused or could not be started. Nothing was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The image reference or version is unusable.
+    #[error("{0}")]
+    Image(String),
+    /// The selector matches no connected host, or a matching host is not connected.
+    #[error("{0}")]
+    Targets(String),
+    /// A load balancer refused the backend or a server name.
+    #[error(transparent)]
+    LoadBalancer(#[from] LbError),
+    /// The store refused (including: another deployment holds the service's lock).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No earlier successful deployment to roll back to.
+    #[error("{0}")]
+    NothingToRollBack(String),
+    /// The controller is shutting down.
+    #[error("the controller is shutting down; retry once it is back")]
+    ShuttingDown,
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub hub: AgentHub,
+    pub settings: DeployerSettings,
+    /// Bumped on every recorded change, so watchers re-read.
+    pub changed: watch::Sender<u64>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Handle to the rollout engine; cheap to clone.
+#[derive(Clone)]
+pub struct Deployer {
+    shared: Arc<Shared>,
+}
+
+impl Deployer {
+    /// An engine over `store` and `hub`.
+    pub fn new(store: Store, hub: AgentHub, settings: DeployerSettings) -> Self {
+        let (changed, _) = watch::channel(0);
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                hub,
+                settings,
+                changed,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The store behind the engine (for read-only queries).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Changes to any deployment, as a counter that moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+
+    /// Validates `req` against the live fleet, records the deployment and starts it.
+    pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
+        let spec = req.spec;
+        spec.validate()?;
+        let image = match &req.image {
+            Some(i) => i.clone(),
+            None => {
+                if req.version.is_empty() {
+                    return Err(DeployError::Image(
+                        "no version given: pass --version TAG (or --image REF)".into(),
+                    ));
+                }
+                format!("{}:{}", spec.service.image, req.version)
+            }
+        };
+        let parsed = ImageRef::parse(&image).map_err(|e| DeployError::Image(e.to_string()))?;
+        let version = if req.version.is_empty() {
+            parsed.tag_or_latest().unwrap_or("pinned").to_string()
+        } else {
+            req.version.clone()
+        };
+        let targets = self.targets(&spec).await?;
+        let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub);
+        let d = Deployment {
+            id: new_id(),
+            service: spec.service.name.clone(),
+            kind: DeploymentKind::Deploy,
+            version,
+            image,
+            pinned: parsed
+                .digest
+                .as_ref()
+                .map(|d| parsed.pinned(d))
+                .unwrap_or_default(),
+            spec: spec.to_toml(),
+            state: DeploymentState::Pending,
+            epoch: 1,
+            requested_by: req.requested_by,
+            created_ms: now_ms(),
+            finished_ms: None,
+            error: None,
+        };
+        self.start(d, hosts, req.auth).await
+    }
+
+    /// Rolls `service` back to the version of its previous successful deployment.
+    pub async fn rollback(
+        &self,
+        service: &str,
+        requested_by: &str,
+    ) -> Result<Deployment, DeployError> {
+        let history = self
+            .shared
+            .store
+            .list(Some(service.to_string()), 200)
+            .await?;
+        let mut succeeded = history
+            .iter()
+            .filter(|d| d.state == DeploymentState::Succeeded && !d.pinned.is_empty());
+        let current = succeeded.next();
+        let previous = current.and_then(|c| succeeded.find(|d| d.pinned != c.pinned));
+        let (Some(current), Some(previous)) = (current, previous) else {
+            return Err(DeployError::NothingToRollBack(format!(
+                "service {service:?} has no earlier successful deployment with another version to return to; see `drover history --service {service}`"
+            )));
+        };
+        let spec = ServiceSpec::from_toml(&current.spec)?;
+        let targets = self.targets(&spec).await?;
+        let hosts = plan_hosts(&spec, &targets, &previous.version, &self.shared.hub);
+        let d = Deployment {
+            id: new_id(),
+            service: service.to_string(),
+            kind: DeploymentKind::Rollback,
+            version: previous.version.clone(),
+            image: previous.image.clone(),
+            pinned: previous.pinned.clone(),
+            spec: current.spec.clone(),
+            state: DeploymentState::Pending,
+            epoch: 1,
+            requested_by: requested_by.to_string(),
+            created_ms: now_ms(),
+            finished_ms: None,
+            error: None,
+        };
+        self.start(d, hosts, None).await
+    }
+
+    /// Hosts matching the spec's selector, all connected, known to every load balancer.
+    async fn targets(&self, spec: &ServiceSpec) -> Result<Vec<String>, DeployError> {
+        let selector = Selector::parse(&spec.targets.selector).map_err(|e| SpecError::Invalid {
+            key: "targets.selector",
+            reason: e.to_string(),
+        })?;
+        let all = self.shared.hub.hosts();
+        let matching: Vec<_> = all.iter().filter(|h| selector.matches(&h.labels)).collect();
+        let lost: Vec<_> = matching
+            .iter()
+            .filter(|h| !h.connected)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !lost.is_empty() {
+            return Err(DeployError::Targets(format!(
+                "selector {:?} matches hosts that are not connected: {}; bring their agents back or narrow the selector",
+                spec.targets.selector,
+                lost.join(", ")
+            )));
+        }
+        if matching.is_empty() {
+            let known: Vec<_> = all
+                .iter()
+                .filter(|h| h.connected)
+                .map(|h| h.name.as_str())
+                .collect();
+            return Err(DeployError::Targets(format!(
+                "selector {:?} matches no connected host (connected: {}); check targets.selector and the agents' --label flags",
+                spec.targets.selector,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let names: Vec<String> = matching.iter().map(|h| h.name.clone()).collect();
+        if let Some(lb) = load_balancer(spec, &self.shared.settings)? {
+            let servers: Vec<String> = names
+                .iter()
+                .map(|h| {
+                    spec.load_balancer
+                        .as_ref()
+                        .map_or(h.clone(), |l| l.server_for(h))
+                })
+                .collect();
+            lb.validate(&servers).await?;
+        }
+        Ok(names)
+    }
+
+    async fn start(
+        &self,
+        d: Deployment,
+        hosts: Vec<DeploymentHost>,
+        auth: Option<proto::RegistryAuth>,
+    ) -> Result<Deployment, DeployError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(DeployError::ShuttingDown);
+        }
+        self.shared.store.create(d.clone(), hosts).await?;
+        self.shared
+            .store
+            .event(
+                &d.id,
+                "",
+                &format!(
+                    "{} of {} {} requested by {}",
+                    d.kind, d.service, d.version, d.requested_by
+                ),
+            )
+            .await?;
+        info!(deployment = %d.id, service = %d.service, version = %d.version, "deployment recorded");
+        self.spawn(d.clone(), auth);
+        Ok(d)
+    }
+
+    fn spawn(&self, d: Deployment, auth: Option<proto::RegistryAuth>) {
+        let shared = self.shared.clone();
+        let span = info_span!("deployment", deployment = %d.id, service = %d.service);
+        self.shared.tasks.spawn(
+            async move {
+                let id = d.id.clone();
+                if let Err(e) = run::Rollout::load(shared.clone(), d, auth).await.run().await {
+                    error!(deployment = %id, error = %e, "deployment bookkeeping failed; it will resume on the next start");
+                }
+                shared.notify();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Resumes every deployment a previous controller left unfinished, under a new epoch.
+    pub async fn resume(&self) -> Result<usize, DeployError> {
+        let unfinished = self.shared.store.unfinished().await?;
+        let n = unfinished.len();
+        for mut d in unfinished {
+            d.epoch = self.shared.store.bump_epoch(&d.id).await?;
+            self.shared
+                .store
+                .event(
+                    &d.id,
+                    "",
+                    &format!("controller restarted: resuming under epoch {}", d.epoch),
+                )
+                .await?;
+            info!(deployment = %d.id, epoch = d.epoch, state = %d.state, "resuming deployment");
+            self.spawn(d, None);
+        }
+        Ok(n)
+    }
+
+    /// Stops every rollout at its next step boundary (state stays recorded for resume)
+    /// and waits for them, up to `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(deadline, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            error!("rollouts did not stop within {deadline:?}; they will resume on the next start");
+        }
+    }
+}
+
+/// Every target host's row, with the version it runs now.
+fn plan_hosts(
+    spec: &ServiceSpec,
+    targets: &[String],
+    to_version: &str,
+    hub: &AgentHub,
+) -> Vec<DeploymentHost> {
+    batches(targets.to_vec(), spec.rollout.batch_size)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, batch)| batch.into_iter().map(move |host| (i, host)))
+        .map(|(i, host)| {
+            let from_version = hub
+                .host(&host)
+                .and_then(|h| {
+                    h.services.into_iter().find(|s| {
+                        s.service == spec.service.name
+                            && s.state == proto::ContainerState::Running as i32
+                    })
+                })
+                .map(|s| s.version)
+                .unwrap_or_default();
+            DeploymentHost {
+                host,
+                batch: i as u32,
+                phase: HostPhase::Pending,
+                from_version,
+                to_version: to_version.to_string(),
+                error: None,
+                started_ms: None,
+                finished_ms: None,
+            }
+        })
+        .collect()
+}
+
+/// The spec's load balancer, if it has one.
+pub(crate) fn load_balancer(
+    spec: &ServiceSpec,
+    settings: &DeployerSettings,
+) -> Result<Option<LoadBalancer>, LbError> {
+    let Some(lb) = &spec.load_balancer else {
+        return Ok(None);
+    };
+    let addrs = lb
+        .runtime
+        .iter()
+        .map(|a| a.parse::<RuntimeAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(LoadBalancer::new(
+        addrs,
+        lb.backend.clone(),
+        settings.lb_command_timeout,
+    )))
+}
+
+fn new_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("d-{}", &u[..12])
+}
