@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod hub;
 pub mod lb;
+pub mod metrics;
 pub mod operator;
 pub mod rollout;
 pub mod server;

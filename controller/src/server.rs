@@ -5,9 +5,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info};
+
+use crate::metrics::Metrics;
 
 use crate::hub::{AgentHub, HubSettings};
 use crate::operator::OperatorService;
@@ -15,7 +20,7 @@ use crate::rollout::{Deployer, DeployerSettings};
 use crate::store::Store;
 
 /// What the controller daemon needs to start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeSettings {
     /// Agent stream tunables.
     pub hub: HubSettings,
@@ -25,6 +30,8 @@ pub struct ServeSettings {
     pub database: PathBuf,
     /// How long in-flight rollouts get to reach a step boundary on shutdown.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the controller could not run.
@@ -56,7 +63,24 @@ pub async fn run(
     }
     let store = Store::open(&settings.database).await?;
     let hub = AgentHub::new(settings.hub);
-    let deployer = Deployer::new(store, hub.clone(), settings.deployer);
+    let metrics = Arc::new(Metrics::default());
+    let deployer = Deployer::new(store, hub.clone(), settings.deployer, metrics.clone());
+    let stop_metrics = CancellationToken::new();
+    let metrics_task = settings.metrics.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "serving Prometheus metrics at /metrics");
+        }
+        let stop = stop_metrics.clone();
+        tokio::spawn(
+            crate::metrics::serve(
+                l,
+                metrics,
+                hub.clone(),
+                async move { stop.cancelled().await },
+            )
+            .instrument(tracing::info_span!("metrics")),
+        )
+    });
     let resumed = deployer.resume().await?;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, database = %settings.database.display(), resumed, "controller listening for agents and operators");
@@ -67,5 +91,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     deployer.shutdown(settings.shutdown_grace).await;
+    stop_metrics.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// step fails (the host is then reported, never silently left out of rotation).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub reconnect_grace: Duration,
+    /// Address for Prometheus metrics (`GET /metrics`); empty to disable.
+    #[arg(long, env = "DROVER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
     /// How long in-flight rollouts get to stop at a step boundary on SIGTERM; they
     /// resume on the next start either way.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -41,6 +44,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics = if args.metrics_listen.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = args.metrics_listen.parse().with_context(|| {
+            format!(
+                "invalid --metrics-listen {:?}: write ip:port",
+                args.metrics_listen
+            )
+        })?;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        )
+    };
     let settings = ServeSettings {
         hub: HubSettings {
             heartbeat_interval: args.heartbeat_interval,
@@ -53,6 +71,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         },
         database: args.database,
         shutdown_grace: args.shutdown_grace,
+        metrics,
     };
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");

@@ -145,21 +145,26 @@ pub enum LbError {
 
     /// The server did not become UP in time after being enabled.
     #[error(
-        "server {backend}/{server} is not UP on HAProxy at {haproxy} after {waited:?} (last \
-         status {status}, check {check}); check that the app answers the health check"
+        "server {}/{} is not UP on HAProxy at {} after {:?} (last status {}, check {}); check \
+         that the app answers the health check",
+        .0.backend, .0.server, .0.haproxy, .0.waited, .0.status, .0.check
     )]
-    NotUp {
-        /// The HAProxy runtime address.
-        haproxy: String,
-        /// The backend.
-        backend: String,
-        /// The server.
-        server: String,
-        /// Last status seen.
-        status: OpStatus,
-        /// Last health check status and description.
-        check: String,
-        /// How long we waited.
-        waited: Duration,
-    },
+    NotUp(Box<NotUp>),
+}
+
+/// Where and how a server failed to come UP (boxed: it keeps [`LbError`] small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUp {
+    /// The HAProxy runtime address.
+    pub haproxy: String,
+    /// The backend.
+    pub backend: String,
+    /// The server.
+    pub server: String,
+    /// Last status seen.
+    pub status: OpStatus,
+    /// Last health check status and description.
+    pub check: String,
+    /// How long we waited.
+    pub waited: Duration,
 }

@@ -382,7 +382,8 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_become_precise_errors() {
-        let cases: [(&str, fn(&LbError) -> bool); 4] = [
+        type Case = (&'static str, fn(&LbError) -> bool);
+        let cases: [Case; 4] = [
             (
                 "No such server.\n\n",
                 |e| matches!(e, LbError::NoSuchServer { server, .. } if server == "h9"),

@@ -17,7 +17,7 @@ use futures::future::join_all;
 use tokio::time::{Instant, sleep};
 use tracing::{info, warn};
 
-pub use error::LbError;
+pub use error::{LbError, NotUp};
 pub use haproxy::{HaproxyRuntime, RuntimeAddr};
 pub use stats::{AdminState, OpStatus, ParseError, ServerStatus};
 
@@ -146,14 +146,14 @@ impl LoadBalancer {
             };
             let waited = start.elapsed();
             if waited >= timeout {
-                return Err(LbError::NotUp {
+                return Err(LbError::NotUp(Box::new(NotUp {
                     haproxy: rt.addr().to_string(),
                     backend: self.backend.clone(),
                     server: server.to_string(),
                     status: s.status.clone(),
                     check: format!("{} {}", s.check_status, s.check_detail),
                     waited,
-                });
+                })));
             }
             sleep(POLL.min(timeout - waited)).await;
         }

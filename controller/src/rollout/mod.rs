@@ -18,6 +18,7 @@ use tracing::{Instrument, error, info, info_span};
 
 use crate::hub::AgentHub;
 use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
+use crate::metrics::Metrics;
 use crate::spec::{ServiceSpec, SpecError};
 use crate::state::{DeploymentKind, DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
@@ -92,6 +93,7 @@ pub(crate) struct Shared {
     pub changed: watch::Sender<u64>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -108,7 +110,12 @@ pub struct Deployer {
 
 impl Deployer {
     /// An engine over `store` and `hub`.
-    pub fn new(store: Store, hub: AgentHub, settings: DeployerSettings) -> Self {
+    pub fn new(
+        store: Store,
+        hub: AgentHub,
+        settings: DeployerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (changed, _) = watch::channel(0);
         Self {
             shared: Arc::new(Shared {
@@ -118,6 +125,7 @@ impl Deployer {
                 changed,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                metrics,
             }),
         }
     }

@@ -92,6 +92,10 @@ impl Rollout {
             .set_state(&self.d.id, next, error, message)
             .await?;
         self.d.state = next;
+        if next.is_terminal() {
+            let took = crate::store::now_ms().saturating_sub(self.d.created_ms);
+            self.shared.metrics.deployment_finished(next, took);
+        }
         info!(state = %next, "{message}");
         self.shared.notify();
         Ok(())
@@ -333,6 +337,9 @@ impl Rollout {
                 Ok(()) => done.push(host.clone()),
                 Err(f) => failed.push(f),
             }
+        }
+        for _ in &done {
+            self.shared.metrics.host_swapped();
         }
         self.set_phase(
             &done,
