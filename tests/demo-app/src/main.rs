@@ -1,1 +1,33 @@
-fn main() {}
+//! `demo-app`: the workload Drover deploys in its tests and demo. A tiny HTTP/1.1 server
+//! whose answers name its version and whose failures can be ordered by `DEMO_MODE`.
+//! Configuration is read from the environment (see [`config::Config`]).
+
+mod config;
+mod http;
+mod server;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match config::Config::from_env(|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo-app: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if config.mode == config::Mode::Crash {
+        eprintln!(
+            "demo-app version={}: crashing at start as DEMO_MODE=crash asks",
+            config.version
+        );
+        return ExitCode::FAILURE;
+    }
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo-app: cannot serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The four commands the controller sends (prepare, swap, rollback, inspect), each in its
+//! own module, and what they share: the [`CommandContext`] (runtime, host name, defaults)
+//! and the [`Job`] (command id, receipt time, progress reporting).
+//!
+//! Commands are reconcilers over Docker state: each reads what runs, acts, and on any
+//! failure leaves the previously running container running.
+
+pub mod handover;
+pub mod inspect;
+pub mod prepare;
+pub mod rollback;
+pub mod spec;
+pub mod state;
+pub mod swap;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_shared::proto::{
+    AgentMessage, CommandProgress, Fence, Phase, agent_message, command, command_result,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::CommandFailure;
+use crate::runtime::ContainerRuntime;
+
+/// Default grace between SIGTERM and SIGKILL when a command gives none.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What every command needs from the agent.
+pub struct CommandContext<R> {
+    /// The container engine.
+    pub runtime: Arc<R>,
+    /// This host's name (the drover.agent label).
+    pub agent: String,
+    /// Stopped containers kept per service when a swap does not say.
+    pub keep_previous: u32,
+}
+
+/// One command being executed: who it is and where its progress goes.
+pub struct Job {
+    /// The command id.
+    pub command_id: String,
+    /// When the agent received it (elapsed and ready-after times count from here).
+    pub received: Instant,
+    /// The uplink to the controller; `None` in tests.
+    uplink: Option<mpsc::Sender<AgentMessage>>,
+}
+
+impl Job {
+    /// A job for `command_id`, received now.
+    pub fn new(command_id: &str, uplink: Option<mpsc::Sender<AgentMessage>>) -> Self {
+        Self {
+            command_id: command_id.to_string(),
+            received: Instant::now(),
+            uplink,
+        }
+    }
+
+    /// Reports a phase change. Progress is best effort: dropped when the uplink is full.
+    pub fn phase(&self, phase: Phase, message: impl Into<String>) {
+        self.send(CommandProgress {
+            command_id: self.command_id.clone(),
+            phase: phase as i32,
+            message: message.into(),
+            current_bytes: 0,
+            total_bytes: 0,
+        });
+    }
+
+    /// Reports pull progress.
+    pub fn bytes(&self, message: &str, current: u64, total: u64) {
+        self.send(CommandProgress {
+            command_id: self.command_id.clone(),
+            phase: Phase::Pulling as i32,
+            message: message.to_string(),
+            current_bytes: current,
+            total_bytes: total,
+        });
+    }
+
+    fn send(&self, progress: CommandProgress) {
+        if let Some(tx) = &self.uplink {
+            let _ = tx.try_send(AgentMessage {
+                body: Some(agent_message::Body::Progress(progress)),
+            });
+        }
+    }
+
+    /// Milliseconds since receipt.
+    pub fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.received.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The service a command acts on, when it must be serialized with others of that service.
+pub fn service_of(kind: &command::Kind) -> Option<&str> {
+    match kind {
+        command::Kind::Swap(s) => s.spec.as_ref().map(|s| s.service.as_str()),
+        command::Kind::Rollback(r) => Some(r.service.as_str()),
+        command::Kind::Prepare(_) | command::Kind::Inspect(_) => None,
+    }
+}
+
+/// A short name of the command kind, for logs.
+pub fn kind_name(kind: &command::Kind) -> &'static str {
+    match kind {
+        command::Kind::Prepare(_) => "prepare",
+        command::Kind::Swap(_) => "swap",
+        command::Kind::Rollback(_) => "rollback",
+        command::Kind::Inspect(_) => "inspect",
+    }
+}
+
+/// Runs one command to its output or failure.
+pub async fn execute<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    job: &Job,
+    fence: &Fence,
+    kind: command::Kind,
+) -> Result<command_result::Output, CommandFailure> {
+    use command_result::Output;
+    match kind {
+        command::Kind::Prepare(p) => prepare::prepare(ctx, job, p).await.map(Output::Prepare),
+        command::Kind::Swap(s) => swap::swap(ctx, job, fence, s).await.map(Output::Swap),
+        command::Kind::Rollback(r) => rollback::rollback(ctx, job, r).await.map(Output::Rollback),
+        command::Kind::Inspect(i) => inspect::inspect(ctx, &i.service).await.map(Output::Inspect),
+    }
+}

@@ -1,0 +1,367 @@
+//! The link to the controller: dial out, open the `Connect` stream, say hello, send
+//! heartbeats, run the commands that arrive, send progress and results up; reconnect with
+//! jittered backoff when the stream breaks; drain in-flight commands on shutdown.
+//!
+//! Commands outlive streams: they run in one [`JoinSet`] owned by [`Link::run`], and their
+//! messages go through one uplink channel. Results that could not be sent wait in a small
+//! outbox and go out first on the next stream.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drover_shared::backoff::Backoff;
+use drover_shared::proto::agent_channel_client::AgentChannelClient;
+use drover_shared::proto::{
+    AgentMessage, Command, CommandResult, ErrorKind, Heartbeat, Hello, agent_message,
+    controller_message,
+};
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::commands::{self, inspect};
+use crate::config::AgentConfig;
+use crate::error::CommandFailure;
+use crate::executor::Executor;
+use crate::runtime::ContainerRuntime;
+
+/// Results kept for delivery while no stream is open.
+const OUTBOX_CAPACITY: usize = 1024;
+/// Messages buffered between command tasks and the stream.
+const UPLINK_CAPACITY: usize = 1024;
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Shutdown was requested and in-flight commands are done (or out of time).
+    Shutdown,
+    /// The stream failed or was never opened; reconnect.
+    Lost(String),
+}
+
+/// The agent's link to the controller, across reconnects.
+pub struct Link<R> {
+    /// Validated configuration (controller URL, name, labels, intervals).
+    config: AgentConfig,
+    /// Runs the commands.
+    executor: Executor<R>,
+    /// Command tasks; commands survive a lost stream.
+    tasks: JoinSet<()>,
+    /// Sender cloned into each command task.
+    uplink_tx: mpsc::Sender<AgentMessage>,
+    /// Progress and results from command tasks, read by the live session.
+    uplink_rx: mpsc::Receiver<AgentMessage>,
+    /// Results not yet delivered to any controller.
+    outbox: VecDeque<CommandResult>,
+    /// Set once shutdown was requested: the drain deadline.
+    draining: Option<Instant>,
+}
+
+impl<R: ContainerRuntime> Link<R> {
+    /// A link that will run commands on `executor`.
+    pub fn new(config: AgentConfig, executor: Executor<R>) -> Self {
+        let (uplink_tx, uplink_rx) = mpsc::channel(UPLINK_CAPACITY);
+        Self {
+            config,
+            executor,
+            tasks: JoinSet::new(),
+            uplink_tx,
+            uplink_rx,
+            outbox: VecDeque::new(),
+            draining: None,
+        }
+    }
+
+    /// Keeps a session open until `shutdown` completes, then lets in-flight commands
+    /// finish (up to the configured grace) and closes the stream. Never stops containers.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        // Fused: polling it again after it fired is harmless.
+        let shutdown = shutdown.fuse();
+        tokio::pin!(shutdown);
+        loop {
+            match self.session(&mut shutdown, &mut backoff).await {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Lost(why) => {
+                    let delay = backoff.next_delay();
+                    warn!(controller = %self.config.controller, error = %why, retry_in_ms = delay.as_millis() as u64, "controller stream lost");
+                    if self.draining.is_some() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = &mut shutdown => {
+                            self.start_draining();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.drain_offline().await;
+        info!("agent stopped; application containers keep running");
+    }
+
+    fn start_draining(&mut self) {
+        if self.draining.is_none() {
+            info!(
+                in_flight = self.tasks.len(),
+                grace_s = self.config.shutdown_grace.as_secs(),
+                "shutting down: finishing in-flight commands"
+            );
+            self.draining = Some(Instant::now() + self.config.shutdown_grace);
+        }
+    }
+
+    /// Waits for in-flight commands without a stream (their results are only logged).
+    async fn drain_offline(&mut self) {
+        let deadline = self.draining.unwrap_or_else(Instant::now);
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                Some(msg) = self.uplink_rx.recv() => self.stash(msg),
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(abandoned = self.tasks.len(), "shutdown grace over: abandoning in-flight commands");
+                    self.tasks.shutdown().await;
+                }
+            }
+        }
+        while let Ok(msg) = self.uplink_rx.try_recv() {
+            self.stash(msg);
+        }
+        for r in &self.outbox {
+            warn!(command = %r.command_id, "result not delivered: no controller connected at shutdown");
+        }
+    }
+
+    /// Keeps results that could not be sent; drops progress.
+    fn stash(&mut self, msg: AgentMessage) {
+        if let Some(agent_message::Body::Result(r)) = msg.body {
+            if self.outbox.len() >= OUTBOX_CAPACITY {
+                self.outbox.pop_front();
+            }
+            self.outbox.push_back(r);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        backoff: &mut Backoff,
+    ) -> SessionEnd {
+        // Anything queued while disconnected: keep results, drop stale progress.
+        while let Ok(msg) = self.uplink_rx.try_recv() {
+            self.stash(msg);
+        }
+        let endpoint = match Endpoint::from_shared(self.config.controller.clone()) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true),
+            Err(e) => return SessionEnd::Lost(format!("invalid controller URL: {e}")),
+        };
+        let channel = tokio::select! {
+            c = endpoint.connect() => match c {
+                Ok(c) => c,
+                Err(e) => return SessionEnd::Lost(format!("cannot connect to {}: {}", self.config.controller, source_chain(&e))),
+            },
+            _ = &mut *shutdown => { self.start_draining(); return SessionEnd::Lost("shutting down before connecting".into()); }
+        };
+        let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+        let hello = self.hello().await;
+        let services = hello.services.len();
+        let _ = tx.send(body(agent_message::Body::Hello(hello))).await;
+        let mut client = AgentChannelClient::new(channel);
+        let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return SessionEnd::Lost(format!(
+                    "controller refused the stream: {}",
+                    status.message()
+                ));
+            }
+        };
+        info!(controller = %self.config.controller, services, "connected to controller");
+        while let Some(r) = self.outbox.pop_front() {
+            if let Err(e) = tx.try_send(body(agent_message::Body::Result(r))) {
+                self.stash(e.into_inner());
+                break;
+            }
+        }
+        let mut interval = self.config.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        loop {
+            if let Some(deadline) = self.draining
+                && (self.tasks.is_empty() || Instant::now() >= deadline)
+            {
+                if !self.tasks.is_empty() {
+                    warn!(
+                        abandoned = self.tasks.len(),
+                        "shutdown grace over: abandoning in-flight commands"
+                    );
+                    self.tasks.shutdown().await;
+                }
+                while let Ok(msg) = self.uplink_rx.try_recv() {
+                    let _ = tx.send(msg).await;
+                }
+                info!("closing the controller stream");
+                // Half-close, then give the controller a moment to read what was sent
+                // and end its side, so the last results are not cut off.
+                drop(tx);
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
+                return SessionEnd::Shutdown;
+            }
+            let deadline = self
+                .draining
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = &mut *shutdown, if self.draining.is_none() => self.start_draining(),
+                _ = tokio::time::sleep_until(deadline), if self.draining.is_some() => {}
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => match m.body {
+                        Some(controller_message::Body::Welcome(w)) => {
+                            backoff.reset();
+                            info!(controller_version = %w.controller_version, "welcomed by controller");
+                            let wanted = Duration::from_millis(w.heartbeat_interval_ms);
+                            if w.heartbeat_interval_ms > 0 && wanted < interval {
+                                interval = wanted.max(Duration::from_millis(100));
+                                heartbeat = tokio::time::interval(interval);
+                                heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                            }
+                        }
+                        Some(controller_message::Body::Command(c)) => {
+                            backoff.reset();
+                            self.accept(c);
+                        }
+                        None => debug!("empty controller message ignored"),
+                    },
+                    Ok(None) => return SessionEnd::Lost("the controller closed the stream".into()),
+                    Err(status) => return SessionEnd::Lost(format!("stream error: {} ({:?})", status.message(), status.code())),
+                },
+                _ = heartbeat.tick() => {
+                    seq += 1;
+                    let beat = Heartbeat { seq, sent_at_ms: now_ms() };
+                    if tx.try_send(body(agent_message::Body::Heartbeat(beat))).is_err() {
+                        warn!("controller is not reading the stream; heartbeat skipped");
+                    }
+                }
+                Some(msg) = self.uplink_rx.recv() => {
+                    if let Err(mpsc::error::SendError(m)) = tx.send(msg).await {
+                        self.stash(m);
+                        return SessionEnd::Lost("the stream closed while sending".into());
+                    }
+                }
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = joined && e.is_panic() {
+                        warn!(error = %e, "a command task panicked");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a command in its own task (or answers BUSY while shutting down).
+    fn accept(&mut self, cmd: Command) {
+        let kind = cmd.kind.as_ref().map_or("unknown", commands::kind_name);
+        let service = cmd
+            .kind
+            .as_ref()
+            .and_then(commands::service_of)
+            .unwrap_or("")
+            .to_string();
+        let fence = cmd.fence.clone().unwrap_or_default();
+        let span = info_span!("command", command_id = %cmd.command_id, kind, deployment = %fence.deployment_id, epoch = fence.epoch, service = %service);
+        let uplink = self.uplink_tx.clone();
+        if self.draining.is_some() {
+            let failure = CommandFailure::new(
+                ErrorKind::Busy,
+                format!(
+                    "agent {} is shutting down; resend the command after it reconnects",
+                    self.config.name
+                ),
+            );
+            let result = CommandResult {
+                command_id: cmd.command_id,
+                error: Some(failure.into_proto()),
+                ..Default::default()
+            };
+            let _ = uplink.try_send(body(agent_message::Body::Result(result)));
+            return;
+        }
+        let executor = self.executor.clone();
+        self.tasks.spawn(
+            async move {
+                info!("command received");
+                let result = executor.execute(cmd, Some(uplink.clone())).await;
+                info!(
+                    ok = result.error.is_none(),
+                    elapsed_ms = result.elapsed_ms,
+                    "command finished"
+                );
+                let _ = uplink.send(body(agent_message::Body::Result(result))).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn hello(&self) -> Hello {
+        let ctx = self.executor.context();
+        let (services, docker_error) = match inspect::collect(ctx, "").await {
+            Ok((services, containers)) => {
+                self.executor.observe(&containers);
+                (services, String::new())
+            }
+            Err(e) => {
+                warn!(error = %e, "Docker unavailable while saying hello");
+                (vec![], e.to_string())
+            }
+        };
+        Hello {
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            advertise_address: self.config.advertise.clone(),
+            agent_version: drover_shared::VERSION.to_string(),
+            services,
+            docker_error,
+            heartbeat_interval_ms: u64::try_from(self.config.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn body(b: agent_message::Body) -> AgentMessage {
+    AgentMessage { body: Some(b) }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An error with its causes, e.g. "transport error: tcp connect error: Connection refused".
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

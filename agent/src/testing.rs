@@ -1,0 +1,218 @@
+//! A FAKE container runtime, for testing the pure layers (executor idempotency and
+//! fencing, command bookkeeping) without Docker. It keeps containers in memory and counts
+//! calls. It is never used in place of Docker in end-to-end tests: those drive the real
+//! binary against a real engine and registry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use drover_shared::image::ImageRef;
+use drover_shared::labels;
+use tokio::sync::Semaphore;
+
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, PullProgress,
+    RegistryCredentials, RunState, RuntimeError,
+};
+
+/// The fake digest every image resolves to.
+pub const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// In-memory engine.
+pub struct FakeRuntime {
+    containers: Mutex<Vec<ContainerInfo>>,
+    images: Mutex<HashSet<String>>,
+    /// Pulls wait for a permit here (tests hold them to keep a command running).
+    pub pull_gate: Semaphore,
+    /// Number of pulls started.
+    pub pulls: AtomicUsize,
+    /// Number of containers created.
+    pub creates: AtomicUsize,
+    clock: AtomicUsize,
+}
+
+impl FakeRuntime {
+    /// An engine with no containers; pulls proceed at once.
+    pub fn new() -> Self {
+        Self {
+            containers: Mutex::default(),
+            images: Mutex::default(),
+            pull_gate: Semaphore::new(Semaphore::MAX_PERMITS),
+            pulls: AtomicUsize::new(0),
+            creates: AtomicUsize::new(0),
+            clock: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes `reference` present locally.
+    pub fn add_image(&self, reference: &str) {
+        self.images.lock().unwrap().insert(reference.to_string());
+    }
+
+    /// Adds a container as if created earlier.
+    pub fn add_container(&self, c: ContainerInfo) {
+        self.containers.lock().unwrap().push(c);
+    }
+
+    /// Every container.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        self.containers.lock().unwrap().clone()
+    }
+
+    fn tick(&self) -> SystemTime {
+        let n = self.clock.fetch_add(1, Ordering::SeqCst) as u64;
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n)
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut ContainerInfo)) -> Result<(), RuntimeError> {
+        let mut all = self.containers.lock().unwrap();
+        let c = all
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("container {id}"),
+            })?;
+        f(c);
+        Ok(())
+    }
+}
+
+impl ContainerRuntime for FakeRuntime {
+    fn endpoint(&self) -> &str {
+        "fake://"
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn resolve_digest(
+        &self,
+        _: &ImageRef,
+        _: Option<&RegistryCredentials>,
+    ) -> Result<String, RuntimeError> {
+        Ok(DIGEST.to_string())
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        _: Option<&RegistryCredentials>,
+        progress: &mut (dyn FnMut(PullProgress) + Send),
+    ) -> Result<(), RuntimeError> {
+        self.pulls.fetch_add(1, Ordering::SeqCst);
+        let _permit = self
+            .pull_gate
+            .acquire()
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                op: "pull",
+                after: Duration::ZERO,
+            })?;
+        progress(PullProgress {
+            current: 10,
+            total: 10,
+        });
+        self.add_image(&image.to_string());
+        Ok(())
+    }
+
+    async fn tag(&self, _: &str, repo: &str, tag: &str) -> Result<(), RuntimeError> {
+        self.add_image(&format!("{repo}:{tag}"));
+        Ok(())
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<LocalImage>, RuntimeError> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .contains(reference)
+            .then(|| LocalImage {
+                id: "sha256:image".into(),
+                repo_digests: vec![],
+            }))
+    }
+
+    async fn list_managed(&self, agent: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        Ok(self
+            .containers()
+            .into_iter()
+            .filter(|c| c.labels.get(labels::AGENT).map(String::as_str) == Some(agent))
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        Ok(self.containers().into_iter().find(|c| c.id == id))
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+        let n = self.creates.fetch_add(1, Ordering::SeqCst);
+        let id = format!("c{n}");
+        let created = self.tick();
+        self.add_container(ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            labels: spec.labels.clone(),
+            state: RunState::Created,
+            exit_code: 0,
+            health: HealthState::None,
+            health_output: None,
+            restart_count: 0,
+            created: Some(created),
+            started_at: None,
+            finished_at: None,
+            ports: spec.ports.clone(),
+            addresses: vec![],
+        });
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let t = self.tick();
+        self.update(id, |c| {
+            c.state = RunState::Running;
+            c.started_at = Some(t);
+        })
+    }
+
+    async fn stop(&self, id: &str, _: Duration) -> Result<(), RuntimeError> {
+        let t = self.tick();
+        self.update(id, |c| {
+            if c.state == RunState::Running {
+                c.state = RunState::Exited;
+                c.finished_at = Some(t);
+            }
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.containers.lock().unwrap().retain(|c| c.id != id);
+        Ok(())
+    }
+
+    async fn logs_tail(&self, _: &str, _: usize) -> Result<Vec<String>, RuntimeError> {
+        Ok(vec!["fake log line".into()])
+    }
+}
+
+/// Labels for a container adopted from an earlier agent run.
+pub fn adopted_labels(
+    agent: &str,
+    service: &str,
+    deployment: &str,
+    epoch: u64,
+    command: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::AGENT.to_string(), agent.to_string()),
+        (labels::SERVICE.to_string(), service.to_string()),
+        (labels::VERSION.to_string(), "v1".to_string()),
+        (labels::DEPLOYMENT.to_string(), deployment.to_string()),
+        (labels::EPOCH.to_string(), epoch.to_string()),
+        (labels::COMMAND.to_string(), command.to_string()),
+    ])
+}

@@ -1,0 +1,453 @@
+//! The rollout engine against scripted agents, without Docker or HAProxy.
+//!
+//! The agents here are fakes (in-process gRPC clients answering from a script): this
+//! covers the controller's state machine (batches, failure, rollback, pause, locks) in
+//! milliseconds. The same paths run against real Docker, HAProxy and registry in
+//! `tests/tests/rollout.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_controller::server::{ServeSettings, run};
+use drover_proto::v1 as proto;
+use drover_proto::v1::agent_channel_client::AgentChannelClient;
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_proto::v1::{agent_message, command, controller_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// What a fake agent answers to a swap of a given version.
+#[derive(Clone, Default)]
+struct Script {
+    /// (host, version) swaps that fail (the agent "restores" the previous version).
+    failing: Vec<(String, String)>,
+}
+
+/// Every command each fake host received, in order: (host, kind, version).
+type Log = Arc<Mutex<Vec<(String, &'static str, String)>>>;
+
+async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script, log: Log) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AgentChannelClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    let mut running = "v1".to_string();
+    let mut kept = vec!["v0".to_string()];
+    let state = |v: &str| proto::ServiceState {
+        service: "web".into(),
+        version: v.into(),
+        state: proto::ContainerState::Running as i32,
+        ..Default::default()
+    };
+    tx.send(proto::AgentMessage {
+        body: Some(agent_message::Body::Hello(proto::Hello {
+            name: name.clone(),
+            labels: HashMap::from([("role".to_string(), "web".to_string())]),
+            advertise_address: "127.0.0.1".into(),
+            services: vec![state("v1")],
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = inbound.message().await {
+            let Some(controller_message::Body::Command(cmd)) = msg.body else {
+                continue;
+            };
+            let mut result = proto::CommandResult {
+                command_id: cmd.command_id.clone(),
+                ..Default::default()
+            };
+            match cmd.kind {
+                Some(command::Kind::Prepare(p)) => {
+                    log.lock()
+                        .unwrap()
+                        .push((name.clone(), "prepare", p.image.clone()));
+                    result.output = Some(proto::command_result::Output::Prepare(
+                        proto::PrepareResult {
+                            image: p.image.clone(),
+                            digest: "sha256:abc".into(),
+                            pinned: p.image.replace(':', "@sha256:"),
+                            pulled: true,
+                        },
+                    ));
+                }
+                Some(command::Kind::Swap(s)) => {
+                    let v = s.spec.unwrap().version;
+                    log.lock().unwrap().push((name.clone(), "swap", v.clone()));
+                    if script.failing.contains(&(name.clone(), v.clone())) {
+                        result.error = Some(proto::CommandError {
+                            kind: proto::ErrorKind::ReadinessFailed as i32,
+                            message: format!("{v} never became ready"),
+                            restored: Some(state(&running)),
+                            ..Default::default()
+                        });
+                    } else {
+                        kept.insert(0, std::mem::replace(&mut running, v.clone()));
+                        result.output =
+                            Some(proto::command_result::Output::Swap(proto::SwapResult {
+                                current: Some(state(&v)),
+                                ..Default::default()
+                            }));
+                    }
+                }
+                Some(command::Kind::Rollback(r)) => {
+                    log.lock()
+                        .unwrap()
+                        .push((name.clone(), "rollback", r.to_version.clone()));
+                    kept.retain(|k| *k != r.to_version);
+                    kept.insert(0, std::mem::replace(&mut running, r.to_version.clone()));
+                    result.output = Some(proto::command_result::Output::Rollback(
+                        proto::RollbackResult {
+                            current: Some(state(&running)),
+                            ..Default::default()
+                        },
+                    ));
+                }
+                _ => {}
+            }
+            let msg = proto::AgentMessage {
+                body: Some(agent_message::Body::Result(result)),
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+struct Controller {
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Controller {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let settings = ServeSettings {
+            hub: Default::default(),
+            deployer: Default::default(),
+            database: dir.path().join("drover.db"),
+            shutdown_grace: Duration::from_secs(1),
+            metrics: None,
+        };
+        tokio::spawn(run(listener, settings, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+
+    async fn client(&self) -> OperatorClient<tonic::transport::Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        OperatorClient::new(ch)
+    }
+
+    async fn fleet(&self, n: usize, script: Script) -> Log {
+        let log: Log = Default::default();
+        for i in 0..n {
+            fake_agent(self.addr, format!("h{i}"), script.clone(), log.clone()).await;
+        }
+        let mut client = self.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let hosts = client
+                .list_hosts(proto::ListHostsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .hosts;
+            if hosts.iter().filter(|h| h.connected).count() == n {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fake agents did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn spec(extra: &str) -> String {
+    format!(
+        "[service]\nname = \"web\"\nimage = \"reg/web\"\nport = 8080\n[targets]\nselector = \"role=web\"\n[rollout]\nbatch_size = 2\n{extra}"
+    )
+}
+
+async fn deploy_and_wait(
+    client: &mut OperatorClient<tonic::transport::Channel>,
+    spec: String,
+    version: &str,
+) -> proto::DeploymentInfo {
+    let d = client
+        .deploy(proto::DeployRequest {
+            spec_toml: spec,
+            version: version.into(),
+            requested_by: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    let mut stream = client
+        .watch(proto::WatchRequest {
+            id: d.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watched = tokio::time::timeout(Duration::from_secs(20), async {
+        while stream.message().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(watched.is_ok(), "deployment {} did not finish", d.id);
+    client
+        .get_deployment(proto::GetDeploymentRequest { id: d.id })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn phases(d: &proto::DeploymentInfo) -> BTreeMap<String, proto::HostPhase> {
+    d.hosts
+        .iter()
+        .map(|h| (h.host.clone(), proto::HostPhase::try_from(h.phase).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn success_moves_every_host_in_batches_after_one_prepare_each() {
+    let c = Controller::start().await;
+    let log = c.fleet(5, Script::default()).await;
+    let mut client = c.client().await;
+    let d = deploy_and_wait(&mut client, spec(""), "v2").await;
+    assert_eq!(d.state, proto::DeploymentState::Succeeded as i32, "{d:?}");
+    assert_eq!(d.batches, 3);
+    assert!(phases(&d).values().all(|p| *p == proto::HostPhase::Done));
+    assert_eq!(d.pinned, "reg/web@sha256:v2");
+    let log = log.lock().unwrap().clone();
+    // Every prepare happens before the first swap.
+    let first_swap = log.iter().position(|(_, k, _)| *k == "swap").unwrap();
+    assert_eq!(
+        log[..first_swap]
+            .iter()
+            .filter(|(_, k, _)| *k == "prepare")
+            .count(),
+        5
+    );
+    assert_eq!(log.iter().filter(|(_, k, _)| *k == "swap").count(), 5);
+}
+
+#[tokio::test]
+async fn failure_rolls_back_changed_hosts_and_leaves_untouched_alone() {
+    let c = Controller::start().await;
+    // Batches: [h0 h1] [h2 h3] [h4]. h2 fails: h0, h1 (done) and h3 (same batch, done)
+    // return to v1; h4 is never touched.
+    let log = c
+        .fleet(
+            5,
+            Script {
+                failing: vec![("h2".into(), "v2".into())],
+            },
+        )
+        .await;
+    let mut client = c.client().await;
+    let d = deploy_and_wait(&mut client, spec(""), "v2").await;
+    assert_eq!(d.state, proto::DeploymentState::RolledBack as i32, "{d:?}");
+    assert!(
+        d.error.contains("h2") && d.error.contains("never became ready"),
+        "{}",
+        d.error
+    );
+    let p = phases(&d);
+    assert_eq!(p["h0"], proto::HostPhase::RolledBack);
+    assert_eq!(p["h1"], proto::HostPhase::RolledBack);
+    assert_eq!(p["h2"], proto::HostPhase::Failed);
+    assert_eq!(p["h3"], proto::HostPhase::RolledBack);
+    assert_eq!(p["h4"], proto::HostPhase::Prepared);
+    let log = log.lock().unwrap().clone();
+    assert!(
+        !log.iter().any(|(h, k, _)| h == "h4" && *k != "prepare"),
+        "the last batch never starts: {log:?}"
+    );
+    for h in ["h0", "h1", "h3"] {
+        assert!(
+            log.iter()
+                .any(|(x, k, v)| x == h && *k == "rollback" && v == "v1"),
+            "{h} back to v1: {log:?}"
+        );
+    }
+    assert!(
+        !log.iter().any(|(x, k, _)| x == "h2" && *k == "rollback"),
+        "the failed host was restored by its agent"
+    );
+}
+
+#[tokio::test]
+async fn pause_policy_keeps_done_hosts_and_stops() {
+    let c = Controller::start().await;
+    let log = c
+        .fleet(
+            4,
+            Script {
+                failing: vec![("h2".into(), "v2".into())],
+            },
+        )
+        .await;
+    let mut client = c.client().await;
+    let d = deploy_and_wait(&mut client, spec("on_failure = \"pause\""), "v2").await;
+    assert_eq!(d.state, proto::DeploymentState::Paused as i32, "{d:?}");
+    let p = phases(&d);
+    assert_eq!(p["h0"], proto::HostPhase::Done);
+    assert_eq!(p["h2"], proto::HostPhase::Failed);
+    assert!(!log.lock().unwrap().iter().any(|(_, k, _)| *k == "rollback"));
+}
+
+#[tokio::test]
+async fn second_deploy_of_a_service_is_refused_while_the_first_runs() {
+    let c = Controller::start().await;
+    c.fleet(2, Script::default()).await;
+    let mut client = c.client().await;
+    let first = client
+        .deploy(proto::DeployRequest {
+            spec_toml: spec("stop_timeout = \"1s\""),
+            version: "v2".into(),
+            requested_by: "alice@ci".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    let second = client
+        .deploy(proto::DeployRequest {
+            spec_toml: spec(""),
+            version: "v3".into(),
+            requested_by: "bob".into(),
+            ..Default::default()
+        })
+        .await;
+    // The first may already be done on a fast machine; only then is the second accepted.
+    if let Err(status) = second {
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(
+            status.message().contains(&first.id) && status.message().contains("alice@ci"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_the_bad_value_and_record_nothing() {
+    let c = Controller::start().await;
+    c.fleet(1, Script::default()).await;
+    let mut client = c.client().await;
+    let cases = [
+        (spec("").replace("role=web", "role=db"), "v2", "role=db"),
+        (spec("batch_sise = 1"), "v2", "batch_sise"),
+        (spec(""), "v 2", "v 2"),
+    ];
+    for (text, version, needle) in cases {
+        let err = client
+            .deploy(proto::DeployRequest {
+                spec_toml: text,
+                version: version.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains(needle),
+            "{needle}: {}",
+            err.message()
+        );
+    }
+    let history = client
+        .list_deployments(proto::ListDeploymentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.deployments.is_empty());
+}
+
+#[tokio::test]
+async fn rollback_returns_to_the_previous_successful_version_without_pulling() {
+    let c = Controller::start().await;
+    let log = c.fleet(2, Script::default()).await;
+    let mut client = c.client().await;
+    assert_eq!(
+        deploy_and_wait(&mut client, spec(""), "v2").await.state,
+        proto::DeploymentState::Succeeded as i32
+    );
+    // Another version, then back.
+    let d3 = deploy_and_wait(&mut client, spec(""), "v3").await;
+    assert_eq!(d3.state, proto::DeploymentState::Succeeded as i32);
+    log.lock().unwrap().clear();
+    let r = client
+        .rollback(proto::RollbackRequest {
+            service: "web".into(),
+            requested_by: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap();
+    assert_eq!(r.kind, "rollback");
+    let mut stream = client
+        .watch(proto::WatchRequest {
+            id: r.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let r = client
+        .get_deployment(proto::GetDeploymentRequest { id: r.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, proto::DeploymentState::Succeeded as i32, "{r:?}");
+    assert_eq!(r.version, "v2");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter().all(|(_, k, v)| *k == "rollback" && v == "v2"),
+        "{log:?}"
+    );
+}
