@@ -7,6 +7,7 @@ pub mod lb;
 pub mod metrics;
 pub mod operator;
 pub mod rollout;
+pub mod schedule;
 pub mod server;
 pub mod spec;
 pub mod state;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use drover_proto::v1 as proto;
 use drover_proto::v1::operator_server::{Operator, OperatorServer};
 use drover_proto::v1::{
-    DeployRequest, DeployResponse, DeploymentInfo, GetDeploymentRequest, HostInfo,
+    ControlRequest, DeployRequest, DeployResponse, DeploymentInfo, GetDeploymentRequest, HostInfo,
     ListDeploymentsRequest, ListDeploymentsResponse, ListHostsRequest, ListHostsResponse,
     RollbackRequest, WatchEvent, WatchRequest, watch_event,
 };
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::hub::{AgentHub, HostSnapshot};
-use crate::rollout::{self, DeployError, Deployer};
+use crate::rollout::{self, Action, DeployError, Deployer};
 use crate::spec::ServiceSpec;
 use crate::state::{DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Event, StoreError};
@@ -90,6 +90,7 @@ impl Operator for OperatorService {
             auth: r
                 .registry_auth
                 .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
+            at_ms: Some(r.at_ms).filter(|at| *at > 0),
         };
         let d = self.deployer.deploy(req).await.map_err(deploy_status)?;
         Ok(Response::new(DeployResponse {
@@ -150,6 +151,30 @@ impl Operator for OperatorService {
             deployments.push(self.info(&d.id).await?);
         }
         Ok(Response::new(ListDeploymentsResponse { deployments }))
+    }
+
+    async fn control(
+        &self,
+        request: Request<ControlRequest>,
+    ) -> Result<Response<DeploymentInfo>, Status> {
+        let r = request.into_inner();
+        let action = match proto::ControlAction::try_from(r.action).unwrap_or_default() {
+            proto::ControlAction::Promote => Action::Promote,
+            proto::ControlAction::Pause => Action::Pause,
+            proto::ControlAction::Resume => Action::Resume,
+            proto::ControlAction::Abort => Action::Abort,
+            proto::ControlAction::Cancel => Action::Cancel,
+            proto::ControlAction::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "no action given: promote, pause, resume, abort or cancel",
+                ));
+            }
+        };
+        self.deployer
+            .control(&r.id, action, &requested_by(&r.requested_by))
+            .await
+            .map_err(deploy_status)?;
+        Ok(Response::new(self.info(&r.id).await?))
     }
 
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
@@ -227,7 +252,8 @@ fn deploy_status(e: DeployError) -> Status {
         DeployError::Spec(_) | DeployError::Image(_) => Status::invalid_argument(e.to_string()),
         DeployError::Targets(_)
         | DeployError::LoadBalancer(_)
-        | DeployError::NothingToRollBack(_) => Status::failed_precondition(e.to_string()),
+        | DeployError::NothingToRollBack(_)
+        | DeployError::Control(_) => Status::failed_precondition(e.to_string()),
         DeployError::Store(s) => store_status(s),
         DeployError::ShuttingDown => Status::unavailable(e.to_string()),
     }
@@ -255,6 +281,11 @@ fn state_proto(s: DeploymentState) -> proto::DeploymentState {
         DeploymentState::Succeeded => P::Succeeded,
         DeploymentState::Failed => P::Failed,
         DeploymentState::RolledBack => P::RolledBack,
+        DeploymentState::Scheduled => P::Scheduled,
+        DeploymentState::Baking => P::Baking,
+        DeploymentState::AwaitingPromotion => P::AwaitingPromotion,
+        DeploymentState::Cancelled => P::Cancelled,
+        DeploymentState::Skipped => P::Skipped,
     }
 }
 
@@ -278,6 +309,10 @@ fn phase_proto(p: HostPhase) -> proto::HostPhase {
 pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64) -> DeploymentInfo {
     DeploymentInfo {
         batches: hosts.iter().map(|h| h.batch + 1).max().unwrap_or(0),
+        stages: hosts.iter().map(|h| h.stage + 1).max().unwrap_or(0),
+        stage: d.stage,
+        scheduled_ms: d.scheduled_ms.unwrap_or(0),
+        hold: d.hold.unwrap_or_default(),
         hosts: hosts
             .into_iter()
             .map(|h| proto::DeploymentHostInfo {
@@ -289,6 +324,7 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
                 error: h.error.unwrap_or_default(),
                 started_ms: h.started_ms.unwrap_or(0),
                 finished_ms: h.finished_ms.unwrap_or(0),
+                stage: h.stage,
             })
             .collect(),
         id: d.id,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info};
 
 use crate::metrics::Metrics;
+use crate::schedule::SharedClock;
 
 use crate::hub::{AgentHub, HubSettings};
 use crate::operator::OperatorService;
@@ -20,7 +21,6 @@ use crate::rollout::{Deployer, DeployerSettings};
 use crate::store::Store;
 
 /// What the controller daemon needs to start.
-#[derive(Debug)]
 pub struct ServeSettings {
     /// Agent stream tunables.
     pub hub: HubSettings,
@@ -32,6 +32,8 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<TcpListener>,
+    /// Wall-clock time for schedules and deploy windows (injectable for tests).
+    pub clock: SharedClock,
 }
 
 /// Why the controller could not run.
@@ -64,7 +66,13 @@ pub async fn run(
     let store = Store::open(&settings.database).await?;
     let hub = AgentHub::new(settings.hub);
     let metrics = Arc::new(Metrics::default());
-    let deployer = Deployer::new(store, hub.clone(), settings.deployer, metrics.clone());
+    let deployer = Deployer::new(
+        store,
+        hub.clone(),
+        settings.deployer,
+        metrics.clone(),
+        settings.clock,
+    );
     let stop_metrics = CancellationToken::new();
     let metrics_task = settings.metrics.map(|l| {
         if let Ok(addr) = l.local_addr() {

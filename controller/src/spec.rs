@@ -12,6 +12,8 @@ use drover_shared::image::ImageRef;
 use drover_shared::labels::{self, Selector};
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::{ScheduleSpec, WindowError};
+
 /// A whole service spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +32,12 @@ pub struct ServiceSpec {
     pub load_balancer: Option<LoadBalancerSection>,
     /// Registry credentials; the password itself comes from an environment variable.
     pub registry: Option<RegistrySection>,
+    /// Thresholds watched during a staged rollout's bakes.
+    #[serde(default)]
+    pub canary: CanarySection,
+    /// Deploy windows and the rule for missed scheduled deploys.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
 }
 
 /// `[service]`
@@ -201,6 +209,23 @@ fn default_keep() -> u32 {
     3
 }
 
+/// Bake and promotion of one stage of a staged rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageSettings {
+    /// Watch time after the stage's hosts are done.
+    pub bake: Duration,
+    /// Wait for `drover promote` after the bake.
+    pub manual: bool,
+}
+
+impl RolloutSection {
+    /// The bake and promotion of stage `index` (none for unstaged rollouts).
+    pub fn stage(&self, index: u32) -> Option<StageSettings> {
+        let _ = index;
+        None
+    }
+}
+
 /// What a failed rollout does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -313,6 +338,68 @@ impl LoadBalancerSection {
     }
 }
 
+/// `[canary]`: what a bake watches, canary hosts against the rest of the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySection {
+    /// How often the bake reads HAProxy's counters and the canary containers.
+    #[serde(default = "d5s", with = "duration")]
+    pub interval: Duration,
+    /// A canary's error share (5xx and connection errors over requests) above this fails
+    /// the stage, when it is also above `max_error_ratio` times the baseline's.
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// See `max_error_rate`.
+    #[serde(default = "default_max_error_ratio")]
+    pub max_error_ratio: f64,
+    /// A canary's average response time above this many times the baseline's fails the
+    /// stage (only above `min_response_time_ms`).
+    #[serde(default = "default_rt_ratio")]
+    pub max_response_time_ratio: f64,
+    /// Response times under this are never judged slow.
+    #[serde(default = "default_min_rt")]
+    pub min_response_time_ms: u64,
+    /// Fewer requests than this on a canary are not judged yet.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Container restarts tolerated on a canary during a bake.
+    #[serde(default)]
+    pub max_restarts: u32,
+}
+
+impl Default for CanarySection {
+    fn default() -> Self {
+        Self {
+            interval: d5s(),
+            max_error_rate: default_max_error_rate(),
+            max_error_ratio: default_max_error_ratio(),
+            max_response_time_ratio: default_rt_ratio(),
+            min_response_time_ms: default_min_rt(),
+            min_requests: default_min_requests(),
+            max_restarts: 0,
+        }
+    }
+}
+
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_max_error_ratio() -> f64 {
+    2.0
+}
+fn default_rt_ratio() -> f64 {
+    3.0
+}
+fn default_min_rt() -> u64 {
+    50
+}
+fn default_min_requests() -> u64 {
+    20
+}
+
 /// `[registry]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,6 +416,9 @@ pub enum SpecError {
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{0}")]
     Parse(String),
+    /// A `[schedule]` value that makes no sense.
+    #[error(transparent)]
+    Schedule(#[from] WindowError),
     /// A value that parses but makes no sense.
     #[error("invalid value for `{key}`: {reason}")]
     Invalid {
@@ -461,6 +551,18 @@ impl ServiceSpec {
                     "must name the HAProxy backend".into(),
                 );
             }
+        }
+        self.schedule.validate()?;
+        let c = &self.canary;
+        if c.interval.is_zero()
+            || !(0.0..=1.0).contains(&c.max_error_rate)
+            || c.max_error_ratio < 1.0
+            || c.max_response_time_ratio < 1.0
+        {
+            return invalid(
+                "canary",
+                "interval must be above zero, max_error_rate within 0..1, and the ratios at least 1".into(),
+            );
         }
         if let Some(reg) = &self.registry
             && reg.password_env.is_empty()

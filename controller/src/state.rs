@@ -35,8 +35,19 @@ string_enum! {
         Rolling => "rolling",
         /// Returning changed hosts to their previous version after a failure.
         RollingBack => "rolling_back",
-        /// Stopped after a failure with `on_failure = "pause"`; done hosts stay.
+        /// Stopped at a safe point (by an operator, or after a failure with
+        /// `on_failure = "pause"`); hosts already done stay; `drover resume` continues.
         Paused => "paused",
+        /// Waiting for its start time (`--at`) or for a deploy window to open.
+        Scheduled => "scheduled",
+        /// A stage is done; its canary hosts are being watched against the rest.
+        Baking => "baking",
+        /// A stage is done and baked; waiting for `drover promote`.
+        AwaitingPromotion => "awaiting_promotion",
+        /// Cancelled before it started.
+        Cancelled => "cancelled",
+        /// Its start time passed while the controller was down, and the spec says skip.
+        Skipped => "skipped",
         /// Every host runs the new version and is enabled.
         Succeeded => "succeeded",
         /// Failed; the hosts section says what each host runs.
@@ -51,8 +62,13 @@ impl DeploymentState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::RolledBack | Self::Paused
+            Self::Succeeded | Self::Failed | Self::RolledBack | Self::Cancelled | Self::Skipped
         )
+    }
+
+    /// Hosts may be moving (a rollout task is acting on the fleet).
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Preparing | Self::Rolling | Self::RollingBack)
     }
 
     /// Whether moving to `next` is allowed.
@@ -60,9 +76,29 @@ impl DeploymentState {
         use DeploymentState::*;
         matches!(
             (self, next),
-            (Pending, Preparing | Failed)
-                | (Preparing, Rolling | Failed)
-                | (Rolling, Succeeded | RollingBack | Paused | Failed)
+            (
+                Scheduled,
+                Pending | Preparing | Rolling | Cancelled | Skipped | Failed | RollingBack
+            ) | (
+                Pending,
+                Preparing | Rolling | Failed | Cancelled | Scheduled
+            ) | (Preparing, Rolling | Failed)
+                | (
+                    Rolling,
+                    Succeeded
+                        | RollingBack
+                        | Paused
+                        | Failed
+                        | Baking
+                        | AwaitingPromotion
+                        | Scheduled
+                )
+                | (
+                    Baking,
+                    Rolling | RollingBack | AwaitingPromotion | Paused | Failed
+                )
+                | (AwaitingPromotion, Rolling | RollingBack | Paused | Failed)
+                | (Paused, Rolling | RollingBack | Failed)
                 | (RollingBack, RolledBack | Failed)
         )
     }
@@ -124,6 +160,18 @@ string_enum! {
     } fallback Deploy
 }
 
+string_enum! {
+    /// An operator's standing request to a running deployment.
+    Control {
+        /// Nothing asked.
+        None => "",
+        /// Stop at the next safe point.
+        Pause => "pause",
+        /// Stop and roll back every changed host.
+        Abort => "abort",
+    } fallback None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +213,8 @@ mod tests {
         assert!(Rolling.can_become(RollingBack));
         assert!(!Succeeded.can_become(Rolling));
         assert!(!Pending.can_become(Succeeded));
-        assert!(Succeeded.is_terminal() && !Rolling.is_terminal());
+        assert!(Succeeded.is_terminal() && !Rolling.is_terminal() && !Paused.is_terminal());
+        assert!(Scheduled.can_become(Cancelled) && !Rolling.can_become(Cancelled));
+        assert!(Paused.can_become(Rolling) && AwaitingPromotion.can_become(RollingBack));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::state::{DeploymentKind, DeploymentState, HostPhase};
+use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,16 @@ pub struct Deployment {
     pub finished_ms: Option<u64>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Index of the stage in progress (staged rollouts), from 0.
+    pub stage: u32,
+    /// When a scheduled deployment is due (Unix ms).
+    pub scheduled_ms: Option<u64>,
+    /// Why it is waiting, if it is (window closed, gate, paused by whom).
+    pub hold: Option<String>,
+    /// An operator's standing request (pause, abort).
+    pub control: Control,
+    /// Highest stage index an operator promoted past (-1: none).
+    pub promoted: i64,
 }
 
 /// One host's row in a deployment.
@@ -87,8 +97,10 @@ pub struct Deployment {
 pub struct DeploymentHost {
     /// Agent name.
     pub host: String,
-    /// Batch index, from 0.
+    /// Batch index, from 0, across the whole deployment.
     pub batch: u32,
+    /// Stage index, from 0 (0 for unstaged rollouts).
+    pub stage: u32,
     /// Where this host stands.
     pub phase: HostPhase,
     /// Version the host ran before (empty on a first deploy).
@@ -140,13 +152,19 @@ CREATE TABLE IF NOT EXISTS deployments (
     requested_by TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     finished_ms INTEGER,
-    error TEXT
+    error TEXT,
+    stage INTEGER NOT NULL DEFAULT 0,
+    scheduled_ms INTEGER,
+    hold TEXT,
+    control TEXT NOT NULL DEFAULT '',
+    promoted INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS deployments_service ON deployments(service, created_ms);
 CREATE TABLE IF NOT EXISTS deployment_hosts (
     deployment_id TEXT NOT NULL REFERENCES deployments(id),
     host TEXT NOT NULL,
     batch INTEGER NOT NULL,
+    stage INTEGER NOT NULL DEFAULT 0,
     phase TEXT NOT NULL,
     from_version TEXT NOT NULL DEFAULT '',
     to_version TEXT NOT NULL DEFAULT '',
@@ -286,18 +304,18 @@ impl Store {
                 params![d.service, d.id, d.requested_by, d.created_ms],
             )?;
             tx.execute(
-                "INSERT INTO deployments (id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO deployments (id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, scheduled_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     d.id, d.service, d.kind.as_str(), d.version, d.image, d.pinned, d.spec,
-                    d.state.as_str(), d.epoch, d.requested_by, d.created_ms
+                    d.state.as_str(), d.epoch, d.requested_by, d.created_ms, d.scheduled_ms
                 ],
             )?;
             for h in &hosts {
                 tx.execute(
-                    "INSERT INTO deployment_hosts (deployment_id, host, batch, phase, from_version, to_version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![d.id, h.host, h.batch, h.phase.as_str(), h.from_version, h.to_version],
+                    "INSERT INTO deployment_hosts (deployment_id, host, batch, stage, phase, from_version, to_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![d.id, h.host, h.batch, h.stage, h.phase.as_str(), h.from_version, h.to_version],
                 )?;
             }
             tx.commit()?;
@@ -464,7 +482,7 @@ impl Store {
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let mut stmt = c.prepare_cached(
-                "SELECT host, batch, phase, from_version, to_version, error, started_ms, finished_ms
+                "SELECT host, batch, phase, from_version, to_version, error, started_ms, finished_ms, stage
                  FROM deployment_hosts WHERE deployment_id = ?1 ORDER BY batch, host",
             )?;
             let hosts = stmt
@@ -478,10 +496,70 @@ impl Store {
                         error: r.get(5)?,
                         started_ms: r.get(6)?,
                         finished_ms: r.get(7)?,
+                        stage: r.get(8)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((d, hosts))
+        })
+        .await
+    }
+
+    /// Records the stage in progress.
+    pub async fn set_stage(&self, id: &str, stage: u32) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE deployments SET stage = ?2 WHERE id = ?1",
+                params![id, stage],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records why the deployment waits (None: it does not).
+    pub async fn set_hold(&self, id: &str, hold: Option<String>) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE deployments SET hold = ?2 WHERE id = ?1",
+                params![id, hold],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records an operator's request and who made it, in the event log.
+    /// `promote_stage` raises the promoted stage; `control` replaces the standing request.
+    pub async fn request(
+        &self,
+        id: &str,
+        control: Option<Control>,
+        promote_stage: Option<u32>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let (id, message) = (id.to_string(), message.to_string());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            if let Some(ctl) = control {
+                // A standing request carries its reason (who asked) as the hold.
+                let hold = (ctl != Control::None).then_some(message.as_str());
+                tx.execute(
+                    "UPDATE deployments SET control = ?2, hold = ?3 WHERE id = ?1",
+                    params![id, ctl.as_str(), hold],
+                )?;
+            }
+            if let Some(stage) = promote_stage {
+                tx.execute(
+                    "UPDATE deployments SET promoted = MAX(promoted, ?2) WHERE id = ?1",
+                    params![id, stage],
+                )?;
+            }
+            insert_event(&tx, &id, "", &message, None, None)?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -519,7 +597,7 @@ impl Store {
     }
 }
 
-const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error FROM deployments";
+const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error, stage, scheduled_ms, hold, control, promoted FROM deployments";
 
 fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     Ok(Deployment {
@@ -536,6 +614,11 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
         created_ms: r.get(10)?,
         finished_ms: r.get(11)?,
         error: r.get(12)?,
+        stage: r.get(13)?,
+        scheduled_ms: r.get(14)?,
+        hold: r.get(15)?,
+        control: Control::parse(&r.get::<_, String>(16)?),
+        promoted: r.get(17)?,
     })
 }
 

@@ -144,6 +144,7 @@ impl Controller {
             database: dir.path().join("drover.db"),
             shutdown_grace: Duration::from_secs(1),
             metrics: None,
+            clock: drover_controller::schedule::SystemClock::shared(),
         };
         tokio::spawn(run(listener, settings, async move {
             let _ = stopped.await;
@@ -241,6 +242,75 @@ async fn deploy_and_wait(
         .into_inner()
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn start_deploy(
+    client: &mut OperatorClient<tonic::transport::Channel>,
+    spec: String,
+    version: &str,
+    at_ms: u64,
+) -> String {
+    client
+        .deploy(proto::DeployRequest {
+            spec_toml: spec,
+            version: version.into(),
+            requested_by: "test".into(),
+            at_ms,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployment
+        .unwrap()
+        .id
+}
+
+async fn control(
+    client: &mut OperatorClient<tonic::transport::Channel>,
+    id: &str,
+    action: proto::ControlAction,
+    by: &str,
+) -> Result<proto::DeploymentInfo, tonic::Status> {
+    client
+        .control(proto::ControlRequest {
+            id: id.into(),
+            action: action as i32,
+            requested_by: by.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls the deployment until it reaches `state` (deadline 20 s).
+async fn wait_state(
+    client: &mut OperatorClient<tonic::transport::Channel>,
+    id: &str,
+    state: proto::DeploymentState,
+) -> proto::DeploymentInfo {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = client
+            .get_deployment(proto::GetDeploymentRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if d.state == state as i32 {
+            return d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never reached {state:?}: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn phases(d: &proto::DeploymentInfo) -> BTreeMap<String, proto::HostPhase> {
     d.hosts
         .iter()
@@ -317,7 +387,7 @@ async fn failure_rolls_back_changed_hosts_and_leaves_untouched_alone() {
 }
 
 #[tokio::test]
-async fn pause_policy_keeps_done_hosts_and_stops() {
+async fn pause_policy_waits_then_abort_rolls_back_with_who_asked() {
     let c = Controller::start().await;
     let log = c
         .fleet(
@@ -328,12 +398,98 @@ async fn pause_policy_keeps_done_hosts_and_stops() {
         )
         .await;
     let mut client = c.client().await;
-    let d = deploy_and_wait(&mut client, spec("on_failure = \"pause\""), "v2").await;
-    assert_eq!(d.state, proto::DeploymentState::Paused as i32, "{d:?}");
+    let id = start_deploy(&mut client, spec("on_failure = \"pause\""), "v2", 0).await;
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Paused).await;
     let p = phases(&d);
     assert_eq!(p["h0"], proto::HostPhase::Done);
     assert_eq!(p["h2"], proto::HostPhase::Failed);
     assert!(!log.lock().unwrap().iter().any(|(_, k, _)| *k == "rollback"));
+    // Abort twice: safe, and recorded with who asked.
+    for _ in 0..2 {
+        control(
+            &mut client,
+            &id,
+            proto::ControlAction::Abort,
+            "carol@laptop",
+        )
+        .await
+        .unwrap();
+    }
+    let d = wait_state(&mut client, &id, proto::DeploymentState::RolledBack).await;
+    assert!(d.error.contains("carol@laptop"), "{}", d.error);
+    assert_eq!(phases(&d)["h0"], proto::HostPhase::RolledBack);
+    let err = control(&mut client, &id, proto::ControlAction::Resume, "carol")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("already ended"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn operator_pause_stops_between_batches_and_resume_finishes() {
+    let c = Controller::start().await;
+    c.fleet(3, Script::default()).await;
+    let mut client = c.client().await;
+    // Scheduled a little ahead so the pause lands before the first batch.
+    let at = now_ms() + 300;
+    let id = start_deploy(
+        &mut client,
+        spec("batch_size = 1").replace("batch_size = 2\n", ""),
+        "v2",
+        at,
+    )
+    .await;
+    control(&mut client, &id, proto::ControlAction::Pause, "dave")
+        .await
+        .unwrap();
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Paused).await;
+    assert!(
+        d.hosts
+            .iter()
+            .all(|h| h.phase != proto::HostPhase::Draining as i32
+                && h.phase != proto::HostPhase::Swapping as i32)
+    );
+    control(&mut client, &id, proto::ControlAction::Resume, "dave")
+        .await
+        .unwrap();
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Succeeded).await;
+    assert!(phases(&d).values().all(|p| *p == proto::HostPhase::Done));
+}
+
+#[tokio::test]
+async fn scheduled_deploy_can_be_listed_and_cancelled() {
+    let c = Controller::start().await;
+    let log = c.fleet(2, Script::default()).await;
+    let mut client = c.client().await;
+    let id = start_deploy(&mut client, spec(""), "v2", now_ms() + 3_600_000).await;
+    let d = client
+        .get_deployment(proto::GetDeploymentRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.state, proto::DeploymentState::Scheduled as i32);
+    let listed = client
+        .list_deployments(proto::ListDeploymentsRequest {
+            scheduled_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.deployments.len(), 1);
+    for _ in 0..2 {
+        control(&mut client, &id, proto::ControlAction::Cancel, "erin")
+            .await
+            .unwrap();
+    }
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Cancelled).await;
+    assert!(d.error.contains("erin"));
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "nothing was sent to any host"
+    );
+    // The service is free again.
+    let again = start_deploy(&mut client, spec(""), "v2", 0).await;
+    wait_state(&mut client, &again, proto::DeploymentState::Succeeded).await;
 }
 
 #[tokio::test]

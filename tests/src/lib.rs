@@ -14,6 +14,7 @@ pub mod commands;
 pub mod controller;
 pub mod docker;
 pub mod fixture;
+pub mod fleet;
 pub mod haproxy;
 pub mod http;
 pub mod images;

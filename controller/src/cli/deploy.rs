@@ -24,6 +24,10 @@ pub struct DeployArgs {
     /// A full image reference instead (e.g. `registry:5000/app@sha256:...`).
     #[arg(long, conflicts_with = "version")]
     pub image: Option<String>,
+    /// Start at this time instead of now: RFC 3339 (`2026-12-01T02:00:00Z`) or a local
+    /// time with a zone (`2026-12-01T02:00 Europe/Berlin`). Implies --detach.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     /// Start the deployment and return its id without following it.
     #[arg(long)]
     pub detach: bool,
@@ -36,6 +40,16 @@ pub struct DeployArgs {
 pub const EXIT_REFUSED: i32 = 2;
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
+    let at_ms = match &args.at {
+        None => 0,
+        Some(at) => match crate::schedule::parse_at(at) {
+            Ok(ts) => ts.as_millisecond().max(0) as u64,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(EXIT_REFUSED);
+            }
+        },
+    };
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read the spec {}", args.file.display()))?;
     let spec = match ServiceSpec::from_toml(&text) {
@@ -69,6 +83,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             image: args.image.clone().unwrap_or_default(),
             requested_by: whoami(),
             registry_auth,
+            at_ms,
         })
         .await;
     let info = match response {
@@ -81,7 +96,17 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_REFUSED);
         }
     };
-    follow_or_detach(&mut client, &info.id, args.detach, args.json).await
+    if at_ms > 0 && !args.json {
+        eprintln!(
+            "scheduled {} for {}; see `drover schedule list`, cancel with `drover schedule cancel {}`",
+            info.id,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms)
+            ),
+            info.id
+        );
+    }
+    follow_or_detach(&mut client, &info.id, args.detach || at_ms > 0, args.json).await
 }
 
 /// Prints the id (detached) or follows the deployment to its end.

@@ -32,6 +32,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
         .list_deployments(ListDeploymentsRequest {
             service: args.service.clone().unwrap_or_default(),
             limit: args.limit,
+            scheduled_only: false,
         })
         .await
         .map_err(|s| anyhow::anyhow!("listing deployments failed: {}", s.message()))?

@@ -1,14 +1,17 @@
 //! The `drover` command line: one module per subcommand; `main` only dispatches here.
 
+mod control;
 mod deploy;
 mod history;
 mod hosts;
 mod progress;
 mod rollback;
+mod schedule;
 mod serve;
 mod status;
 
 use clap::{Parser, Subcommand};
+use drover_proto::v1::ControlAction;
 use drover_shared::telemetry::LogFormat;
 
 /// Default address of the controller for CLI commands.
@@ -41,6 +44,17 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Return a service to its previous successful version, without pulling.
     Rollback(rollback::RollbackArgs),
+    /// Continue a staged deployment past its manual gate.
+    Promote(control::ControlArgs),
+    /// Stop a deployment at its next safe point (between batches); nothing is left drained.
+    Pause(control::ControlArgs),
+    /// Continue a paused deployment.
+    Resume(control::ControlArgs),
+    /// Stop a deployment and return every host it changed to its previous version.
+    Abort(control::ControlArgs),
+    /// List or cancel scheduled deployments.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 /// Options every client subcommand shares.
@@ -76,5 +90,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Hosts(args) => hosts::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
+        Command::Promote(args) => control::run(args, ControlAction::Promote).await,
+        Command::Pause(args) => control::run(args, ControlAction::Pause).await,
+        Command::Resume(args) => control::run(args, ControlAction::Resume).await,
+        Command::Abort(args) => control::run(args, ControlAction::Abort).await,
+        Command::Schedule(cmd) => schedule::run(cmd).await,
     }
 }

@@ -72,6 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         database: args.database,
         shutdown_grace: args.shutdown_grace,
         metrics,
+        clock: crate::schedule::SystemClock::shared(),
     };
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");

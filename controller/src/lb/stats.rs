@@ -117,6 +117,8 @@ pub struct ServerStatus {
     pub current_sessions: u64,
     /// Sessions since start (`stot`).
     pub total_sessions: u64,
+    /// HTTP responses of any class (`hrsp_1xx` .. `hrsp_5xx` + `hrsp_other`).
+    pub responses: u64,
     /// HTTP 5xx responses (`hrsp_5xx`).
     pub http_5xx: u64,
     /// Failed connection attempts (`econ`).
@@ -220,6 +222,17 @@ pub fn server_status(row: &StatRow, admin: AdminState) -> Result<ServerStatus, P
         admin,
         current_sessions: row.counter("scur")?,
         total_sessions: row.counter("stot")?,
+        responses: [
+            "hrsp_1xx",
+            "hrsp_2xx",
+            "hrsp_3xx",
+            "hrsp_4xx",
+            "hrsp_5xx",
+            "hrsp_other",
+        ]
+        .iter()
+        .map(|c| row.counter(c))
+        .sum::<Result<u64, _>>()?,
         http_5xx: row.counter("hrsp_5xx")?,
         conn_errors: row.counter("econ")?,
         resp_errors: row.counter("eresp")?,

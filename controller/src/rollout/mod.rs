@@ -2,8 +2,13 @@
 //! it batch by batch (see [`run`]). [`Deployer`] is the handle the operator API uses; it
 //! owns every rollout task and resumes unfinished deployments when the controller starts.
 
+mod bake;
+mod canary;
+mod control;
 mod plan;
 mod run;
+mod schedule_wait;
+pub mod stages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +24,9 @@ use tracing::{Instrument, error, info, info_span};
 use crate::hub::AgentHub;
 use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
 use crate::metrics::Metrics;
+use crate::schedule::SharedClock;
 use crate::spec::{ServiceSpec, SpecError};
-use crate::state::{DeploymentKind, DeploymentState, HostPhase};
+use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
 
 pub use plan::batches;
@@ -57,6 +63,8 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Registry credentials for this deployment's pulls; never stored.
     pub auth: Option<proto::RegistryAuth>,
+    /// Start time (Unix ms) for a scheduled deploy; `None` = now.
+    pub at_ms: Option<u64>,
 }
 
 /// Why a deploy was refused or could not be started. Nothing was touched.
@@ -83,6 +91,24 @@ pub enum DeployError {
     /// The controller is shutting down.
     #[error("the controller is shutting down; retry once it is back")]
     ShuttingDown,
+    /// An operator action that does not apply to the deployment's state.
+    #[error("{0}")]
+    Control(String),
+}
+
+/// What an operator can ask of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Continue past the current manual gate.
+    Promote,
+    /// Stop at the next safe point.
+    Pause,
+    /// Continue a paused deployment.
+    Resume,
+    /// Stop and return every changed host to its previous version.
+    Abort,
+    /// Cancel a deployment that has not started.
+    Cancel,
 }
 
 pub(crate) struct Shared {
@@ -94,6 +120,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub metrics: Arc<Metrics>,
+    /// Wall-clock time for schedules and windows; injectable for tests.
+    pub clock: SharedClock,
 }
 
 impl Shared {
@@ -115,6 +143,7 @@ impl Deployer {
         hub: AgentHub,
         settings: DeployerSettings,
         metrics: Arc<Metrics>,
+        clock: SharedClock,
     ) -> Self {
         let (changed, _) = watch::channel(0);
         Self {
@@ -126,6 +155,7 @@ impl Deployer {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 metrics,
+                clock,
             }),
         }
     }
@@ -163,6 +193,19 @@ impl Deployer {
         };
         let targets = self.targets(&spec).await?;
         let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub);
+        let now = self.shared.clock.now();
+        let scheduled_ms = req.at_ms.filter(|at| *at as i64 > now.as_millisecond());
+        let windows_closed = !spec
+            .schedule
+            .validate()
+            .map_err(SpecError::from)?
+            .windows
+            .is_open(now);
+        let state = if scheduled_ms.is_some() || windows_closed {
+            DeploymentState::Scheduled
+        } else {
+            DeploymentState::Pending
+        };
         let d = Deployment {
             id: new_id(),
             service: spec.service.name.clone(),
@@ -175,12 +218,17 @@ impl Deployer {
                 .map(|d| parsed.pinned(d))
                 .unwrap_or_default(),
             spec: spec.to_toml(),
-            state: DeploymentState::Pending,
+            state,
             epoch: 1,
             requested_by: req.requested_by,
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            stage: 0,
+            scheduled_ms,
+            hold: None,
+            control: Control::None,
+            promoted: -1,
         };
         self.start(d, hosts, req.auth).await
     }
@@ -223,6 +271,11 @@ impl Deployer {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            stage: 0,
+            scheduled_ms: None,
+            hold: None,
+            control: Control::None,
+            promoted: -1,
         };
         self.start(d, hosts, None).await
     }
@@ -319,6 +372,112 @@ impl Deployer {
         );
     }
 
+    /// Applies an operator's request to deployment `id`; safe to repeat. Recorded in the
+    /// deployment's history with who asked.
+    pub async fn control(&self, id: &str, action: Action, by: &str) -> Result<(), DeployError> {
+        let (d, _) = self.shared.store.get(id).await?;
+        let ended = |what: &str| {
+            DeployError::Control(format!(
+                "cannot {what} deployment {id}: it already ended ({}); see `drover status {id}`",
+                d.state
+            ))
+        };
+        let store = &self.shared.store;
+        match action {
+            Action::Cancel => {
+                if d.state == DeploymentState::Cancelled {
+                    return Ok(());
+                }
+                if !matches!(
+                    d.state,
+                    DeploymentState::Scheduled | DeploymentState::Pending
+                ) {
+                    return Err(DeployError::Control(format!(
+                        "cannot cancel deployment {id}: it has started ({}); use `drover abort {id}` to stop it and roll back",
+                        d.state
+                    )));
+                }
+                store
+                    .set_state(
+                        id,
+                        DeploymentState::Cancelled,
+                        Some(format!("cancelled by {by}")),
+                        &format!("cancelled by {by}"),
+                    )
+                    .await?;
+            }
+            // Already stopped: a repeated abort has nothing left to do.
+            Action::Abort
+                if matches!(
+                    d.state,
+                    DeploymentState::RolledBack
+                        | DeploymentState::Failed
+                        | DeploymentState::Cancelled
+                ) =>
+            {
+                return Ok(());
+            }
+            _ if d.state.is_terminal() => {
+                let verb = match action {
+                    Action::Promote => "promote",
+                    Action::Pause => "pause",
+                    Action::Resume => "resume",
+                    _ => "abort",
+                };
+                return Err(ended(verb));
+            }
+            Action::Promote => {
+                store
+                    .request(
+                        id,
+                        None,
+                        Some(d.stage),
+                        &format!("stage {} promoted by {by}", d.stage + 1),
+                    )
+                    .await?;
+            }
+            Action::Pause => {
+                store
+                    .request(
+                        id,
+                        Some(Control::Pause),
+                        None,
+                        &format!("pause requested by {by}"),
+                    )
+                    .await?;
+            }
+            Action::Resume => {
+                store
+                    .request(id, Some(Control::None), None, &format!("resumed by {by}"))
+                    .await?;
+            }
+            Action::Abort => {
+                if d.state == DeploymentState::Scheduled {
+                    store
+                        .set_state(
+                            id,
+                            DeploymentState::Cancelled,
+                            Some(format!("aborted by {by} before it started")),
+                            &format!("aborted by {by} before it started"),
+                        )
+                        .await?;
+                } else {
+                    store
+                        .request(
+                            id,
+                            Some(Control::Abort),
+                            None,
+                            &format!("abort requested by {by}"),
+                        )
+                        .await?;
+                }
+            }
+        }
+        info!(deployment = %id, action = ?action, by, "operator request recorded");
+        self.shared.notify();
+        Ok(())
+    }
+
     /// Resumes every deployment a previous controller left unfinished, under a new epoch.
     pub async fn resume(&self) -> Result<usize, DeployError> {
         let unfinished = self.shared.store.unfinished().await?;
@@ -378,6 +537,7 @@ fn plan_hosts(
             DeploymentHost {
                 host,
                 batch: i as u32,
+                stage: 0,
                 phase: HostPhase::Pending,
                 from_version,
                 to_version: to_version.to_string(),

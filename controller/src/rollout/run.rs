@@ -16,6 +16,7 @@ use drover_proto::v1::{command, command_result};
 use futures::future::join_all;
 use tracing::{info, warn};
 
+use super::control::{Go, Start};
 use super::{Shared, load_balancer};
 use crate::hub::HubError;
 use crate::lb::LoadBalancer;
@@ -25,7 +26,7 @@ use crate::store::{Deployment, DeploymentHost, StoreError};
 
 /// Why a step failed on one host.
 #[derive(Debug, Clone)]
-struct HostFailure {
+pub(super) struct HostFailure {
     host: String,
     message: String,
     /// The agent put the previous container back (it is safe to re-enable the host).
@@ -36,15 +37,15 @@ struct HostFailure {
 
 /// A deployment in flight.
 pub(crate) struct Rollout {
-    shared: Arc<Shared>,
-    d: Deployment,
-    spec: ServiceSpec,
-    hosts: Vec<DeploymentHost>,
-    lb: Option<LoadBalancer>,
-    auth: Option<proto::RegistryAuth>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) d: Deployment,
+    pub(super) spec: ServiceSpec,
+    pub(super) hosts: Vec<DeploymentHost>,
+    pub(super) lb: Option<LoadBalancer>,
+    pub(super) auth: Option<proto::RegistryAuth>,
 }
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl Rollout {
     /// Loads what the store knows of `d`.
@@ -56,18 +57,35 @@ impl Rollout {
         Loaded { shared, d, auth }
     }
 
-    fn fence(&self) -> proto::Fence {
+    pub(super) fn fence(&self) -> proto::Fence {
         proto::Fence {
             deployment_id: self.d.id.clone(),
             epoch: self.d.epoch,
         }
     }
 
-    fn server(&self, host: &str) -> String {
+    pub(super) fn server(&self, host: &str) -> String {
         self.spec
             .load_balancer
             .as_ref()
             .map_or_else(|| host.to_string(), |l| l.server_for(host))
+    }
+
+    /// How long stage `stage` bakes before the next one.
+    pub(super) fn stage_bake(&self, stage: u32) -> Duration {
+        self.spec
+            .rollout
+            .stage(stage)
+            .map_or(Duration::ZERO, |s| s.bake)
+    }
+
+    /// Whether stage `stage` waits for `drover promote`.
+    pub(super) fn stage_is_manual(&self, stage: u32) -> bool {
+        self.spec.rollout.stage(stage).is_some_and(|s| s.manual)
+    }
+
+    fn stage_count(&self) -> u32 {
+        self.hosts.iter().map(|h| h.stage + 1).max().unwrap_or(0)
     }
 
     fn batch_count(&self) -> u32 {
@@ -78,7 +96,7 @@ impl Rollout {
         self.hosts.iter().find(|h| h.host == name)
     }
 
-    async fn transition(
+    pub(super) async fn transition(
         &mut self,
         next: DeploymentState,
         error: Option<String>,
@@ -125,7 +143,7 @@ impl Rollout {
         Ok(())
     }
 
-    async fn note(&self, host: &str, message: &str) -> Result<()> {
+    pub(super) async fn note(&self, host: &str, message: &str) -> Result<()> {
         self.shared.store.event(&self.d.id, host, message).await?;
         info!(host, "{message}");
         self.shared.notify();
@@ -134,17 +152,20 @@ impl Rollout {
 
     /// Drives the deployment to a terminal state (or until the controller shuts down).
     async fn drive(&mut self) -> Result<()> {
+        if self.d.state == DeploymentState::Scheduled {
+            match self.wait_start().await? {
+                Start::Go => {}
+                Start::Ended => return Ok(()),
+            }
+        }
         if matches!(
             self.d.state,
             DeploymentState::Pending | DeploymentState::Preparing
         ) {
             if self.d.kind == DeploymentKind::Deploy {
-                self.transition(
-                    DeploymentState::Preparing,
-                    None,
-                    &format!("pulling {} on {} hosts", self.d.image, self.hosts.len()),
-                )
-                .await?;
+                let msg = format!("pulling {} on {} hosts", self.d.image, self.hosts.len());
+                self.transition(DeploymentState::Preparing, None, &msg)
+                    .await?;
                 if let Err(f) = self.prepare().await? {
                     let msg = format!("pull failed before any host was drained: {}", f.message);
                     return self
@@ -153,41 +174,56 @@ impl Rollout {
                 }
             }
             let msg = format!(
-                "rolling {} to {} in {} batches",
+                "rolling {} to {} in {} batches{}",
                 self.d.service,
                 self.d.version,
-                self.batch_count()
+                self.batch_count(),
+                match self.stage_count() {
+                    0 | 1 => String::new(),
+                    n => format!(" over {n} stages"),
+                }
             );
             self.transition(DeploymentState::Rolling, None, &msg)
                 .await?;
         }
-        let mut failure: Option<String> = None;
-        if self.d.state == DeploymentState::Rolling {
-            for batch in 0..self.batch_count() {
-                if let Err(f) = self.roll_batch(batch).await? {
-                    failure = Some(f.message);
-                    break;
+        let reason = loop {
+            if self.d.state == DeploymentState::RollingBack {
+                break self
+                    .d
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "resumed after a restart".into());
+            }
+            if self.d.state == DeploymentState::Paused {
+                // Resumed by a new controller while paused: wait for the operator again.
+                match self.wait_paused().await? {
+                    Go::Continue => {}
+                    Go::Abort(reason) | Go::Fail(reason) => break reason,
                 }
             }
-            if failure.is_none() {
-                let msg = format!("every host runs {} and is in rotation", self.d.version);
-                return self
-                    .transition(DeploymentState::Succeeded, None, &msg)
-                    .await;
+            match self.roll_stages().await? {
+                Go::Continue => {
+                    let msg = format!("every host runs {} and is in rotation", self.d.version);
+                    return self
+                        .transition(DeploymentState::Succeeded, None, &msg)
+                        .await;
+                }
+                Go::Abort(reason) => break reason,
+                Go::Fail(reason) if self.spec.rollout.on_failure == OnFailure::Pause => {
+                    let msg = format!(
+                        "paused after a failure (on_failure = pause): {reason}; `drover resume` retries, `drover abort` rolls back"
+                    );
+                    self.transition(DeploymentState::Paused, Some(reason), &msg)
+                        .await?;
+                    match self.wait_paused().await? {
+                        Go::Continue => continue,
+                        Go::Abort(reason) | Go::Fail(reason) => break reason,
+                    }
+                }
+                Go::Fail(reason) => break reason,
             }
-        }
-        let reason = failure
-            .or_else(|| self.d.error.clone())
-            .unwrap_or_else(|| "resumed after a restart".into());
-        if self.d.state == DeploymentState::Rolling
-            && self.spec.rollout.on_failure == OnFailure::Pause
-        {
-            let msg = format!("paused after a failure (on_failure = pause): {reason}");
-            return self
-                .transition(DeploymentState::Paused, Some(reason), &msg)
-                .await;
-        }
-        if self.d.state == DeploymentState::Rolling {
+        };
+        if self.d.state != DeploymentState::RollingBack {
             let msg = format!("rolling back every changed host: {reason}");
             self.transition(DeploymentState::RollingBack, Some(reason.clone()), &msg)
                 .await?;
@@ -203,6 +239,54 @@ impl Rollout {
             self.transition(DeploymentState::Failed, Some(reason), &msg)
                 .await
         }
+    }
+
+    /// Every remaining batch, stage by stage, with bakes and gates between stages.
+    async fn roll_stages(&mut self) -> Result<Go> {
+        let stages = self.stage_count().max(1);
+        for stage in self.d.stage..stages {
+            if let Go::Abort(r) | Go::Fail(r) = self.wait_window(stage).await? {
+                return Ok(Go::Abort(r));
+            }
+            let batches: Vec<u32> = {
+                let mut b: Vec<u32> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| h.stage == stage)
+                    .map(|h| h.batch)
+                    .collect();
+                b.sort_unstable();
+                b.dedup();
+                b
+            };
+            for batch in batches {
+                match self.checkpoint().await? {
+                    Go::Continue => {}
+                    other => return Ok(other),
+                }
+                if let Err(f) = self.roll_batch(batch).await? {
+                    return Ok(Go::Fail(f.message));
+                }
+            }
+            if stage + 1 < stages {
+                match self.bake(stage).await? {
+                    Go::Continue => {}
+                    other => return Ok(other),
+                }
+                match self.gate(stage).await? {
+                    Go::Continue => {}
+                    other => return Ok(other),
+                }
+                self.shared.store.set_stage(&self.d.id, stage + 1).await?;
+                self.d.stage = stage + 1;
+                if self.d.state != DeploymentState::Rolling {
+                    let msg = format!("stage {} of {}", stage + 2, stages);
+                    self.transition(DeploymentState::Rolling, None, &msg)
+                        .await?;
+                }
+            }
+        }
+        Ok(Go::Continue)
     }
 
     /// Pulls the image on every target in parallel and pins the digest.
@@ -612,7 +696,7 @@ impl Rollout {
 
     /// Sends a command; if the agent is gone, waits for it to come back (within the
     /// reconnect grace) and sends the same command id again.
-    async fn send(
+    pub(super) async fn send(
         &self,
         host: &str,
         cmd: proto::Command,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::Control;
 
 fn deployment(id: &str, service: &str) -> Deployment {
     Deployment {
@@ -15,6 +16,11 @@ fn deployment(id: &str, service: &str) -> Deployment {
         created_ms: now_ms(),
         finished_ms: None,
         error: None,
+        stage: 0,
+        scheduled_ms: None,
+        hold: None,
+        control: Control::None,
+        promoted: -1,
     }
 }
 
@@ -22,6 +28,7 @@ fn host(name: &str, batch: u32) -> DeploymentHost {
     DeploymentHost {
         host: name.into(),
         batch,
+        stage: 0,
         phase: HostPhase::Pending,
         from_version: "v1".into(),
         to_version: "v2".into(),

@@ -1,0 +1,46 @@
+//! `drover promote|pause|resume|abort ID`: steer a running deployment from any terminal.
+//! Each is safe to run twice and is recorded in the history with who asked.
+
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_proto::v1::{ControlAction, ControlRequest};
+
+use super::ClientArgs;
+use super::deploy::whoami;
+use super::progress::state_name;
+
+/// Flags shared by the control subcommands.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The deployment id (see `drover history` or `drover status`).
+    pub id: String,
+}
+
+/// Sends `action` for the deployment and prints where it stands.
+pub async fn run(args: ControlArgs, action: ControlAction) -> anyhow::Result<i32> {
+    let mut client = OperatorClient::new(args.client.channel().await?);
+    match client
+        .control(ControlRequest {
+            id: args.id.clone(),
+            action: action as i32,
+            requested_by: whoami(),
+        })
+        .await
+    {
+        Ok(r) => {
+            let d = r.into_inner();
+            let hold = if d.hold.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", d.hold)
+            };
+            println!("deployment {}: {}{hold}", d.id, state_name(d.state));
+            Ok(0)
+        }
+        Err(status) => {
+            eprintln!("error: {}", status.message());
+            Ok(super::deploy::EXIT_REFUSED)
+        }
+    }
+}

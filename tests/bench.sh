@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The benchmarks (NOT part of the test suite): builds the release binaries, the static
+# demo app and, when it builds, a static agent; then runs every benchmark program and
+# keeps its output under target/bench/. Each benchmark prints RATIOS against a baseline
+# measured in the same run, since the machine is shared and absolute times drift.
+#
+#   tests/bench.sh                    # everything
+#   tests/bench.sh agent              # only bench_agent (or: rollout)
+#   BENCH_ROUNDS=20 tests/bench.sh    # more swap rounds in bench_agent
+#   BENCH_SKIP_STATIC=1 tests/bench.sh  # skip the static agent build
+#
+# Needs what tests/run.sh needs (Docker, docker-registry, htpasswd, HAProxy); run that
+# once first to install them.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
+
+[ $# -gt 0 ] || set -- agent rollout
+
+# --- prerequisites -----------------------------------------------------------------
+command -v docker >/dev/null 2>&1 || die "the docker CLI is missing: install Docker Engine first"
+docker info >/dev/null 2>&1 || die "the Docker engine is unreachable ('docker info' fails)"
+[ -x /usr/bin/docker-registry ] || die "docker-registry is missing: run tests/run.sh once (it installs it)"
+command -v htpasswd >/dev/null 2>&1 || die "htpasswd is missing: run tests/run.sh once (it installs apache2-utils)"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || die "haproxy is missing: run tests/run.sh once"
+command -v cargo >/dev/null 2>&1 || die "cargo is missing: install the Rust toolchain first"
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+target_triple=x86_64-unknown-linux-gnu
+
+# --- build -------------------------------------------------------------------------
+say "building the release binaries (drover, drover-agent, the benchmarks)"
+cargo build --release -p drover-agent -p drover-controller -p drover-tests --bins
+say "building the static demo app"
+RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release -p drover-demo-app --target "$target_triple"
+
+static_agent=""
+if [ "${BENCH_SKIP_STATIC:-0}" != 1 ]; then
+    say "trying a static agent build (crt-static, $target_triple)"
+    if RUSTFLAGS='-C target-feature=+crt-static' \
+        cargo build --release -p drover-agent --target "$target_triple"; then
+        static_agent="$target/$target_triple/release/drover-agent"
+    else
+        say "the static agent build FAILED (reported, not fatal)"
+    fi
+fi
+
+export DROVER_BIN_DIR="$target/release"
+export DROVER_DEMO_APP="$target/$target_triple/release/demo-app"
+
+# --- leftovers on exit, whatever happens ---------------------------------------------
+# The programs clean up after themselves (also on panic and on SIGINT/SIGTERM); this
+# removes what only an uncatchable kill (SIGKILL) would leave: the CLI baselines'
+# containers, which carry this label.
+cleanup() {
+    ids=$(docker ps -aq --filter label=org.drover-bench.run 2>/dev/null || true)
+    if [ -n "$ids" ]; then
+        # shellcheck disable=SC2086
+        docker rm -f -v $ids >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+# --- run ---------------------------------------------------------------------------
+out="$target/bench"
+mkdir -p "$out"
+stamp=$(date +%Y%m%d-%H%M%S)
+status=0
+for b in "$@"; do
+    case "$b" in
+        agent)
+            args=(--rounds "${BENCH_ROUNDS:-10}")
+            [ -n "$static_agent" ] && args+=(--static-agent "$static_agent")
+            say "bench_agent ${args[*]}  (log: $out/agent-$stamp.txt)"
+            "$target/release/bench_agent" "${args[@]}" 2>&1 | tee "$out/agent-$stamp.txt" \
+                || status=1
+            ;;
+        rollout)
+            say "bench_rollout  (log: $out/rollout-$stamp.txt)"
+            "$target/release/bench_rollout" 2>&1 | tee "$out/rollout-$stamp.txt" || status=1
+            ;;
+        *) die "unknown benchmark $b (agent, rollout)" ;;
+    esac
+done
+exit "$status"

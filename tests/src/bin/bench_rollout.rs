@@ -1,0 +1,946 @@
+//! `bench_rollout`: a whole fleet rolled by Drover against what people do by hand, as
+//! RATIOS measured in the same run (the machine is shared and noisy).
+//!
+//! One fleet ([`drover_tests::fleet::Fleet`]: real `drover serve`, N real release
+//! agents, real HAProxy, real registry, the demo app), one load through HAProxy (keep-alive
+//! and one-connection-per-request workers at once), three ways to move the fleet to the
+//! other version, one after the other, each under the same load:
+//!
+//! 1. `drover deploy` (batches of the spec's size, pre-pull, drain, swap, ready, enable);
+//! 2. a careful script, host by host: drain through the HAProxy runtime API and wait for
+//!    the sessions to end, `docker pull`, `docker stop`, `docker run`, wait until `/ready`
+//!    passes, enable and wait until HAProxy reports the server UP (the same runtime calls
+//!    and polls Drover uses: generous to the script);
+//! 3. a naive script, host by host: `docker stop`, `docker run`, wait until `/ready`
+//!    passes; no drain.
+//!
+//! Prints failed requests of each (Drover should be 0), wall times and the ratio of
+//! Drover's to the careful script's (targets: Drover < 10 s, >= 3x faster), and splits
+//! Drover's wall time, from its own events, into waiting on Docker and readiness, waiting
+//! on HAProxy, and the rest: controller + agent overhead (target < 10 %).
+//!
+//! Not a test: run it through `tests/bench.sh`.
+//!
+//! ```text
+//! bench_rollout [--hosts N] [--batch 25%] [--repeat R]
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::process::{ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drover_shared::probe::{ProbeSettings, http_check, wait_ready};
+use drover_tests::DemoImage;
+use drover_tests::docker::{docker, docker_blocking};
+use drover_tests::fleet::{CliRun, Fleet, FleetHost, FleetOptions, now_ms};
+use drover_tests::load::{Load, LoadReport};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+/// Label on every container the scripts run (value: this run), so cleanup finds them.
+const SCRIPT_LABEL: &str = "org.drover-bench.run";
+/// The same grace, drain timeout and readiness interval as the fleet's spec.
+const STOP_GRACE_S: &str = "2";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const UP_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_INTERVAL: Duration = Duration::from_millis(100);
+const READY_DEADLINE: Duration = Duration::from_secs(15);
+/// Load keeps running this long after an approach ends, to catch late failures.
+const SETTLE: Duration = Duration::from_millis(500);
+
+// ----- cleanup when the process aborts ---------------------------------------------
+
+/// What to remove if the process dies without running destructors: release builds abort
+/// on panic (`panic = "abort"`), so the panic hook does this instead of `Drop`.
+#[derive(Default)]
+struct AbortCleanup {
+    /// `(label, value)` pairs: containers carrying one are removed.
+    labels: Vec<(String, String)>,
+    /// Image reference prefixes (a registry's `127.0.0.1:PORT/`) to untag.
+    image_prefixes: Vec<String>,
+}
+
+static ABORT_CLEANUP: Mutex<Option<AbortCleanup>> = Mutex::new(None);
+
+fn on_abort(f: impl FnOnce(&mut AbortCleanup)) {
+    let mut guard = ABORT_CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(AbortCleanup::default));
+}
+
+/// After the usual panic message: SIGTERM this process's children (by pid), SIGKILL
+/// those left after 5 s, then remove the registered containers and image tags.
+fn install_abort_cleanup() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("bench_rollout: panicked; cleaning up before exit");
+        let signal = |sig: &str, pids: &[u32]| {
+            for pid in pids {
+                let _ = std::process::Command::new("kill")
+                    .args([sig, &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        };
+        signal("-TERM", &child_pids());
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !child_pids().is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal("-KILL", &child_pids());
+        let cleanup = ABORT_CLEANUP
+            .try_lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .unwrap_or_default();
+        for (label, value) in &cleanup.labels {
+            remove_labelled(label, value);
+        }
+        if let Ok(list) = docker_blocking(&[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}} {{.Tag}} {{.Digest}}",
+        ]) {
+            for line in list.lines() {
+                if !cleanup.image_prefixes.iter().any(|p| line.starts_with(p)) {
+                    continue;
+                }
+                if let [repo, tag, digest] = line.split_whitespace().collect::<Vec<_>>()[..] {
+                    if tag != "<none>" {
+                        let _ = docker_blocking(&["rmi", &format!("{repo}:{tag}")]);
+                    }
+                    if digest != "<none>" {
+                        let _ = docker_blocking(&["rmi", &format!("{repo}@{digest}")]);
+                    }
+                }
+            }
+        }
+    }));
+}
+
+/// Pids of this process's direct children (from `/proc/*/stat`), zombies excluded.
+fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
+            let mut rest = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace();
+            let state = rest.next();
+            let ppid = rest.next().and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(me) && state != Some("Z")
+        })
+        .collect()
+}
+
+/// Removes every container labelled `label=value` (blocking).
+fn remove_labelled(label: &str, value: &str) {
+    let filter = format!("label={label}={value}");
+    if let Ok(ids) = docker_blocking(&["ps", "-aq", "--filter", &filter]) {
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            if let Err(e) = docker_blocking(&args) {
+                eprintln!("bench_rollout: cleanup: {e}");
+            }
+        }
+    }
+}
+
+// ----- the scripts -------------------------------------------------------------------
+
+/// How the scripts do their work, and the containers they ran (removed on drop).
+struct Scripts {
+    /// Value of [`SCRIPT_LABEL`] on their containers.
+    run: String,
+    /// A docker CLI config logged in to the fleet's registry (a person is logged in).
+    docker_config: tempfile::TempDir,
+    /// Containers created so far (for unique names).
+    created: usize,
+}
+
+/// Where one script run spent its time, summed over hosts, in ms.
+#[derive(Debug, Clone, Default)]
+struct ScriptTimes {
+    /// Start to end.
+    wall: f64,
+    /// Drain, wait for sessions, enable, wait UP.
+    lb: f64,
+    /// `docker pull`, `stop`, `run`.
+    docker: f64,
+    /// From `docker run` returning to `/ready` passing.
+    ready: f64,
+}
+
+impl Scripts {
+    async fn new(fleet: &Fleet) -> Self {
+        let run = drover_tests::unique_name("bench-script");
+        on_abort(|c| c.labels.push((SCRIPT_LABEL.into(), run.clone())));
+        let docker_config = tempfile::Builder::new()
+            .prefix("drover-bench-docker-")
+            .tempdir()
+            .expect("tempdir");
+        let registry = fleet.registry();
+        let mut child = tokio::process::Command::new("docker")
+            .arg("--config")
+            .arg(docker_config.path())
+            .args([
+                "login",
+                "--username",
+                &registry.username,
+                "--password-stdin",
+                &registry.host(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker login");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(registry.password().as_bytes())
+            .await
+            .expect("write the password");
+        drop(stdin);
+        let out = child.wait_with_output().await.expect("docker login");
+        assert!(
+            out.status.success(),
+            "docker login {} failed: {}",
+            registry.host(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            run,
+            docker_config,
+            created: 0,
+        }
+    }
+
+    /// The running container serving `host`: the script's own, else the agent's.
+    async fn running_on(&self, host: &FleetHost) -> Result<String, String> {
+        for filter in [
+            format!("label=org.drover-bench.host={}", host.name),
+            format!("label={}={}", drover_shared::labels::AGENT, host.name),
+        ] {
+            let out = docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &filter,
+                "--filter",
+                "status=running",
+            ])
+            .await?;
+            if let Some(id) = out.split_whitespace().next() {
+                return Ok(id.to_string());
+            }
+        }
+        Err(format!("nothing runs on host {}", host.name))
+    }
+
+    /// `docker stop` what runs on `host`, `docker run` `image` in its place, wait until
+    /// `/ready` passes; adds the times to `t`.
+    async fn replace(
+        &mut self,
+        host: &FleetHost,
+        image: &str,
+        t: &mut ScriptTimes,
+    ) -> Result<(), String> {
+        let old = self.running_on(host).await?;
+        self.created += 1;
+        let name = format!("{}-{}", self.run, self.created);
+        let labels = [
+            format!("{SCRIPT_LABEL}={}", self.run),
+            format!("org.drover-bench.host={}", host.name),
+        ];
+        let publish = format!("{}:8080", host.addr);
+        let start = Instant::now();
+        docker(&["stop", "-t", STOP_GRACE_S, &old]).await?;
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &labels[0],
+            "--label",
+            &labels[1],
+            "--restart",
+            "unless-stopped",
+            "-p",
+            &publish,
+            image,
+        ])
+        .await?;
+        let ran = Instant::now();
+        t.docker += ms(ran - start);
+        let probe = ProbeSettings {
+            interval: READY_INTERVAL,
+            timeout: Duration::from_secs(1),
+            success_threshold: 1,
+            deadline: READY_DEADLINE,
+        };
+        let addr = host.addr;
+        wait_ready(probe, || http_check(addr, "/ready", 0))
+            .await
+            .map_err(|e| format!("{name} on {} never became ready: {e}", host.name))?;
+        t.ready += ms(ran.elapsed());
+        // A person keeps the stopped container around, like the agent does.
+        Ok(())
+    }
+
+    /// Host by host: drain and wait for the sessions, pull, stop, run, ready, enable, UP.
+    async fn careful(&mut self, fleet: &Fleet, image: &str) -> Result<ScriptTimes, String> {
+        let lb = fleet.haproxy().load_balancer();
+        let config = self.docker_config.path().to_string_lossy().into_owned();
+        let mut t = ScriptTimes::default();
+        let start = Instant::now();
+        for host in fleet.hosts() {
+            let s = Instant::now();
+            lb.drain(&host.name).await.map_err(|e| e.to_string())?;
+            lb.wait_drained(&host.name, DRAIN_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            t.lb += ms(s.elapsed());
+            let s = Instant::now();
+            docker(&["--config", &config, "pull", "--quiet", image]).await?;
+            t.docker += ms(s.elapsed());
+            self.replace(host, image, &mut t).await?;
+            let s = Instant::now();
+            lb.enable(&host.name).await.map_err(|e| e.to_string())?;
+            lb.wait_up(&host.name, UP_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            t.lb += ms(s.elapsed());
+        }
+        t.wall = ms(start.elapsed());
+        Ok(t)
+    }
+
+    /// Host by host: stop, run, ready. No drain.
+    async fn naive(&mut self, fleet: &Fleet, image: &str) -> Result<ScriptTimes, String> {
+        let mut t = ScriptTimes::default();
+        let start = Instant::now();
+        for host in fleet.hosts() {
+            self.replace(host, image, &mut t).await?;
+        }
+        t.wall = ms(start.elapsed());
+        Ok(t)
+    }
+
+    /// Removes the scripts' containers (so Drover can take the hosts back).
+    fn remove_containers(&self) {
+        remove_labelled(SCRIPT_LABEL, &self.run);
+    }
+}
+
+impl Drop for Scripts {
+    fn drop(&mut self) {
+        self.remove_containers();
+    }
+}
+
+// ----- one approach under load -------------------------------------------------------
+
+/// What one approach did under load.
+struct Run {
+    label: String,
+    /// Wall time in ms.
+    wall: f64,
+    keep_alive: LoadReport,
+    close: LoadReport,
+    /// Most servers out of rotation in any HAProxy sample.
+    max_out: usize,
+    /// Set for the scripts.
+    script: Option<ScriptTimes>,
+    /// Set for Drover.
+    split: Option<Split>,
+}
+
+/// Runs `work` under the fleet's load (keep-alive and close workers at once); returns
+/// its output, the two load reports and the most servers seen out of rotation.
+async fn under_load<T>(
+    fleet: &Fleet,
+    work: impl Future<Output = T>,
+) -> (T, LoadReport, LoadReport, usize) {
+    let sampler = fleet.haproxy().sample_states(Duration::from_millis(100));
+    let keep_alive = fleet.load(true);
+    let close = fleet.load(false);
+    wait_progress(&keep_alive, &close).await;
+    let out = work.await;
+    tokio::time::sleep(SETTLE).await;
+    let (ka, cl) = (keep_alive.stop().await, close.stop().await);
+    let samples = sampler.stop().await;
+    (out, ka, cl, samples.max_out_of_rotation())
+}
+
+/// Waits until both loads answered a few requests (bounded).
+async fn wait_progress(a: &Load, b: &Load) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while (a.completed() < 20 || b.completed() < 20) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ----- Drover's time, split from its own events --------------------------------------
+
+/// Drover's wall time split by what it waited on, in ms.
+#[derive(Debug, Clone, Default)]
+struct Split {
+    /// `drover deploy` process start to exit.
+    cli_wall: f64,
+    /// Deployment created to finished (controller clock).
+    controller_wall: f64,
+    /// PREPARING to PREPARED: agents pulling in parallel.
+    pull: f64,
+    /// Per batch, the slowest host's agent-reported `ready_after_ms` (receipt to ready:
+    /// Docker inspect/list/create/stop/start plus the readiness probe).
+    docker_ready: f64,
+    /// Per batch, the slowest host's drain wait ("drained in") plus enable→UP.
+    lb: f64,
+    /// Batches seen.
+    batches: usize,
+    /// Parts of the overhead, for the report.
+    parts: Vec<(String, f64)>,
+    /// Set when the events could not be read.
+    problem: Option<String>,
+}
+
+impl Split {
+    fn external(&self) -> f64 {
+        self.pull + self.docker_ready + self.lb
+    }
+    fn overhead_cli(&self) -> f64 {
+        self.cli_wall - self.external()
+    }
+    fn overhead_controller(&self) -> f64 {
+        self.controller_wall - self.external()
+    }
+}
+
+/// `1.2s` / `340ms` (the controller's `fmt_ms`) following `after` in `text`.
+fn duration_after(text: &str, after: &str) -> Option<f64> {
+    let rest = &text[text.find(after)? + after.len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+        .collect();
+    if let Some(n) = token.strip_suffix("ms") {
+        n.parse().ok()
+    } else {
+        token
+            .strip_suffix('s')
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|s| s * 1000.0)
+    }
+}
+
+/// Splits a finished `drover deploy --json` run (see [`Split`]).
+fn split(run: &CliRun, cli_start_ms: u64) -> Split {
+    let mut s = Split {
+        cli_wall: ms(run.took),
+        ..Split::default()
+    };
+    let json = run.json();
+    let events: Vec<&Value> = json.iter().filter(|v| v["type"] == "event").collect();
+    let snap = match json.iter().rev().find(|v| v["type"] == "deployment") {
+        Some(v) => v,
+        None => {
+            s.problem = Some("no deployment snapshot in the CLI's output".into());
+            return s;
+        }
+    };
+    let num = |v: &Value| v.as_u64().unwrap_or(0) as f64;
+    let (created, finished) = (num(&snap["created_ms"]), num(&snap["finished_ms"]));
+    s.controller_wall = finished - created;
+    let at = |e: &Value| num(&e["at_ms"]);
+    let first = |pred: &dyn Fn(&Value) -> bool| events.iter().find(|e| pred(e)).map(|e| at(e));
+    let (Some(preparing), Some(prepared)) = (
+        first(&|e| e["state"] == "preparing"),
+        first(&|e| e["phase"] == "prepared"),
+    ) else {
+        s.problem = Some("no preparing/prepared events".into());
+        return s;
+    };
+    s.pull = prepared - preparing;
+    s.parts.push((
+        "CLI start → deployment created (CLI start, connect, validate, plan, store)".into(),
+        created - cli_start_ms as f64,
+    ));
+    s.parts.push((
+        "created → PREPARING (lock, record, start)".into(),
+        preparing - created,
+    ));
+
+    let mut batches: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for h in snap["hosts"].as_array().into_iter().flatten() {
+        let name = h["host"].as_str().unwrap_or_default().to_string();
+        batches
+            .entry(h["batch"].as_u64().unwrap_or(0))
+            .or_default()
+            .push(name);
+    }
+    s.batches = batches.len();
+    let mut prev_end = prepared;
+    let (mut drain_gap, mut swap_gap, mut between) = (0.0, 0.0, 0.0);
+    for hosts in batches.values() {
+        let of_batch = |phase: &str| -> Vec<&Value> {
+            events
+                .iter()
+                .copied()
+                .filter(|e| {
+                    e["phase"] == phase
+                        && hosts.iter().any(|h| e["host"].as_str() == Some(h.as_str()))
+                })
+                .collect()
+        };
+        let min_at = |v: &[&Value]| v.iter().map(|e| at(e)).fold(f64::INFINITY, f64::min);
+        let max_at = |v: &[&Value]| v.iter().map(|e| at(e)).fold(0.0, f64::max);
+        let (draining, swapping, enabling, done) = (
+            of_batch("draining"),
+            of_batch("swapping"),
+            of_batch("enabling"),
+            of_batch("done"),
+        );
+        if draining.is_empty() || swapping.is_empty() || enabling.is_empty() || done.is_empty() {
+            s.problem = Some(format!("batch {hosts:?}: missing phase events"));
+            return s;
+        }
+        let drained = events
+            .iter()
+            .filter(|e| hosts.iter().any(|h| e["host"].as_str() == Some(h.as_str())))
+            .filter_map(|e| {
+                let m = e["message"].as_str()?;
+                duration_after(m, "drained in ").or_else(|| duration_after(m, "timeout after "))
+            })
+            .fold(0.0, f64::max);
+        let ready = enabling
+            .iter()
+            .filter_map(|e| duration_after(e["message"].as_str()?, "ready after "))
+            .fold(0.0, f64::max);
+        let up = max_at(&done) - max_at(&enabling);
+        s.docker_ready += ready;
+        s.lb += drained + up;
+        between += min_at(&draining) - prev_end;
+        drain_gap += min_at(&swapping) - min_at(&draining) - drained;
+        swap_gap += min_at(&enabling) - min_at(&swapping) - ready;
+        prev_end = max_at(&done);
+    }
+    s.parts.push((
+        "before each batch (after the previous one / the pull)".into(),
+        between,
+    ));
+    s.parts.push((
+        "drain segment beyond the slowest drain wait".into(),
+        drain_gap,
+    ));
+    s.parts.push((
+        "swap segment beyond the slowest agent's ready_after (RPC, agent prune/report, store)"
+            .into(),
+        swap_gap,
+    ));
+    s.parts.push((
+        "last host done → deployment finished".into(),
+        finished - prev_end,
+    ));
+    s.parts.push((
+        "deployment finished → CLI exit".into(),
+        (cli_start_ms as f64 + s.cli_wall) - finished,
+    ));
+    s
+}
+
+// ----- main --------------------------------------------------------------------------
+
+struct Args {
+    hosts: usize,
+    batch: String,
+    repeat: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        hosts: 10,
+        batch: "25%".into(),
+        repeat: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} takes a value"));
+        match flag.as_str() {
+            "--hosts" => {
+                a.hosts = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=40).contains(n))
+                    .ok_or("--hosts takes 1..=40")?
+            }
+            "--batch" => a.batch = value()?,
+            "--repeat" => {
+                a.repeat = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10).contains(n))
+                    .ok_or("--repeat takes 1..=10")?
+            }
+            "-h" | "--help" => {
+                return Err("usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R]".into());
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_rollout: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    // The fleet runs `$DROVER_BIN_DIR/{drover,drover-agent}`: benchmark the release build.
+    if std::env::var_os("DROVER_BIN_DIR").is_none() {
+        let dir = drover_tests::target_dir().join("release");
+        let exe = std::env::current_exe().expect("own path");
+        return match std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("DROVER_BIN_DIR", &dir)
+            .status()
+        {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
+            Err(e) => {
+                eprintln!("bench_rollout: cannot re-run with DROVER_BIN_DIR set: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    install_abort_cleanup();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            code = run(args) => code,
+            _ = term.recv() => { eprintln!("bench_rollout: SIGTERM: cleaning up"); ExitCode::from(130) }
+            _ = int.recv() => { eprintln!("bench_rollout: SIGINT: cleaning up"); ExitCode::from(130) }
+        }
+    })
+}
+
+async fn run(args: Args) -> ExitCode {
+    let drover = drover_tests::process::bin_path("drover");
+    let agent = drover_tests::process::bin_path("drover-agent");
+    println!(
+        "bench_rollout: {} hosts, batches of {}, {} repetition(s); {} and {}",
+        args.hosts,
+        args.batch,
+        args.repeat,
+        drover.display(),
+        agent.display()
+    );
+    let started = Instant::now();
+    let fleet = Fleet::start(FleetOptions {
+        hosts: args.hosts,
+        batch_size: &args.batch,
+        readiness_deadline: READY_DEADLINE,
+        images: &[DemoImage::V1, DemoImage::V2],
+        initial: Some(DemoImage::V1),
+    })
+    .await;
+    on_abort(|c| {
+        for h in fleet.hosts() {
+            c.labels
+                .push((drover_shared::labels::AGENT.into(), h.name.clone()));
+        }
+        c.image_prefixes
+            .push(format!("{}/", fleet.registry().host()));
+    });
+    println!(
+        "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {})",
+        started.elapsed().as_secs_f64(),
+        fleet.registry().host(),
+        fleet.haproxy().frontend_addr(),
+        fleet.controller_url()
+    );
+    let mut scripts = Scripts::new(&fleet).await;
+    let v1 = fleet.pushed(DemoImage::V1).reference.clone();
+    let v2 = fleet.pushed(DemoImage::V2).reference.clone();
+
+    let mut runs: Vec<Run> = vec![];
+    let mut ok = true;
+    for rep in 1..=args.repeat {
+        if rep > 1 {
+            // Give the hosts back to Drover on v1: drop the scripts' containers, then
+            // one all-at-once deploy (untimed).
+            scripts.remove_containers();
+            let spec = fleet.write_spec("restore.toml", &fleet.spec_toml("100%"));
+            let spec = spec.to_string_lossy().into_owned();
+            let r = fleet
+                .drover(&["deploy", "-f", &spec, "--version", "v1", "--json"])
+                .await;
+            if r.code != Some(0) {
+                eprintln!("bench_rollout: restoring v1 failed: {}", r.describe());
+                ok = false;
+                break;
+            }
+            fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        }
+
+        // 1. Drover, v1 → v2.
+        let cli_start_ms = now_ms();
+        let (d, ka, cl, max_out) = under_load(&fleet, fleet.deploy("v2")).await;
+        if d.code != Some(0) {
+            eprintln!("bench_rollout: drover deploy failed: {}", d.describe());
+            ok = false;
+        }
+        let sp = split(&d, cli_start_ms);
+        println!(
+            "[{rep}] drover deploy v1→v2: {:.2} s, failed {} + {} (of {} + {})",
+            d.took.as_secs_f64(),
+            ka.failed,
+            cl.failed,
+            ka.sent,
+            cl.sent
+        );
+        runs.push(Run {
+            label: format!("drover deploy v1→v2 (batches {})", args.batch),
+            wall: ms(d.took),
+            keep_alive: ka,
+            close: cl,
+            max_out,
+            script: None,
+            split: Some(sp),
+        });
+        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+
+        // 2. The careful script, v2 → v1.
+        let (r, ka, cl, max_out) = under_load(&fleet, scripts.careful(&fleet, &v1)).await;
+        let t = match r {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bench_rollout: the careful script failed: {e}");
+                ok = false;
+                break;
+            }
+        };
+        println!(
+            "[{rep}] script, host by host with drain, v2→v1: {:.2} s, failed {} + {}",
+            t.wall / 1000.0,
+            ka.failed,
+            cl.failed
+        );
+        runs.push(Run {
+            label: "script host by host, drain (v2→v1)".into(),
+            wall: t.wall,
+            keep_alive: ka,
+            close: cl,
+            max_out,
+            script: Some(t),
+            split: None,
+        });
+        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+
+        // 3. The naive script, v1 → v2.
+        let (r, ka, cl, max_out) = under_load(&fleet, scripts.naive(&fleet, &v2)).await;
+        let t = match r {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bench_rollout: the naive script failed: {e}");
+                ok = false;
+                break;
+            }
+        };
+        println!(
+            "[{rep}] naive script, no drain, v1→v2: {:.2} s, failed {} + {}",
+            t.wall / 1000.0,
+            ka.failed,
+            cl.failed
+        );
+        runs.push(Run {
+            label: "naive script, no drain (v1→v2)".into(),
+            wall: t.wall,
+            keep_alive: ka,
+            close: cl,
+            max_out,
+            script: Some(t),
+            split: None,
+        });
+        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+    }
+    report(&args, &runs);
+    drop(scripts);
+    drop(fleet);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+// ----- report ------------------------------------------------------------------------
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+fn first_failures(r: &LoadReport) -> String {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, why) in &r.failures {
+        // Fold addresses and numbers so that equal reasons count together.
+        let key: String = why.chars().take(70).collect();
+        *reasons.entry(key).or_default() += 1;
+    }
+    reasons
+        .iter()
+        .take(3)
+        .map(|(k, n)| format!("{n}× {k}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn report(args: &Args, runs: &[Run]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "=== bench_rollout: {} hosts, batches {}, load through HAProxy: 2 keep-alive + 2 close-per-request workers; machine: {cores} cores, shared and noisy (ratios, not absolutes) ===",
+        args.hosts, args.batch
+    );
+    println!(
+        "  {:<40} {:>8} {:>11} {:>11} {:>9} {:>8}",
+        "approach", "wall s", "failed k-a", "failed cls", "sent", "max out"
+    );
+    for r in runs {
+        println!(
+            "  {:<40} {:>8.2} {:>11} {:>11} {:>9} {:>8}",
+            r.label,
+            r.wall / 1000.0,
+            r.keep_alive.failed,
+            r.close.failed,
+            r.keep_alive.sent + r.close.sent,
+            r.max_out
+        );
+    }
+    for r in runs
+        .iter()
+        .filter(|r| r.keep_alive.failed + r.close.failed > 0)
+    {
+        println!(
+            "    {} failures: keep-alive [{}] close [{}]",
+            r.label,
+            first_failures(&r.keep_alive),
+            first_failures(&r.close)
+        );
+    }
+    for r in runs {
+        if let Some(t) = &r.script {
+            println!(
+                "    {}: docker {:.0} ms + /ready {:.0} ms + HAProxy {:.0} ms, rest {:.0} ms",
+                r.label,
+                t.docker,
+                t.ready,
+                t.lb,
+                t.wall - t.docker - t.ready - t.lb
+            );
+        }
+    }
+
+    let by = |prefix: &str| -> Vec<&Run> {
+        runs.iter()
+            .filter(|r| r.label.starts_with(prefix))
+            .collect()
+    };
+    let (drover, careful, naive) = (by("drover"), by("script"), by("naive"));
+    let drover_wall = median(drover.iter().map(|r| r.wall).collect());
+    let careful_wall = median(careful.iter().map(|r| r.wall).collect());
+    let failed =
+        |v: &[&Run]| -> u64 { v.iter().map(|r| r.keep_alive.failed + r.close.failed).sum() };
+    println!("zero downtime");
+    println!(
+        "  failed requests: drover {}  | careful script {} | naive script {}   target drover = 0: {}",
+        failed(&drover),
+        failed(&careful),
+        failed(&naive),
+        verdict(failed(&drover) == 0 && !drover.is_empty())
+    );
+    println!("speed");
+    println!(
+        "  drover {:.2} s vs host by host {:.2} s: ratio drover/script {:.2} ({:.1}x faster)   targets: < 10 s: {}, >= 3x: {}",
+        drover_wall / 1000.0,
+        careful_wall / 1000.0,
+        drover_wall / careful_wall,
+        careful_wall / drover_wall,
+        verdict(drover_wall < 10_000.0),
+        verdict(careful_wall / drover_wall >= 3.0)
+    );
+    println!(
+        "controller + agent overhead (share of drover's wall time not waiting on Docker, readiness or HAProxy)"
+    );
+    for r in &drover {
+        let Some(s) = &r.split else { continue };
+        if let Some(p) = &s.problem {
+            println!("  not split: {p}");
+            continue;
+        }
+        println!(
+            "  CLI wall {:.0} ms = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} + overhead {:.0} ms → overhead {:.1} %   target < 10 %: {}",
+            s.cli_wall,
+            s.pull,
+            s.docker_ready,
+            s.lb,
+            s.overhead_cli(),
+            100.0 * s.overhead_cli() / s.cli_wall,
+            verdict(s.overhead_cli() / s.cli_wall < 0.10)
+        );
+        println!(
+            "  controller wall (created→finished) {:.0} ms → overhead {:.0} ms = {:.1} %   (without the CLI process's own start and follow)",
+            s.controller_wall,
+            s.overhead_controller(),
+            100.0 * s.overhead_controller() / s.controller_wall
+        );
+        println!(
+            "  where the {:.0} ms overhead goes ({} batches):",
+            s.overhead_cli(),
+            s.batches
+        );
+        for (what, v) in &s.parts {
+            println!("    {v:>7.0} ms  {what}");
+        }
+    }
+    println!(
+        "method: Drover's events (`drover deploy --json`, ms timestamps from the controller) give each step; waits are: the pull (PREPARING→PREPARED, agents in parallel), per batch the slowest agent's ready_after_ms (command receipt→ready: Docker calls + readiness probe) and the slowest drain wait (\"drained in\") plus enable→UP (HAProxy). Overhead = wall − those waits: CLI start and follow, gRPC, store writes, the agent's work after ready (prune, state report), gaps between steps. The scripts use the same HAProxy runtime calls and 50 ms polls as Drover, `docker` CLI for pull/stop/run, and the same /ready probe loop (100 ms)."
+    );
+}

@@ -1,0 +1,676 @@
+//! End-to-end rollouts with real parts only: the `drover` CLI and controller processes,
+//! four real agents each publishing on its own 127.0.0.N, the real Docker engine, a real
+//! registry with htpasswd auth, and a real HAProxy in front, while two loads (one with
+//! keep-alive, one with a new connection per request) send HTTP through HAProxy and a
+//! sampler records every server's state.
+//!
+//! Every test builds its own [`Fleet`] (unique names, addresses, ports), so they run in
+//! parallel; each fleet removes its processes and containers when dropped, also when an
+//! assertion fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_controller::lb::{AdminState, OpStatus};
+use drover_proto::v1::DeployRequest;
+use drover_proto::v1::operator_client::OperatorClient;
+use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions};
+use drover_tests::haproxy::{SamplerGuard, Samples};
+use drover_tests::load::{Load, LoadReport};
+use drover_tests::wait_until;
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// How often the sampler reads HAProxy's server states.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How long a deployment may take to show a given step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the loads may take to answer a given number of requests.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP through HAProxy (keep-alive and not) and HAProxy's server states, recorded
+/// while a test acts.
+struct Traffic {
+    keep_alive: Load,
+    close: Load,
+    sampler: SamplerGuard,
+}
+
+/// What the traffic saw.
+struct Seen {
+    keep_alive: LoadReport,
+    close: LoadReport,
+    samples: Samples,
+}
+
+impl Traffic {
+    /// Starts sampling and both loads; returns once requests flow through HAProxy.
+    async fn start(fleet: &Fleet) -> Self {
+        let t = Self {
+            sampler: fleet.haproxy().sample_states(SAMPLE_EVERY),
+            keep_alive: fleet.load(true),
+            close: fleet.load(false),
+        };
+        t.more(50).await;
+        t
+    }
+
+    /// Waits until both loads answered `n` more requests.
+    async fn more(&self, n: u64) {
+        let (ka, cl) = (self.keep_alive.completed(), self.close.completed());
+        wait_until(
+            LOAD_TIMEOUT,
+            &format!("{n} more requests in both loads"),
+            || async { self.keep_alive.completed() >= ka + n && self.close.completed() >= cl + n },
+        )
+        .await;
+    }
+
+    async fn stop(self) -> Seen {
+        Seen {
+            keep_alive: self.keep_alive.stop().await,
+            close: self.close.stop().await,
+            samples: self.sampler.stop().await,
+        }
+    }
+}
+
+impl Seen {
+    /// The most servers HAProxy had out of rotation in one sample. Read from the
+    /// `show stat` status alone (`DRAIN`, `DOWN`, `MAINT` are out), which one command
+    /// returns atomically; the admin state comes from a second command and may be a
+    /// few microseconds newer.
+    fn max_out(&self) -> usize {
+        self.samples
+            .samples
+            .iter()
+            .map(|s| {
+                s.servers
+                    .values()
+                    .filter(|(st, _)| *st != OpStatus::Up)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn requests(&self) -> u64 {
+        self.keep_alive.sent + self.close.sent
+    }
+
+    fn failed(&self) -> u64 {
+        self.keep_alive.failed + self.close.failed
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "keep-alive: {}\nclose: {}\nsamples: {}, max out of rotation {} (status) / {} (status+admin), sampler errors {}",
+            self.keep_alive.summary(),
+            self.close.summary(),
+            self.samples.samples.len(),
+            self.max_out(),
+            self.samples.max_out_of_rotation(),
+            self.samples.errors.len()
+        )
+    }
+
+    fn assert_no_failed_request(&self) {
+        assert_eq!(self.keep_alive.failed, 0, "{}", self.summary());
+        assert_eq!(self.close.failed, 0, "{}", self.summary());
+        assert!(
+            self.keep_alive.ok > 0 && self.close.ok > 0,
+            "{}",
+            self.summary()
+        );
+    }
+}
+
+/// `name` as a JSON string field of `v`.
+fn field<'a>(v: &'a Value, name: &str) -> &'a str {
+    v[name].as_str().unwrap_or("")
+}
+
+/// Host name to phase, from a deployment snapshot.
+fn phases(snapshot: &Value) -> BTreeMap<String, String> {
+    snapshot["hosts"]
+        .as_array()
+        .expect("a snapshot lists its hosts")
+        .iter()
+        .map(|h| (field(h, "host").to_string(), field(h, "phase").to_string()))
+        .collect()
+}
+
+/// The host planned for batch `batch` (from 0) in a snapshot; batches of one host.
+fn host_in_batch(snapshot: &Value, batch: u64) -> String {
+    snapshot["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["batch"].as_u64() == Some(batch))
+        .map(|h| field(h, "host").to_string())
+        .unwrap_or_else(|| panic!("no host in batch {batch}: {snapshot}"))
+}
+
+/// Every host answers `version` on its own address, HAProxy has them all UP and READY,
+/// and requests through HAProxy only reach `version`; `drover hosts` agrees.
+async fn assert_fleet_serves(fleet: &Fleet, version: &str) {
+    for (i, h) in fleet.hosts().iter().enumerate() {
+        assert_eq!(
+            fleet.host_version(i).await.as_deref(),
+            Ok(version),
+            "host {} ({})",
+            h.name,
+            h.addr
+        );
+    }
+    let servers = fleet.servers().await;
+    for h in fleet.hosts() {
+        assert_eq!(
+            servers.get(&h.name),
+            Some(&(OpStatus::Up, AdminState::Ready)),
+            "{} in HAProxy: {servers:?}",
+            h.name
+        );
+    }
+    let through_lb = fleet.lb_versions(2 * fleet.hosts().len()).await;
+    assert_eq!(
+        through_lb.keys().collect::<Vec<_>>(),
+        [version],
+        "through HAProxy"
+    );
+    for h in fleet.hosts_json().await {
+        let services = h["services"].as_array().cloned().unwrap_or_default();
+        let web: Vec<&Value> = services.iter().filter(|s| s["service"] == "web").collect();
+        assert!(
+            h["connected"] == true
+                && web.len() == 1
+                && field(web[0], "version") == version
+                && field(web[0], "state").ends_with("RUNNING"),
+            "drover hosts: {h}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let run = fleet.deploy("v2").await;
+    let done = Instant::now();
+    traffic.more(200).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "v1 -> v2, batch 1: deploy exit {:?} in {:?}; {} requests, {} failed\n{}",
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{}\n{}",
+        run.describe(),
+        fleet.controller_logs()
+    );
+    let snapshot = run.final_snapshot();
+    assert_eq!(field(&snapshot, "state"), "succeeded", "{snapshot}");
+    assert!(
+        phases(&snapshot).values().all(|p| p == "done"),
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["batches"], 4, "{snapshot}");
+    seen.assert_no_failed_request();
+    for load in [&seen.keep_alive, &seen.close] {
+        let after = load.versions_since(done);
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            ["v2"],
+            "after the deploy: {after:?}; {}",
+            load.summary()
+        );
+        assert!(load.versions.contains_key("v1"), "{}", load.summary());
+    }
+    // One batch (one host) out of rotation at a time, and every host went through it.
+    assert_eq!(seen.max_out(), 1, "{}", seen.summary());
+    for h in fleet.hosts() {
+        assert!(
+            seen.samples.saw_in_order(
+                &h.name,
+                &[
+                    |s, a| *s == OpStatus::Up && a == AdminState::Ready,
+                    |s, _| *s != OpStatus::Up,
+                    |s, a| *s == OpStatus::Up && a == AdminState::Ready,
+                ]
+            ),
+            "{} never left rotation and came back: {:?}",
+            h.name,
+            seen.samples.history(&h.name)
+        );
+    }
+
+    // The history records the deploy with its digest and per-host timings.
+    let history = fleet.history_json().await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    let d = &history[0];
+    let pinned = format!(
+        "{}/demo@{}",
+        fleet.registry().host(),
+        fleet.pushed(drover_tests::DemoImage::V2).digest
+    );
+    assert_eq!(
+        (field(d, "id"), field(d, "version"), field(d, "state")),
+        (field(&snapshot, "id"), "v2", "succeeded"),
+        "{d}"
+    );
+    assert_eq!(field(d, "pinned"), pinned, "{d}");
+    assert!(d["finished_ms"].as_u64() >= d["created_ms"].as_u64(), "{d}");
+    for h in d["hosts"].as_array().expect("hosts") {
+        let (start, end) = (h["started_ms"].as_u64(), h["finished_ms"].as_u64());
+        assert!(
+            field(h, "phase") == "done"
+                && start > Some(0)
+                && end >= start
+                && h["duration_ms"].as_u64().is_some(),
+            "host timings in the history: {h}"
+        );
+    }
+    assert_fleet_serves(&fleet, "v2").await;
+    for h in fleet.hosts_json().await {
+        assert!(
+            h["services"][0]["digest"]
+                .as_str()
+                .is_some_and(|dg| pinned.ends_with(dg)),
+            "drover hosts digest: {h}"
+        );
+    }
+
+    // The registry password went to the CLI's environment only.
+    let password = fleet.registry().password();
+    let mut seen_by = vec![("deploy output", run.describe())];
+    seen_by.push(("controller log", fleet.controller_logs()));
+    seen_by.push(("history", format!("{history:?}")));
+    for i in 0..fleet.hosts().len() {
+        seen_by.push(("agent log", fleet.agent_logs(i)));
+    }
+    for (what, text) in seen_by {
+        assert!(
+            !text.contains(password),
+            "the registry password is in the {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
+    let fleet = Fleet::start(FleetOptions {
+        readiness_deadline: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let run = fleet.deploy("never-ready").await;
+    traffic.more(100).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "v1 -> never-ready: deploy exit {:?} in {:?}; {} requests, {} failed\n{}",
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let snapshot = run.final_snapshot();
+    assert!(
+        ["rolled_back", "failed"].contains(&field(&snapshot, "state")),
+        "{snapshot}"
+    );
+    let failed: Vec<&Value> = snapshot["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter(|h| field(h, "phase") == "failed")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the first batch fails, nothing after: {snapshot}"
+    );
+    assert!(
+        field(failed[0], "error").contains("ready"),
+        "the error says why: {snapshot}"
+    );
+    assert!(
+        phases(&snapshot)
+            .values()
+            .all(|p| ["failed", "prepared", "rolled_back"].contains(&p.as_str())),
+        "{snapshot}"
+    );
+    seen.assert_no_failed_request();
+    assert_eq!(
+        seen.keep_alive.versions.keys().collect::<Vec<_>>(),
+        ["v1"],
+        "{}",
+        seen.summary()
+    );
+    assert!(seen.max_out() <= 1, "{}", seen.summary());
+    assert_fleet_serves(&fleet, "v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rotation() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let mut deploy = fleet.spawn_deploy("v2");
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
+        .await;
+    let victim = host_in_batch(&first, 1);
+    let step = deploy
+        .wait_json(STEP_TIMEOUT, &format!("{victim} draining"), |v| {
+            v["host"] == victim.as_str() && (v["phase"] == "draining" || v["phase"] == "swapping")
+        })
+        .await;
+    let i = fleet.index_of(&victim);
+    fleet.kill_agent(i);
+    let run = deploy.finish(CLI_TIMEOUT).await;
+    traffic.more(100).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "agent of {victim} killed at {:?}: deploy exit {:?} in {:?}; {} requests, {} failed\n{}",
+        step["phase"],
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let snapshot = run.final_snapshot();
+    eprintln!("final snapshot: {snapshot}");
+    let phases = phases(&snapshot);
+    let victim_phase = phases[&victim].as_str();
+    assert!(
+        ["left_drained", "failed"].contains(&victim_phase),
+        "{victim}: {snapshot}"
+    );
+    let row = snapshot["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["host"] == victim.as_str())
+        .expect("the victim's row");
+    assert!(
+        field(row, "error").contains(&victim),
+        "the error names the host: {row}"
+    );
+    seen.assert_no_failed_request();
+    // The plan's budget (one host) out of rotation, besides the host that was lost.
+    let others_out = seen
+        .samples
+        .samples
+        .iter()
+        .map(|s| {
+            s.servers
+                .iter()
+                .filter(|(name, (st, _))| **name != victim && *st != OpStatus::Up)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(others_out <= 1, "{}", seen.summary());
+
+    // The report tells the truth: a left-drained host is out of rotation, every other
+    // host is in rotation and serves the version its phase says.
+    let servers = fleet.servers().await;
+    for h in snapshot["hosts"].as_array().expect("hosts") {
+        let name = field(h, "host");
+        let (status, admin) = &servers[name];
+        if name == victim {
+            if victim_phase == "left_drained" {
+                assert_ne!(*admin, AdminState::Ready, "{name}: {servers:?}");
+            }
+            continue;
+        }
+        assert_eq!(
+            (status, *admin),
+            (&OpStatus::Up, AdminState::Ready),
+            "{name} is not in rotation: {servers:?}; {snapshot}"
+        );
+        let expect = match field(h, "phase") {
+            "done" => field(h, "to_version"),
+            _ => field(h, "from_version"),
+        };
+        assert_eq!(
+            fleet.host_version(fleet.index_of(name)).await.as_deref(),
+            Ok(expect),
+            "{name}: {snapshot}"
+        );
+    }
+
+    // Once its agent is back, the host is known again and a redeploy finishes the job.
+    fleet.start_agent(i).await;
+    let again = fleet.deploy("v2").await;
+    assert_eq!(
+        again.code,
+        Some(0),
+        "{}\n{}",
+        again.describe(),
+        fleet.controller_logs()
+    );
+    assert_fleet_serves(&fleet, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_deploy_resumes_it_to_the_end() {
+    let mut fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let mut deploy = fleet.spawn_deploy("v2");
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
+        .await;
+    let id = field(&first, "id").to_string();
+    let second = host_in_batch(&first, 1);
+    deploy
+        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
+            v["host"] == second.as_str() && v["phase"] == "swapping"
+        })
+        .await;
+    let killed_at = Instant::now();
+    fleet.restart_controller().await;
+    let back_after = killed_at.elapsed();
+    // The CLI that followed the deploy lost its stream and says how to pick it up.
+    let lost = deploy.finish(CLI_TIMEOUT).await;
+    assert_ne!(lost.code, Some(0), "{}", lost.describe());
+    assert!(lost.stderr.contains(&id), "{}", lost.describe());
+
+    let status = fleet.drover(&["status", &id, "--json"]).await;
+    traffic.more(200).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "controller killed while {second} swapped, back after {back_after:?}: status exit {:?}, {:?} after the restart; {} requests, {} failed\n{}",
+        status.code,
+        status.took,
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+
+    assert_eq!(
+        status.code,
+        Some(0),
+        "{}\n{}",
+        status.describe(),
+        fleet.controller_logs()
+    );
+    let snapshot = status.final_snapshot();
+    assert_eq!(
+        (field(&snapshot, "id"), field(&snapshot, "state")),
+        (id.as_str(), "succeeded"),
+        "{snapshot}"
+    );
+    assert!(
+        snapshot["epoch"].as_u64() >= Some(2),
+        "resumed under a new epoch: {snapshot}"
+    );
+    seen.assert_no_failed_request();
+    assert!(seen.max_out() <= 1, "{}", seen.summary());
+    let history = fleet.history_json().await;
+    assert_eq!(
+        (field(&history[0], "id"), field(&history[0], "state")),
+        (id.as_str(), "succeeded"),
+        "{history:?}"
+    );
+    assert_fleet_serves(&fleet, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_deploy_of_a_running_service_is_refused_naming_the_running_one() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let mut first = fleet.spawn_deploy("v2");
+    let snapshot = first
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
+        .await;
+    let id = field(&snapshot, "id").to_string();
+    let second = fleet.deploy("v2").await;
+    let run = first.finish(CLI_TIMEOUT).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "concurrent deploy: second exit {:?} in {:?}, first exit {:?} in {:?}; {} requests, {} failed",
+        second.code,
+        second.took,
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed()
+    );
+
+    assert_eq!(second.code, Some(2), "{}", second.describe());
+    assert!(
+        second.stderr.contains(&id),
+        "the refusal names the running deployment {id}: {}",
+        second.describe()
+    );
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let history = fleet.history_json().await;
+    assert_eq!(
+        history.len(),
+        2,
+        "the refused deploy is not recorded: {history:?}"
+    );
+    seen.assert_no_failed_request();
+    assert!(seen.max_out() <= 1, "{}", seen.summary());
+    assert_fleet_serves(&fleet, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_with_an_unknown_key_is_refused_before_anything_happens() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let text = fleet.spec_toml("1").replace("batch_size =", "batch_sise =");
+    assert!(text.contains("batch_sise"));
+    let path = fleet.write_spec("typo.toml", &text);
+    let path = path.to_string_lossy().into_owned();
+    let run = fleet
+        .drover(&["deploy", "-f", &path, "--version", "v2"])
+        .await;
+    // A client that skips the CLI's own check meets the controller's.
+    let channel = tonic::transport::Endpoint::from_shared(fleet.controller_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let direct = OperatorClient::new(channel)
+        .deploy(DeployRequest {
+            spec_toml: text.clone(),
+            version: "v2".into(),
+            requested_by: "rollout-test".into(),
+            ..Default::default()
+        })
+        .await;
+    traffic.more(100).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "unknown key: exit {:?} in {:?}; {} requests, {} failed, max out {}",
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed(),
+        seen.max_out()
+    );
+
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("batch_sise"), "{}", run.describe());
+    let status = direct.expect_err("the controller must refuse the spec");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("batch_sise"), "{status:?}");
+    let history = fleet.history_json().await;
+    assert_eq!(
+        history.len(),
+        1,
+        "only the first deploy is recorded: {history:?}"
+    );
+    assert_eq!(field(&history[0], "version"), "v1");
+    seen.assert_no_failed_request();
+    assert_eq!(seen.max_out(), 0, "nothing drained: {}", seen.summary());
+    assert_fleet_serves(&fleet, "v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_does_not_exist_fails_before_any_host_is_drained() {
+    let fleet = Fleet::start(FleetOptions::default()).await;
+    let traffic = Traffic::start(&fleet).await;
+
+    let run = fleet.deploy("nope").await;
+    traffic.more(100).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "missing image: exit {:?} in {:?}; {} requests, {} failed, max out {}",
+        run.code,
+        run.took,
+        seen.requests(),
+        seen.failed(),
+        seen.max_out()
+    );
+
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let snapshot = run.final_snapshot();
+    assert_eq!(field(&snapshot, "state"), "failed", "{snapshot}");
+    assert!(
+        field(&snapshot, "error").contains("nope"),
+        "the error names the image: {snapshot}"
+    );
+    assert!(
+        phases(&snapshot)
+            .values()
+            .all(|p| p == "pending" || p == "prepared"),
+        "no host was touched: {snapshot}"
+    );
+    seen.assert_no_failed_request();
+    assert_eq!(seen.max_out(), 0, "nothing drained: {}", seen.summary());
+    assert_eq!(
+        seen.samples.max_out_of_rotation(),
+        0,
+        "nothing drained: {}",
+        seen.summary()
+    );
+    assert_fleet_serves(&fleet, "v1").await;
+}
