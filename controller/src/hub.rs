@@ -19,6 +19,7 @@ use drover_proto::v1::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -123,6 +124,8 @@ struct Inner {
     /// Bumped on every inventory change, so waiters can re-check their condition.
     changed: watch::Sender<u64>,
     sessions: AtomicU64,
+    /// Cancelled when the controller stops: every agent stream is closed.
+    shutdown: CancellationToken,
 }
 
 /// Cloneable handle to the hub.
@@ -143,8 +146,14 @@ impl AgentHub {
                 progress,
                 changed,
                 sessions: AtomicU64::new(0),
+                shutdown: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Closes every agent stream (agents reconnect to the next controller).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
     }
 
     /// The tonic service agents connect to.
@@ -470,7 +479,11 @@ async fn read_agent(
     lost_after: Duration,
 ) -> String {
     loop {
-        let message = match tokio::time::timeout(lost_after, inbound.message()).await {
+        let next = tokio::select! {
+            m = tokio::time::timeout(lost_after, inbound.message()) => m,
+            () = hub.inner.shutdown.cancelled() => return "controller shutting down".to_string(),
+        };
+        let message = match next {
             Err(_) => return format!("no message for {lost_after:?}: agent declared lost"),
             Ok(Err(status)) => return format!("stream error: {}", status.message()),
             Ok(Ok(None)) => return "agent closed the stream".to_string(),

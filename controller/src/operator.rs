@@ -188,6 +188,7 @@ impl Operator for OperatorService {
         let (tx, rx) = mpsc::channel(64);
         let store = self.deployer.store().clone();
         let mut changed = self.deployer.subscribe();
+        let deployer = self.deployer.clone();
         let id = r.id.clone();
         let mut seq = r.after_seq;
         let span = tracing::info_span!("watch", deployment = %id);
@@ -238,6 +239,7 @@ impl Operator for OperatorService {
                         _ = changed.changed() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = tx.closed() => return,
+                        () = deployer.shutting_down() => return,
                     }
                 }
             }

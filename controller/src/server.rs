@@ -96,9 +96,14 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(hub.grpc_service())
         .add_service(OperatorService::server(hub.clone(), deployer.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.await;
+            // Rollouts stop at a step boundary first (their state stays recorded for the
+            // next start), then open streams close so the server can finish.
+            deployer.shutdown(settings.shutdown_grace).await;
+            hub.shutdown();
+        })
         .await?;
-    deployer.shutdown(settings.shutdown_grace).await;
     stop_metrics.cancel();
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -12,6 +12,7 @@ use drover_shared::image::ImageRef;
 use drover_shared::labels::{self, Selector};
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::stages::{StageError, StageSize, StageSpec, Stages, StagesSpec};
 use crate::schedule::{ScheduleSpec, WindowError};
 
 /// A whole service spec.
@@ -183,6 +184,16 @@ pub struct RolloutSection {
     /// Stopped containers kept per host for instant rollback.
     #[serde(default = "default_keep")]
     pub keep_previous: u32,
+    /// Staged rollout, short form: cumulative share of targets per stage,
+    /// e.g. `["1", "10%", "50%", "100%"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageSize>>,
+    /// Staged rollout, long form: `[[rollout.stage]]` tables with bake and promotion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage: Vec<StageSpec>,
+    /// Agent label whose values every stage is spread over (e.g. `zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
 }
 
 impl Default for RolloutSection {
@@ -195,6 +206,9 @@ impl Default for RolloutSection {
             pull_timeout: default_pull_timeout(),
             on_failure: OnFailure::default(),
             keep_previous: default_keep(),
+            stages: None,
+            stage: Vec::new(),
+            spread_by: None,
         }
     }
 }
@@ -209,20 +223,19 @@ fn default_keep() -> u32 {
     3
 }
 
-/// Bake and promotion of one stage of a staged rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StageSettings {
-    /// Watch time after the stage's hosts are done.
-    pub bake: Duration,
-    /// Wait for `drover promote` after the bake.
-    pub manual: bool,
-}
-
 impl RolloutSection {
-    /// The bake and promotion of stage `index` (none for unstaged rollouts).
-    pub fn stage(&self, index: u32) -> Option<StageSettings> {
-        let _ = index;
-        None
+    /// The stage keys of this section.
+    pub fn stages_spec(&self) -> StagesSpec {
+        StagesSpec {
+            stages: self.stages.clone(),
+            stage: self.stage.clone(),
+            spread_by: self.spread_by.clone(),
+        }
+    }
+
+    /// The validated stages (one 100% stage when none are configured).
+    pub fn stages(&self) -> Result<Stages, StageError> {
+        self.stages_spec().validate()
     }
 }
 
@@ -416,6 +429,9 @@ pub enum SpecError {
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{0}")]
     Parse(String),
+    /// A stage list that makes no sense.
+    #[error(transparent)]
+    Stages(#[from] StageError),
     /// A `[schedule]` value that makes no sense.
     #[error(transparent)]
     Schedule(#[from] WindowError),
@@ -553,6 +569,7 @@ impl ServiceSpec {
             }
         }
         self.schedule.validate()?;
+        self.rollout.stages()?;
         let c = &self.canary;
         if c.interval.is_zero()
             || !(0.0..=1.0).contains(&c.max_error_rate)

@@ -128,14 +128,28 @@ async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script, lo
 
 struct Controller {
     addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Controller {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(
+            drover_controller::schedule::SystemClock::shared(),
+            tempfile::tempdir().unwrap(),
+            "127.0.0.1:0",
+        )
+        .await
+    }
+
+    /// A controller on `addr` with its database in `dir` and time from `clock`.
+    async fn start_with(
+        clock: drover_controller::schedule::SharedClock,
+        dir: tempfile::TempDir,
+        addr: &str,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let settings = ServeSettings {
@@ -144,16 +158,33 @@ impl Controller {
             database: dir.path().join("drover.db"),
             shutdown_grace: Duration::from_secs(1),
             metrics: None,
-            clock: drover_controller::schedule::SystemClock::shared(),
+            clock,
         };
-        tokio::spawn(run(listener, settings, async move {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(async move {
+            let _ = run(listener, settings, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
         Self {
             addr,
-            _dir: dir,
+            dir: Some(dir),
             stop: Some(stop),
+            server: Some(server),
         }
+    }
+
+    /// Stops the controller (like SIGTERM) and hands back its database directory.
+    async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the controller stops within its shutdown grace")
+            .unwrap();
+        self.dir.take().unwrap()
     }
 
     async fn client(&self) -> OperatorClient<tonic::transport::Channel> {
@@ -606,4 +637,150 @@ async fn rollback_returns_to_the_previous_successful_version_without_pulling() {
         log.iter().all(|(_, k, v)| *k == "rollback" && v == "v2"),
         "{log:?}"
     );
+}
+
+fn manual_clock(at: &str) -> drover_controller::schedule::ManualClock {
+    drover_controller::schedule::ManualClock::new(at.parse().unwrap())
+}
+
+#[tokio::test]
+async fn manual_gate_waits_for_promote_then_finishes() {
+    let c = Controller::start().await;
+    let log = c.fleet(4, Script::default()).await;
+    let mut client = c.client().await;
+    let staged = spec("").replace(
+        "[rollout]\nbatch_size = 2\n",
+        "[rollout]\nbatch_size = 1\n[[rollout.stage]]\nhosts = \"1\"\npromotion = \"manual\"\n[[rollout.stage]]\nhosts = \"100%\"\n",
+    );
+    let id = start_deploy(&mut client, staged, "v2", 0).await;
+    let d = wait_state(&mut client, &id, proto::DeploymentState::AwaitingPromotion).await;
+    assert_eq!(d.stages, 2);
+    assert!(d.hold.contains("drover promote"), "{}", d.hold);
+    let swapped: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, k, _)| *k == "swap")
+        .cloned()
+        .collect();
+    assert_eq!(
+        swapped.len(),
+        1,
+        "only the canary moved before the gate: {swapped:?}"
+    );
+    for _ in 0..2 {
+        control(&mut client, &id, proto::ControlAction::Promote, "frank")
+            .await
+            .unwrap();
+    }
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Succeeded).await;
+    assert!(phases(&d).values().all(|p| *p == proto::HostPhase::Done));
+    let events = client
+        .watch(proto::WatchRequest { id, after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = events;
+    let mut promoted_by = false;
+    while let Some(ev) = events.message().await.unwrap() {
+        if let Some(proto::watch_event::Body::Event(e)) = ev.body {
+            promoted_by |= e.message.contains("promoted by frank");
+        }
+    }
+    assert!(promoted_by, "the history names who promoted");
+}
+
+#[tokio::test]
+async fn window_holds_the_deploy_until_it_opens() {
+    // Monday 2026-11-23 01:00 UTC; the window opens at 02:00 UTC.
+    let clock = manual_clock("2026-11-23T01:00:00Z");
+    let c =
+        Controller::start_with(clock.shared(), tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let log = c.fleet(2, Script::default()).await;
+    let mut client = c.client().await;
+    let windowed = format!(
+        "{}\n[[schedule.windows]]\ndays = [\"mon-fri\"]\nstart = \"02:00\"\nend = \"04:00\"\ntime_zone = \"UTC\"\n",
+        spec("")
+    );
+    let id = start_deploy(&mut client, windowed, "v2", 0).await;
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Scheduled).await;
+    assert!(log.lock().unwrap().is_empty());
+    let _ = d;
+    clock.advance(Duration::from_secs(3600));
+    wait_state(&mut client, &id, proto::DeploymentState::Succeeded).await;
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, k, _)| *k == "swap")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_scheduled_before_a_restart_fires_after_it() {
+    let clock = manual_clock("2026-11-23T01:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().to_path_buf();
+    let first = Controller::start_with(clock.shared(), dir, "127.0.0.1:0").await;
+    let addr = first.addr;
+    first.fleet(2, Script::default()).await;
+    let mut client = first.client().await;
+    let at = clock.now_ms() + 60_000;
+    let id = start_deploy(&mut client, spec(""), "v2", at).await;
+    wait_state(&mut client, &id, proto::DeploymentState::Scheduled).await;
+    // The controller goes away (its database stays); time passes its start time.
+    let kept = first.stop().await;
+    clock.advance(Duration::from_secs(90));
+    let second = Controller::start_with(clock.shared(), kept, &addr.to_string()).await;
+    assert_eq!(second.dir.as_ref().unwrap().path(), db_dir.as_path());
+    let log = second.fleet(2, Script::default()).await;
+    let mut client = second.client().await;
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Succeeded).await;
+    assert!(d.epoch >= 2, "resumed under a new epoch");
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, k, _)| *k == "swap")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_missed_deploy_is_skipped_when_the_spec_says_so() {
+    let clock = manual_clock("2026-11-23T01:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    let first = Controller::start_with(clock.shared(), dir, "127.0.0.1:0").await;
+    let addr = first.addr;
+    first.fleet(1, Script::default()).await;
+    let mut client = first.client().await;
+    let skip = format!("{}\n[schedule]\nmissed = \"skip\"\n", spec(""));
+    let id = start_deploy(&mut client, skip, "v2", clock.now_ms() + 60_000).await;
+    wait_state(&mut client, &id, proto::DeploymentState::Scheduled).await;
+    let kept = first.stop().await;
+    clock.advance(Duration::from_secs(3600));
+    let second = Controller::start_with(clock.shared(), kept, &addr.to_string()).await;
+    let log = second.fleet(1, Script::default()).await;
+    let mut client = second.client().await;
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Skipped).await;
+    assert!(
+        d.error.contains("passed") && d.error.contains("skip"),
+        "{}",
+        d.error
+    );
+    assert!(log.lock().unwrap().is_empty());
+}
+
+trait NowMs {
+    fn now_ms(&self) -> u64;
+}
+
+impl NowMs for drover_controller::schedule::ManualClock {
+    fn now_ms(&self) -> u64 {
+        use drover_controller::schedule::Clock;
+        self.now().as_millisecond() as u64
+    }
 }

@@ -165,6 +165,11 @@ impl Deployer {
         &self.shared.store
     }
 
+    /// Completes once the controller starts shutting down.
+    pub async fn shutting_down(&self) {
+        self.shared.shutdown.cancelled().await;
+    }
+
     /// Changes to any deployment, as a counter that moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.changed.subscribe()
@@ -192,7 +197,8 @@ impl Deployer {
             req.version.clone()
         };
         let targets = self.targets(&spec).await?;
-        let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub);
+        let id = new_id();
+        let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub, &id, true)?;
         let now = self.shared.clock.now();
         let scheduled_ms = req.at_ms.filter(|at| *at as i64 > now.as_millisecond());
         let windows_closed = !spec
@@ -207,7 +213,7 @@ impl Deployer {
             DeploymentState::Pending
         };
         let d = Deployment {
-            id: new_id(),
+            id,
             service: spec.service.name.clone(),
             kind: DeploymentKind::Deploy,
             version,
@@ -256,9 +262,17 @@ impl Deployer {
         };
         let spec = ServiceSpec::from_toml(&current.spec)?;
         let targets = self.targets(&spec).await?;
-        let hosts = plan_hosts(&spec, &targets, &previous.version, &self.shared.hub);
+        let id = new_id();
+        let hosts = plan_hosts(
+            &spec,
+            &targets,
+            &previous.version,
+            &self.shared.hub,
+            &id,
+            false,
+        )?;
         let d = Deployment {
-            id: new_id(),
+            id,
             service: service.to_string(),
             kind: DeploymentKind::Rollback,
             version: previous.version.clone(),
@@ -406,6 +420,8 @@ impl Deployer {
                     )
                     .await?;
             }
+            // Already past every gate: a repeated promote has nothing left to do.
+            Action::Promote if d.state == DeploymentState::Succeeded => return Ok(()),
             // Already stopped: a repeated abort has nothing left to do.
             Action::Abort
                 if matches!(
@@ -512,41 +528,67 @@ impl Deployer {
     }
 }
 
-/// Every target host's row, with the version it runs now.
+/// Every target host's row: its stage and batch, and the version it runs now.
+/// A staged spec orders hosts once (spread over `spread_by`, seeded by `seed`); a
+/// rollback moves in plain batches, with no canary stage on the way back.
 fn plan_hosts(
     spec: &ServiceSpec,
     targets: &[String],
     to_version: &str,
     hub: &AgentHub,
-) -> Vec<DeploymentHost> {
-    batches(targets.to_vec(), spec.rollout.batch_size)
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, batch)| batch.into_iter().map(move |host| (i, host)))
-        .map(|(i, host)| {
-            let from_version = hub
-                .host(&host)
-                .and_then(|h| {
-                    h.services.into_iter().find(|s| {
-                        s.service == spec.service.name
-                            && s.state == proto::ContainerState::Running as i32
+    seed: &str,
+    staged: bool,
+) -> Result<Vec<DeploymentHost>, DeployError> {
+    let batch_size = spec.rollout.batch_size;
+    let staged = staged && (spec.rollout.stages.is_some() || !spec.rollout.stage.is_empty());
+    let plan: Vec<Vec<Vec<String>>> = if staged {
+        let stages = spec.rollout.stages().map_err(SpecError::from)?;
+        let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = targets
+            .iter()
+            .map(|h| (h.clone(), hub.host(h).map(|s| s.labels).unwrap_or_default()))
+            .collect();
+        let order = stages::pick_order(&labelled, stages.spread_by.as_deref(), seed);
+        let sizes: Vec<usize> = stages
+            .resolve(targets.len())
+            .map_err(SpecError::from)?
+            .iter()
+            .map(|s| s.hosts)
+            .collect();
+        stages::plan_stages(order, &sizes, batch_size)
+    } else {
+        vec![batches(targets.to_vec(), batch_size)]
+    };
+    let mut rows = Vec::with_capacity(targets.len());
+    let mut batch = 0u32;
+    for (stage, stage_batches) in plan.into_iter().enumerate() {
+        for hosts in stage_batches {
+            for host in hosts {
+                let from_version = hub
+                    .host(&host)
+                    .and_then(|h| {
+                        h.services.into_iter().find(|s| {
+                            s.service == spec.service.name
+                                && s.state == proto::ContainerState::Running as i32
+                        })
                     })
-                })
-                .map(|s| s.version)
-                .unwrap_or_default();
-            DeploymentHost {
-                host,
-                batch: i as u32,
-                stage: 0,
-                phase: HostPhase::Pending,
-                from_version,
-                to_version: to_version.to_string(),
-                error: None,
-                started_ms: None,
-                finished_ms: None,
+                    .map(|s| s.version)
+                    .unwrap_or_default();
+                rows.push(DeploymentHost {
+                    host,
+                    batch,
+                    stage: stage as u32,
+                    phase: HostPhase::Pending,
+                    from_version,
+                    to_version: to_version.to_string(),
+                    error: None,
+                    started_ms: None,
+                    finished_ms: None,
+                });
             }
-        })
-        .collect()
+            batch += 1;
+        }
+    }
+    Ok(rows)
 }
 
 /// The spec's load balancer, if it has one.

@@ -17,6 +17,7 @@ use futures::future::join_all;
 use tracing::{info, warn};
 
 use super::control::{Go, Start};
+use super::stages::{Promotion, ResolvedStage};
 use super::{Shared, load_balancer};
 use crate::hub::HubError;
 use crate::lb::LoadBalancer;
@@ -71,17 +72,33 @@ impl Rollout {
             .map_or_else(|| host.to_string(), |l| l.server_for(host))
     }
 
+    /// The spec's stage `stage` against this deployment's fleet.
+    fn resolved_stage(&self, stage: u32) -> Option<ResolvedStage> {
+        let stages = self
+            .spec
+            .rollout
+            .stages()
+            .ok()?
+            .resolve(self.hosts.len())
+            .ok()?;
+        stages.get(stage as usize).copied()
+    }
+
     /// How long stage `stage` bakes before the next one.
     pub(super) fn stage_bake(&self, stage: u32) -> Duration {
-        self.spec
-            .rollout
-            .stage(stage)
+        if self.d.kind == DeploymentKind::Rollback {
+            return Duration::ZERO;
+        }
+        self.resolved_stage(stage)
             .map_or(Duration::ZERO, |s| s.bake)
     }
 
     /// Whether stage `stage` waits for `drover promote`.
     pub(super) fn stage_is_manual(&self, stage: u32) -> bool {
-        self.spec.rollout.stage(stage).is_some_and(|s| s.manual)
+        self.d.kind == DeploymentKind::Deploy
+            && self
+                .resolved_stage(stage)
+                .is_some_and(|s| s.promotion == Promotion::Manual)
     }
 
     fn stage_count(&self) -> u32 {

@@ -354,6 +354,8 @@ impl Drop for Scripts {
 /// What one approach did under load.
 struct Run {
     label: String,
+    /// Ran under load.
+    load: bool,
     /// Wall time in ms.
     wall: f64,
     keep_alive: LoadReport,
@@ -366,19 +368,27 @@ struct Run {
     split: Option<Split>,
 }
 
-/// Runs `work` under the fleet's load (keep-alive and close workers at once); returns
-/// its output, the two load reports and the most servers seen out of rotation.
-async fn under_load<T>(
+/// Runs `work`, under the fleet's load (keep-alive and close workers at once) when
+/// `load`; returns its output, the two load reports (empty without load) and the most
+/// servers HAProxy had out of rotation in any 100 ms sample.
+async fn measure<T>(
     fleet: &Fleet,
+    load: bool,
     work: impl Future<Output = T>,
 ) -> (T, LoadReport, LoadReport, usize) {
     let sampler = fleet.haproxy().sample_states(Duration::from_millis(100));
-    let keep_alive = fleet.load(true);
-    let close = fleet.load(false);
-    wait_progress(&keep_alive, &close).await;
+    let loads = load.then(|| (fleet.load(true), fleet.load(false)));
+    if let Some((a, b)) = &loads {
+        wait_progress(a, b).await;
+    }
     let out = work.await;
-    tokio::time::sleep(SETTLE).await;
-    let (ka, cl) = (keep_alive.stop().await, close.stop().await);
+    let (ka, cl) = match loads {
+        Some((a, b)) => {
+            tokio::time::sleep(SETTLE).await;
+            (a.stop().await, b.stop().await)
+        }
+        None => (LoadReport::default(), LoadReport::default()),
+    };
     let samples = sampler.stop().await;
     (out, ka, cl, samples.max_out_of_rotation())
 }
@@ -413,6 +423,8 @@ struct Split {
     parts: Vec<(String, f64)>,
     /// Set when the events could not be read.
     problem: Option<String>,
+    /// The agents' own steps (from their logs), per host.
+    agent: Vec<(&'static str, Vec<f64>)>,
 }
 
 impl Split {
@@ -679,119 +691,274 @@ async fn run(args: Args) -> ExitCode {
         fleet.haproxy().frontend_addr(),
         fleet.controller_url()
     );
-    let mut scripts = Scripts::new(&fleet).await;
-    let v1 = fleet.pushed(DemoImage::V1).reference.clone();
-    let v2 = fleet.pushed(DemoImage::V2).reference.clone();
-
-    let mut runs: Vec<Run> = vec![];
-    let mut ok = true;
-    for rep in 1..=args.repeat {
-        if rep > 1 {
-            // Give the hosts back to Drover on v1: drop the scripts' containers, then
-            // one all-at-once deploy (untimed).
-            scripts.remove_containers();
-            let spec = fleet.write_spec("restore.toml", &fleet.spec_toml("100%"));
-            let spec = spec.to_string_lossy().into_owned();
-            let r = fleet
-                .drover(&["deploy", "-f", &spec, "--version", "v1", "--json"])
-                .await;
-            if r.code != Some(0) {
-                eprintln!("bench_rollout: restoring v1 failed: {}", r.describe());
-                ok = false;
-                break;
+    let scripts = Scripts::new(&fleet).await;
+    let mut bench = Bench {
+        v1: fleet.pushed(DemoImage::V1).reference.clone(),
+        v2: fleet.pushed(DemoImage::V2).reference.clone(),
+        fleet,
+        scripts,
+        batch: args.batch.clone(),
+        runs: vec![],
+    };
+    let outcome = async {
+        for rep in 1..=args.repeat {
+            if rep > 1 {
+                bench.restore().await?;
             }
-            fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+            // Speed: no load, so that the load's CPU does not blur the comparison.
+            bench.drover(rep, false).await?;
+            bench.careful(rep, false).await?;
+            bench.restore().await?;
+            // Zero downtime: the same fleet under load.
+            bench.drover(rep, true).await?;
+            bench.careful(rep, true).await?;
+            bench.naive(rep, true).await?;
         }
+        Ok::<_, String>(())
+    }
+    .await;
+    report(&args, &bench.runs);
+    drop(bench);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_rollout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-        // 1. Drover, v1 → v2.
+/// The fleet, the scripts and what was measured so far. Fields drop in order: the
+/// scripts' containers go before the fleet.
+struct Bench {
+    scripts: Scripts,
+    fleet: Fleet,
+    v1: String,
+    v2: String,
+    batch: String,
+    runs: Vec<Run>,
+}
+
+impl Bench {
+    /// Gives the hosts back to Drover on v1 (untimed): the scripts' containers go, then
+    /// one all-at-once deploy.
+    async fn restore(&mut self) -> Result<(), String> {
+        self.scripts.remove_containers();
+        let spec = self
+            .fleet
+            .write_spec("restore.toml", &self.fleet.spec_toml("100%"));
+        let spec = spec.to_string_lossy().into_owned();
+        let r = self
+            .fleet
+            .drover(&["deploy", "-f", &spec, "--version", "v1", "--json"])
+            .await;
+        if r.code != Some(0) {
+            return Err(format!("restoring v1 failed: {}", r.describe()));
+        }
+        self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        Ok(())
+    }
+
+    /// `drover deploy` v1 → v2.
+    async fn drover(&mut self, rep: usize, load: bool) -> Result<(), String> {
         let cli_start_ms = now_ms();
-        let (d, ka, cl, max_out) = under_load(&fleet, fleet.deploy("v2")).await;
+        let (d, ka, cl, max_out) = measure(&self.fleet, load, self.fleet.deploy("v2")).await;
         if d.code != Some(0) {
-            eprintln!("bench_rollout: drover deploy failed: {}", d.describe());
-            ok = false;
+            return Err(format!("drover deploy failed: {}", d.describe()));
         }
-        let sp = split(&d, cli_start_ms);
-        println!(
-            "[{rep}] drover deploy v1→v2: {:.2} s, failed {} + {} (of {} + {})",
-            d.took.as_secs_f64(),
-            ka.failed,
-            cl.failed,
-            ka.sent,
-            cl.sent
+        let mut sp = split(&d, cli_start_ms);
+        let id = d.final_snapshot()["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        sp.agent = agent_steps(&self.fleet, &id);
+        self.record(
+            rep,
+            load,
+            format!("drover deploy v1→v2 (batches {})", self.batch),
+            ms(d.took),
+            (ka, cl, max_out),
+            None,
+            Some(sp),
         );
-        runs.push(Run {
-            label: format!("drover deploy v1→v2 (batches {})", args.batch),
-            wall: ms(d.took),
-            keep_alive: ka,
-            close: cl,
-            max_out,
-            script: None,
-            split: Some(sp),
-        });
-        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
-
-        // 2. The careful script, v2 → v1.
-        let (r, ka, cl, max_out) = under_load(&fleet, scripts.careful(&fleet, &v1)).await;
-        let t = match r {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("bench_rollout: the careful script failed: {e}");
-                ok = false;
-                break;
-            }
-        };
-        println!(
-            "[{rep}] script, host by host with drain, v2→v1: {:.2} s, failed {} + {}",
-            t.wall / 1000.0,
-            ka.failed,
-            cl.failed
-        );
-        runs.push(Run {
-            label: "script host by host, drain (v2→v1)".into(),
-            wall: t.wall,
-            keep_alive: ka,
-            close: cl,
-            max_out,
-            script: Some(t),
-            split: None,
-        });
-        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
-
-        // 3. The naive script, v1 → v2.
-        let (r, ka, cl, max_out) = under_load(&fleet, scripts.naive(&fleet, &v2)).await;
-        let t = match r {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("bench_rollout: the naive script failed: {e}");
-                ok = false;
-                break;
-            }
-        };
-        println!(
-            "[{rep}] naive script, no drain, v1→v2: {:.2} s, failed {} + {}",
-            t.wall / 1000.0,
-            ka.failed,
-            cl.failed
-        );
-        runs.push(Run {
-            label: "naive script, no drain (v1→v2)".into(),
-            wall: t.wall,
-            keep_alive: ka,
-            close: cl,
-            max_out,
-            script: Some(t),
-            split: None,
-        });
-        fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        Ok(())
     }
-    report(&args, &runs);
-    drop(scripts);
-    drop(fleet);
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+
+    /// The careful script, v2 → v1.
+    async fn careful(&mut self, rep: usize, load: bool) -> Result<(), String> {
+        let (r, ka, cl, max_out) = measure(
+            &self.fleet,
+            load,
+            self.scripts.careful(&self.fleet, &self.v1),
+        )
+        .await;
+        let t = r.map_err(|e| format!("the careful script failed: {e}"))?;
+        self.record(
+            rep,
+            load,
+            "script host by host, drain (v2→v1)".into(),
+            t.wall,
+            (ka, cl, max_out),
+            Some(t),
+            None,
+        );
+        self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        Ok(())
     }
+
+    /// The naive script, v1 → v2.
+    async fn naive(&mut self, rep: usize, load: bool) -> Result<(), String> {
+        let (r, ka, cl, max_out) =
+            measure(&self.fleet, load, self.scripts.naive(&self.fleet, &self.v2)).await;
+        let t = r.map_err(|e| format!("the naive script failed: {e}"))?;
+        self.record(
+            rep,
+            load,
+            "naive script, no drain (v1→v2)".into(),
+            t.wall,
+            (ka, cl, max_out),
+            Some(t),
+            None,
+        );
+        self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        rep: usize,
+        load: bool,
+        label: String,
+        wall: f64,
+        (keep_alive, close, max_out): (LoadReport, LoadReport, usize),
+        script: Option<ScriptTimes>,
+        split: Option<Split>,
+    ) {
+        println!(
+            "[{rep}] {label}{}: {:.2} s, failed {} + {} of {} + {} requests, at most {max_out} servers out",
+            if load { " under load" } else { "" },
+            wall / 1000.0,
+            keep_alive.failed,
+            close.failed,
+            keep_alive.sent,
+            close.sent,
+        );
+        self.runs.push(Run {
+            label,
+            load,
+            wall,
+            keep_alive,
+            close,
+            max_out,
+            script,
+            split,
+        });
+    }
+}
+
+// ----- the agents' own timeline, from their logs --------------------------------------
+
+/// The steps of one swap as the agent logs them, in order.
+const AGENT_STEPS: [(&str, &str, &str); 5] = [
+    (
+        "command received",
+        "creating",
+        "received → creating: checks, image inspect, list + inspect containers",
+    ),
+    (
+        "creating",
+        "stopping",
+        "creating → stopping: docker create + inspect",
+    ),
+    (
+        "stopping",
+        "starting",
+        "stopping → starting: docker stop (demo app exits on SIGTERM)",
+    ),
+    (
+        "starting",
+        "ready",
+        "starting → ready: docker start + readiness probe",
+    ),
+    (
+        "ready",
+        "command finished",
+        "ready → finished: prune, list, report",
+    ),
+];
+
+/// Per step of [`AGENT_STEPS`], its duration on each host for the swap of deployment
+/// `id`, read from the agents' logs (text format, UTC timestamps).
+fn agent_steps(fleet: &Fleet, id: &str) -> Vec<(&'static str, Vec<f64>)> {
+    let mut out: Vec<(&'static str, Vec<f64>)> = AGENT_STEPS
+        .iter()
+        .map(|(_, _, what)| (*what, vec![]))
+        .collect();
+    for (i, host) in fleet.hosts().iter().enumerate() {
+        let needle = format!("command_id={id}/swap/{}", host.name);
+        let mut at: BTreeMap<String, f64> = BTreeMap::new();
+        for line in fleet.agent_logs(i).lines() {
+            let line = strip_ansi(line);
+            if !line.contains(&needle) {
+                continue;
+            }
+            let Some(t) = seconds_of_day(&line) else {
+                continue;
+            };
+            let Some(msg) = line
+                .split(" drover_agent::")
+                .nth(1)
+                .and_then(|r| r.split_once(": "))
+                .map(|(_, m)| m)
+            else {
+                continue;
+            };
+            for (from, to, _) in AGENT_STEPS {
+                for word in [from, to] {
+                    if msg.starts_with(word) {
+                        at.entry(word.to_string()).or_insert(t);
+                    }
+                }
+            }
+        }
+        for (k, (from, to, _)) in AGENT_STEPS.iter().enumerate() {
+            if let (Some(a), Some(b)) = (at.get(*from), at.get(*to)) {
+                out[k].1.push((b - a) * 1000.0);
+            }
+        }
+    }
+    out
+}
+
+/// The line without ANSI colour sequences.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Seconds since midnight of a line starting `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+fn seconds_of_day(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?;
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 // ----- report ------------------------------------------------------------------------
@@ -836,17 +1003,18 @@ fn report(args: &Args, runs: &[Run]) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
     println!(
-        "=== bench_rollout: {} hosts, batches {}, load through HAProxy: 2 keep-alive + 2 close-per-request workers; machine: {cores} cores, shared and noisy (ratios, not absolutes) ===",
-        args.hosts, args.batch
+        "=== bench_rollout: {} hosts (one shared Docker engine), batches {}, {} repetition(s); load = 2 keep-alive + 2 close-per-request workers through HAProxy; machine: {cores} cores, shared and noisy (ratios, not absolutes) ===",
+        args.hosts, args.batch, args.repeat
     );
     println!(
-        "  {:<40} {:>8} {:>11} {:>11} {:>9} {:>8}",
-        "approach", "wall s", "failed k-a", "failed cls", "sent", "max out"
+        "  {:<40} {:>5} {:>8} {:>11} {:>11} {:>9} {:>8}",
+        "approach", "load", "wall s", "failed k-a", "failed cls", "sent", "max out"
     );
     for r in runs {
         println!(
-            "  {:<40} {:>8.2} {:>11} {:>11} {:>9} {:>8}",
+            "  {:<40} {:>5} {:>8.2} {:>11} {:>11} {:>9} {:>8}",
             r.label,
+            if r.load { "yes" } else { "no" },
             r.wall / 1000.0,
             r.keep_alive.failed,
             r.close.failed,
@@ -868,8 +1036,9 @@ fn report(args: &Args, runs: &[Run]) {
     for r in runs {
         if let Some(t) = &r.script {
             println!(
-                "    {}: docker {:.0} ms + /ready {:.0} ms + HAProxy {:.0} ms, rest {:.0} ms",
+                "    {}{}: docker {:.0} ms + /ready {:.0} ms + HAProxy {:.0} ms, rest {:.0} ms",
                 r.label,
+                if r.load { " under load" } else { "" },
                 t.docker,
                 t.ready,
                 t.lb,
@@ -878,45 +1047,52 @@ fn report(args: &Args, runs: &[Run]) {
         }
     }
 
-    let by = |prefix: &str| -> Vec<&Run> {
+    let pick = |prefix: &str, load: bool| -> Vec<&Run> {
         runs.iter()
-            .filter(|r| r.label.starts_with(prefix))
+            .filter(|r| r.label.starts_with(prefix) && r.load == load)
             .collect()
     };
-    let (drover, careful, naive) = (by("drover"), by("script"), by("naive"));
-    let drover_wall = median(drover.iter().map(|r| r.wall).collect());
-    let careful_wall = median(careful.iter().map(|r| r.wall).collect());
+    let wall = |v: &[&Run]| median(v.iter().map(|r| r.wall).collect());
     let failed =
         |v: &[&Run]| -> u64 { v.iter().map(|r| r.keep_alive.failed + r.close.failed).sum() };
-    println!("zero downtime");
-    println!(
-        "  failed requests: drover {}  | careful script {} | naive script {}   target drover = 0: {}",
-        failed(&drover),
-        failed(&careful),
-        failed(&naive),
-        verdict(failed(&drover) == 0 && !drover.is_empty())
+    let loaded = (
+        pick("drover", true),
+        pick("script", true),
+        pick("naive", true),
     );
-    println!("speed");
+    println!("zero downtime (under load)");
     println!(
-        "  drover {:.2} s vs host by host {:.2} s: ratio drover/script {:.2} ({:.1}x faster)   targets: < 10 s: {}, >= 3x: {}",
-        drover_wall / 1000.0,
-        careful_wall / 1000.0,
-        drover_wall / careful_wall,
-        careful_wall / drover_wall,
-        verdict(drover_wall < 10_000.0),
-        verdict(careful_wall / drover_wall >= 3.0)
+        "  failed requests: drover {} | careful script {} | naive script {}   target drover = 0: {}",
+        failed(&loaded.0),
+        failed(&loaded.1),
+        failed(&loaded.2),
+        verdict(failed(&loaded.0) == 0 && !loaded.0.is_empty())
     );
+    println!("speed (medians)");
+    for (load, what) in [(false, "no load"), (true, "under load")] {
+        let (d, c) = (wall(&pick("drover", load)), wall(&pick("script", load)));
+        println!(
+            "  {what:<10}: drover {:.2} s vs host by host {:.2} s: ratio drover/script {:.2} ({:.1}x faster)   targets: < 10 s: {}, >= 3x: {}",
+            d / 1000.0,
+            c / 1000.0,
+            d / c,
+            c / d,
+            verdict(d < 10_000.0),
+            verdict(c / d >= 3.0)
+        );
+    }
     println!(
-        "controller + agent overhead (share of drover's wall time not waiting on Docker, readiness or HAProxy)"
+        "controller + agent overhead: share of drover's wall time not spent waiting on Docker, readiness or HAProxy"
     );
-    for r in &drover {
+    for r in runs.iter().filter(|r| r.split.is_some()) {
         let Some(s) = &r.split else { continue };
+        let load = if r.load { "under load" } else { "no load" };
         if let Some(p) = &s.problem {
-            println!("  not split: {p}");
+            println!("  [{load}] not split: {p}");
             continue;
         }
         println!(
-            "  CLI wall {:.0} ms = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} + overhead {:.0} ms → overhead {:.1} %   target < 10 %: {}",
+            "  [{load}] CLI wall {:.0} ms = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} + overhead {:.0} ms → overhead {:.1} %   target < 10 %: {}",
             s.cli_wall,
             s.pull,
             s.docker_ready,
@@ -926,21 +1102,31 @@ fn report(args: &Args, runs: &[Run]) {
             verdict(s.overhead_cli() / s.cli_wall < 0.10)
         );
         println!(
-            "  controller wall (created→finished) {:.0} ms → overhead {:.0} ms = {:.1} %   (without the CLI process's own start and follow)",
+            "  [{load}] controller wall (created→finished) {:.0} ms → overhead {:.0} ms = {:.1} % (without the CLI process's own start and follow)",
             s.controller_wall,
             s.overhead_controller(),
             100.0 * s.overhead_controller() / s.controller_wall
         );
-        println!(
-            "  where the {:.0} ms overhead goes ({} batches):",
-            s.overhead_cli(),
-            s.batches
-        );
+        println!("  [{load}] the overhead, {} batches:", s.batches);
         for (what, v) in &s.parts {
             println!("    {v:>7.0} ms  {what}");
         }
+        println!(
+            "  [{load}] inside the agents' ready_after (from their logs, per host: median / max ms):"
+        );
+        for (what, v) in &s.agent {
+            if v.is_empty() {
+                println!(
+                    "    {:>7} / {:>7}     {what} (not found in the logs)",
+                    "-", "-"
+                );
+            } else {
+                let max = v.iter().copied().fold(0.0, f64::max);
+                println!("    {:>7.0} / {:>7.0}  {what}", median(v.clone()), max);
+            }
+        }
     }
     println!(
-        "method: Drover's events (`drover deploy --json`, ms timestamps from the controller) give each step; waits are: the pull (PREPARING→PREPARED, agents in parallel), per batch the slowest agent's ready_after_ms (command receipt→ready: Docker calls + readiness probe) and the slowest drain wait (\"drained in\") plus enable→UP (HAProxy). Overhead = wall − those waits: CLI start and follow, gRPC, store writes, the agent's work after ready (prune, state report), gaps between steps. The scripts use the same HAProxy runtime calls and 50 ms polls as Drover, `docker` CLI for pull/stop/run, and the same /ready probe loop (100 ms)."
+        "method: Drover's events (`drover deploy --json`, ms timestamps from the controller) give each step; waits are: the pull (PREPARING→PREPARED, agents in parallel), per batch the slowest agent's ready_after_ms (command receipt→ready: Docker calls + readiness probe) and the slowest drain wait (\"drained in\") plus enable→UP (HAProxy). Overhead = wall − those waits: CLI start and follow, gRPC, store writes, the agent's work after ready (prune, state report), gaps between steps. The scripts use the same HAProxy runtime calls and 50 ms polls as Drover, the docker CLI for pull/stop/run, and the same /ready probe loop (100 ms). Every \"host\" is a loopback address on ONE Docker engine, so a batch's swaps share that engine and these 2 cores."
     );
 }
