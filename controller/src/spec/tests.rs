@@ -128,3 +128,46 @@ fn advertise_host_ip_uses_each_agent_address() {
         "127.0.0.7"
     );
 }
+
+#[test]
+fn the_documented_example_parses() {
+    let text = include_str!("../../../deploy/drover.example.toml");
+    let s = ServiceSpec::from_toml(text).unwrap();
+    assert_eq!(s.rollout.stage.len(), 3);
+    assert_eq!(s.rollout.spread_by.as_deref(), Some("zone"));
+    assert_eq!(s.schedule.windows.len(), 1);
+    assert_eq!(s.canary.interval, Duration::from_secs(5));
+    assert!(s.registry.is_some() && s.load_balancer.is_some());
+}
+
+#[test]
+fn bad_stages_and_windows_are_named() {
+    let cases = [
+        (
+            "[targets]",
+            "[rollout]\nstages = [\"1\", \"50%\"]\n[targets]",
+            "100%",
+        ),
+        (
+            "[targets]",
+            "[[schedule.windows]]\nstart = \"25:00\"\nend = \"02:00\"\n[targets]",
+            "25:00",
+        ),
+        (
+            "[targets]",
+            "[[schedule.windows]]\nstart = \"01:00\"\nend = \"02:00\"\ntime_zone = \"Mars/Olympus\"\n[targets]",
+            "Mars/Olympus",
+        ),
+        (
+            "[targets]",
+            "[canary]\nmax_error_rate = 2.0\n[targets]",
+            "canary",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        let e = ServiceSpec::from_toml(&MINIMAL.replace(from, to))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{to}: {e}");
+    }
+}
