@@ -3,17 +3,18 @@
 //! hub and a few counters; served by a tiny HTTP/1.1 responder (one endpoint, no
 //! framework needed).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span};
 
 use crate::hub::AgentHub;
-use crate::state::DeploymentState;
+use crate::state::{DeploymentState, HostPhase};
 
 /// Counters the rollout engine bumps.
 #[derive(Debug, Default)]
@@ -26,6 +27,8 @@ pub struct Metrics {
     duration_ms_sum: AtomicU64,
     /// Hosts moved to a new version.
     hosts_swapped: AtomicU64,
+    /// Phase of every host in a running deployment, by (deployment, host).
+    host_phases: Mutex<BTreeMap<(String, String), HostPhase>>,
 }
 
 impl Metrics {
@@ -40,6 +43,18 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
         self.duration_ms_sum
             .fetch_add(duration_ms, Ordering::Relaxed);
+    }
+
+    /// A host of a running deployment moved to `phase`.
+    pub fn host_phase(&self, deployment: &str, host: &str, phase: HostPhase) {
+        let mut m = self.host_phases.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert((deployment.to_string(), host.to_string()), phase);
+    }
+
+    /// A deployment ended: its hosts leave the per-phase gauge.
+    pub fn forget_deployment(&self, deployment: &str) {
+        let mut m = self.host_phases.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|(d, _), _| d != deployment);
     }
 
     /// A host finished its swap.
@@ -102,6 +117,21 @@ impl Metrics {
         let _ = writeln!(out, "drover_deployment_duration_seconds_count {finished}");
         let _ = writeln!(
             out,
+            "# HELP drover_deployment_hosts Hosts of running deployments, by phase."
+        );
+        let _ = writeln!(out, "# TYPE drover_deployment_hosts gauge");
+        let mut by_phase: BTreeMap<&'static str, u64> = BTreeMap::new();
+        {
+            let m = self.host_phases.lock().unwrap_or_else(|p| p.into_inner());
+            for phase in m.values() {
+                *by_phase.entry(phase.as_str()).or_default() += 1;
+            }
+        }
+        for (phase, n) in by_phase {
+            let _ = writeln!(out, "drover_deployment_hosts{{phase=\"{phase}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
             "# HELP drover_hosts_swapped_total Hosts moved to a new version."
         );
         let _ = writeln!(out, "# TYPE drover_hosts_swapped_total counter");
@@ -147,6 +177,39 @@ pub async fn serve(
                 let _ = stream.write_all(response.as_bytes()).await;
             }
             .instrument(info_span!("metrics_request")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_phases() {
+        let m = Metrics::default();
+        m.deployment_finished(DeploymentState::Succeeded, 1500);
+        m.deployment_finished(DeploymentState::RolledBack, 500);
+        m.host_phase("d-1", "h1", HostPhase::Draining);
+        m.host_phase("d-1", "h2", HostPhase::Done);
+        m.host_phase("d-1", "h3", HostPhase::Done);
+        let out = m.render(&AgentHub::new(Default::default()));
+        assert!(
+            out.contains("drover_deployments_total{outcome=\"succeeded\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("drover_deployment_duration_seconds_sum 2.000"),
+            "{out}"
+        );
+        assert!(
+            out.contains("drover_deployment_hosts{phase=\"done\"} 2"),
+            "{out}"
+        );
+        m.forget_deployment("d-1");
+        assert!(
+            !m.render(&AgentHub::new(Default::default()))
+                .contains("phase=\"done\"")
         );
     }
 }

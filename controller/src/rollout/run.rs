@@ -130,6 +130,7 @@ impl Rollout {
         if next.is_terminal() {
             let took = crate::store::now_ms().saturating_sub(self.d.created_ms);
             self.shared.metrics.deployment_finished(next, took);
+            self.shared.metrics.forget_deployment(&self.d.id);
         }
         info!(state = %next, "{message}");
         self.shared.notify();
@@ -152,6 +153,9 @@ impl Rollout {
             .await?;
         for h in self.hosts.iter_mut().filter(|h| hosts.contains(&h.host)) {
             h.phase = phase;
+        }
+        for h in hosts {
+            self.shared.metrics.host_phase(&self.d.id, h, phase);
         }
         for h in hosts {
             info!(host = %h, phase = %phase, "{message}");
