@@ -83,6 +83,11 @@ pub struct Cli {
     /// Log format on stderr: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    /// Validate the configuration (flags and file), print it, and exit: 0 when valid,
+    /// 64 when not. Contacts neither the controller nor Docker.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The config file: the same keys as the flags (kebab-case; snake_case also accepted).

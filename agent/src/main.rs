@@ -23,6 +23,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    if cli.check {
+        println!(
+            "configuration valid: name={} controller={} advertise={} labels={:?} docker-host={} keep-previous={} heartbeat={:?}",
+            config.name,
+            config.controller,
+            config.advertise,
+            config.labels,
+            config.docker_host,
+            config.keep_previous,
+            config.heartbeat_interval
+        );
+        return ExitCode::SUCCESS;
+    }
     drover_shared::telemetry::init(config.log_format);
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,112 @@
+//! `deploy/install-agent.sh` against a scratch root: it installs the real agent binary, a
+//! config the real agent accepts, and the unit; a second run changes nothing and says so.
+
+use std::path::Path;
+use std::process::Command;
+
+use drover_tests::process::bin_path;
+use drover_tests::workspace_root;
+
+fn install(root: &Path, extra: &[&str]) -> (bool, String) {
+    let script = workspace_root().join("deploy/install-agent.sh");
+    let agent = bin_path("drover-agent");
+    let out = Command::new("bash")
+        .arg(script)
+        .args([
+            "--binary",
+            agent.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--no-systemd",
+        ])
+        .args(extra)
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn install_is_idempotent_and_writes_a_config_the_agent_accepts() {
+    let root = tempfile::tempdir().unwrap();
+    let args = [
+        "--controller",
+        "http://127.0.0.1:7070",
+        "--name",
+        "web-1",
+        "--advertise",
+        "127.0.0.1",
+        "--label",
+        "role=web",
+        "--label",
+        "zone=a",
+    ];
+    let (ok, first) = install(root.path(), &args);
+    assert!(ok, "{first}");
+    assert!(
+        first.contains("installed") && first.contains("wrote config"),
+        "{first}"
+    );
+    let unit = root.path().join("etc/systemd/system/drover-agent.service");
+    assert!(
+        std::fs::read_to_string(&unit)
+            .unwrap()
+            .contains("NoNewPrivileges=yes")
+    );
+    let config = root.path().join("etc/drover/agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("name = \"web-1\"") && text.contains("zone = \"a\""),
+        "{text}"
+    );
+
+    // The real agent accepts the written config.
+    let check = Command::new(bin_path("drover-agent"))
+        .args(["--check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("web-1"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let (ok, second) = install(root.path(), &args);
+    assert!(ok, "{second}");
+    assert!(
+        second.contains("binary") && second.contains("up to date"),
+        "{second}"
+    );
+    assert!(second.contains("kept existing config"), "{second}");
+    assert!(!second.contains("installed unit"), "{second}");
+}
+
+#[test]
+fn install_refuses_bad_input_with_the_value_named() {
+    let root = tempfile::tempdir().unwrap();
+    let (ok, out) = install(
+        root.path(),
+        &[
+            "--controller",
+            "http://c:7070",
+            "--name",
+            "h",
+            "--label",
+            "novalue",
+        ],
+    );
+    assert!(!ok);
+    assert!(out.contains("novalue"), "{out}");
+    assert!(
+        !root.path().join("etc/drover/agent.toml").exists(),
+        "no half-written config"
+    );
+    let (ok, out) = install(root.path(), &["--name", "h"]);
+    assert!(!ok);
+    assert!(out.contains("--controller"), "{out}");
+}
