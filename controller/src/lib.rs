@@ -6,6 +6,7 @@ pub mod hub;
 pub mod lb;
 pub mod metrics;
 pub mod operator;
+pub mod registry_auth;
 pub mod rollout;
 pub mod schedule;
 pub mod server;

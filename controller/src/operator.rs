@@ -140,12 +140,17 @@ impl Operator for OperatorService {
         let r = request.into_inner();
         let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) };
         let service = Some(r.service).filter(|s| !s.is_empty());
-        let list = self
+        let fetch = if r.scheduled_only { 1000 } else { limit };
+        let mut list = self
             .deployer
             .store()
-            .list(service, limit)
+            .list(service, fetch)
             .await
             .map_err(store_status)?;
+        if r.scheduled_only {
+            list.retain(|d| d.state == DeploymentState::Scheduled);
+            list.truncate(limit as usize);
+        }
         let mut deployments = Vec::with_capacity(list.len());
         for d in list {
             deployments.push(self.info(&d.id).await?);

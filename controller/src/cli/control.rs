@@ -35,7 +35,19 @@ pub async fn run(args: ControlArgs, action: ControlAction) -> anyhow::Result<i32
             } else {
                 format!(" ({})", d.hold)
             };
-            println!("deployment {}: {}{hold}", d.id, state_name(d.state));
+            let verb = match action {
+                ControlAction::Promote => "promotion recorded",
+                ControlAction::Pause => "pause recorded (takes effect at the next safe point)",
+                ControlAction::Resume => "resume recorded",
+                ControlAction::Abort => "abort recorded (every changed host goes back)",
+                ControlAction::Cancel => "cancelled",
+                ControlAction::Unspecified => "recorded",
+            };
+            println!(
+                "deployment {}: {verb}; now {}{hold}",
+                d.id,
+                state_name(d.state)
+            );
             Ok(0)
         }
         Err(status) => {

@@ -232,6 +232,41 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
     })
 }
 
+/// Prints a deployment's whole event log (who did what, when), one line per event.
+pub async fn print_events(client: &mut OperatorClient<Channel>, id: &str) -> anyhow::Result<()> {
+    let mut stream = client
+        .watch(WatchRequest {
+            id: id.to_string(),
+            after_seq: 0,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot read the events of {id}: {}", s.message()))?
+        .into_inner();
+    let mut view = View::new(Mode::Lines);
+    // A live deployment's stream stays open: print what is recorded now and stop.
+    let mut last = u64::MAX;
+    while let Ok(Some(msg)) = stream.message().await {
+        match msg.body {
+            Some(watch_event::Body::Snapshot(s)) => {
+                last = s.last_seq;
+                view.snapshot(&s);
+            }
+            Some(watch_event::Body::Event(e)) => {
+                let seq = e.seq;
+                view.event(&e);
+                if seq >= last {
+                    break;
+                }
+            }
+            None => {}
+        }
+        if last == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Prints the final word on a deployment: which host runs what; returns the exit code
 /// (0 succeeded, 1 anything else).
 pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {

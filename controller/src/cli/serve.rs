@@ -8,8 +8,12 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::hub::HubSettings;
+use crate::registry_auth::RegistryCredentials;
 use crate::rollout::DeployerSettings;
 use crate::server::{ServeSettings, run as run_server};
+
+/// Exit code for a configuration `drover serve` refuses (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
 
 /// Flags of `drover serve`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +38,11 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics (`GET /metrics`); empty to disable.
     #[arg(long, env = "DROVER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Registry credentials the controller holds (TOML `[[registry]]` tables with server,
+    /// username, password; mode 0600), used by deployments that carry none of their own,
+    /// such as a scheduled deploy resumed after a restart.
+    #[arg(long, env = "DROVER_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
     /// How long in-flight rollouts get to stop at a step boundary on SIGTERM; they
     /// resume on the next start either way.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -59,6 +68,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?,
         )
     };
+    let registry_credentials = match &args.registry_auth_file {
+        None => RegistryCredentials::default(),
+        Some(path) => match RegistryCredentials::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("drover serve: {e}");
+                return Ok(EXIT_CONFIG);
+            }
+        },
+    };
     let settings = ServeSettings {
         hub: HubSettings {
             heartbeat_interval: args.heartbeat_interval,
@@ -67,6 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         },
         deployer: DeployerSettings {
             reconnect_grace: args.reconnect_grace,
+            registry_credentials,
             ..DeployerSettings::default()
         },
         database: args.database,

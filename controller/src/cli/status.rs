@@ -31,14 +31,18 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
     let mode = Mode::pick(args.json);
-    let terminal = !matches!(
+    let terminal = matches!(
         DeploymentState::try_from(info.state).unwrap_or_default(),
-        DeploymentState::Pending
-            | DeploymentState::Preparing
-            | DeploymentState::Rolling
-            | DeploymentState::RollingBack
+        DeploymentState::Succeeded
+            | DeploymentState::Failed
+            | DeploymentState::RolledBack
+            | DeploymentState::Cancelled
+            | DeploymentState::Skipped
     );
     if args.no_follow || terminal {
+        if !args.json {
+            progress::print_events(&mut client, &info.id).await?;
+        }
         return Ok(progress::summarize(
             &info,
             if args.json { Mode::Json } else { Mode::Lines },

@@ -24,6 +24,7 @@ use tracing::{Instrument, error, info, info_span};
 use crate::hub::AgentHub;
 use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
 use crate::metrics::Metrics;
+use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::spec::{ServiceSpec, SpecError};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
@@ -39,6 +40,8 @@ pub struct DeployerSettings {
     pub reconnect_grace: Duration,
     /// Bound on each HAProxy runtime API command.
     pub lb_command_timeout: Duration,
+    /// Credentials the controller holds, for deployments that carry none.
+    pub registry_credentials: RegistryCredentials,
 }
 
 impl Default for DeployerSettings {
@@ -46,6 +49,7 @@ impl Default for DeployerSettings {
         Self {
             reconnect_grace: Duration::from_secs(10),
             lb_command_timeout: Duration::from_secs(5),
+            registry_credentials: RegistryCredentials::default(),
         }
     }
 }

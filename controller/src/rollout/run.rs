@@ -796,6 +796,7 @@ impl Loaded {
     /// Runs until terminal or until the controller shuts down.
     pub async fn run(self) -> Result<()> {
         let Loaded { shared, d, auth } = self;
+        let auth = auth.or_else(|| shared.settings.registry_credentials.for_image(&d.image));
         let (stored, hosts) = shared.store.get(&d.id).await?;
         let d = Deployment {
             epoch: d.epoch.max(stored.epoch),
