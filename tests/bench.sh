@@ -7,6 +7,7 @@
 #   tests/bench.sh                    # everything
 #   tests/bench.sh agent              # only bench_agent (or: rollout)
 #   BENCH_ROUNDS=20 tests/bench.sh    # more swap rounds in bench_agent
+#   BENCH_REPEAT=3 tests/bench.sh     # repeat bench_rollout's comparisons (medians)
 #   BENCH_SKIP_STATIC=1 tests/bench.sh  # skip the static agent build
 #
 # Needs what tests/run.sh needs (Docker, docker-registry, htpasswd, HAProxy); run that
@@ -80,8 +81,10 @@ for b in "$@"; do
                 || status=1
             ;;
         rollout)
-            say "bench_rollout  (log: $out/rollout-$stamp.txt)"
-            "$target/release/bench_rollout" 2>&1 | tee "$out/rollout-$stamp.txt" || status=1
+            args=(--repeat "${BENCH_REPEAT:-1}")
+            say "bench_rollout ${args[*]}  (log: $out/rollout-$stamp.txt)"
+            "$target/release/bench_rollout" "${args[@]}" 2>&1 | tee "$out/rollout-$stamp.txt" \
+                || status=1
             ;;
         *) die "unknown benchmark $b (agent, rollout)" ;;
     esac

@@ -229,10 +229,11 @@ impl AgentHub {
                 host: host.to_string(),
             })?;
             let mut slot = lock(&slot);
-            let outbox = slot
-                .outbox
-                .clone()
-                .ok_or_else(|| self.not_connected(host))?;
+            let Some(outbox) = slot.outbox.clone() else {
+                // `not_connected` reads the slot again: release it first.
+                drop(slot);
+                return Err(self.not_connected(host));
+            };
             slot.waiters.entry(command_id.clone()).or_default().push(tx);
             outbox
         };

@@ -146,7 +146,7 @@ impl Fleet {
         }
         let servers: Vec<(&str, SocketAddr)> =
             hosts.iter().map(|h| (h.name.as_str(), h.addr)).collect();
-        let haproxy = Haproxy::start(BACKEND, &servers, HaproxyOptions::default()).await;
+        let haproxy = Haproxy::start(BACKEND, &servers, haproxy_options()).await;
         let dir = tempfile::Builder::new()
             .prefix("drover-fleet-")
             .tempdir()
@@ -543,6 +543,26 @@ password_env = "{PASSWORD_ENV}"
 
     fn spawn_controller(&self) -> ChildGuard {
         let db = self.dir.path().join("drover.db");
+        // The controller holds the registry credentials too, as an operator would
+        // configure it for scheduled deploys that outlive a restart.
+        let auth = self.dir.path().join("registry-auth.toml");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let text = format!(
+                "[[registry]]\nserver = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+                self.registry.host(),
+                self.registry.username,
+                self.registry.password()
+            );
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&auth)
+                .expect("write the registry credentials file");
+            std::io::Write::write_all(&mut f, text.as_bytes()).expect("write credentials");
+        }
         let args = [
             "serve".to_string(),
             "--listen".into(),
@@ -553,6 +573,8 @@ password_env = "{PASSWORD_ENV}"
             self.metrics_addr.to_string(),
             "--reconnect-grace".into(),
             "5s".into(),
+            "--registry-auth-file".into(),
+            auth.to_string_lossy().into_owned(),
         ];
         ChildGuard::spawn(
             &format!("controller {}", self.controller_addr),
@@ -854,6 +876,18 @@ pub async fn version_of(addr: SocketAddr) -> Result<String, String> {
     r.header("x-version")
         .map(str::to_string)
         .ok_or_else(|| format!("GET / on {addr} named no version: {:?}", r.body))
+}
+
+/// HAProxy in front of the fleet: `GET /ready` checks (HAProxy's default would be
+/// OPTIONS, which the demo app answers 405). Without `timeout check`, HAProxy gives a check
+/// `inter` to complete: 1 s, so that a loaded machine does not fail checks of hosts no
+/// deploy touches, while `fastinter`/`downinter` keep state changes quick to show.
+fn haproxy_options() -> HaproxyOptions {
+    HaproxyOptions {
+        check_path: "/ready".to_string(),
+        check_params: "inter 1s fastinter 100ms downinter 100ms rise 2 fall 2".to_string(),
+        ..HaproxyOptions::default()
+    }
 }
 
 /// SIGKILL, then reap (the pid cannot be reused before the reap).

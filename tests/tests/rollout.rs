@@ -15,7 +15,7 @@ use drover_controller::lb::{AdminState, OpStatus};
 use drover_proto::v1::DeployRequest;
 use drover_proto::v1::operator_client::OperatorClient;
 use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions};
-use drover_tests::haproxy::{SamplerGuard, Samples};
+use drover_tests::haproxy::{SamplerGuard, Samples, StateSample};
 use drover_tests::load::{Load, LoadReport};
 use drover_tests::wait_until;
 use serde_json::Value;
@@ -84,12 +84,7 @@ impl Seen {
         self.samples
             .samples
             .iter()
-            .map(|s| {
-                s.servers
-                    .values()
-                    .filter(|(st, _)| *st != OpStatus::Up)
-                    .count()
-            })
+            .map(|s| out_of(s).len())
             .max()
             .unwrap_or(0)
     }
@@ -103,12 +98,33 @@ impl Seen {
     }
 
     fn summary(&self) -> String {
+        let max = self.max_out();
+        let first = self.samples.samples.first().map(|s| s.at);
+        // The first sample with the most servers out, and how each of them got there.
+        let worst = self
+            .samples
+            .samples
+            .iter()
+            .find(|s| max > 1 && out_of(s).len() == max)
+            .map(|s| {
+                let names = out_of(s);
+                let histories: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("{n}: {:?}", self.samples.history(n)))
+                    .collect();
+                format!(
+                    "\n  at +{:?}: {:?}\n  {}",
+                    first.map(|f| s.at - f).unwrap_or_default(),
+                    s.servers,
+                    histories.join("\n  ")
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "keep-alive: {}\nclose: {}\nsamples: {}, max out of rotation {} (status) / {} (status+admin), sampler errors {}",
+            "keep-alive: {}\nclose: {}\nsamples: {}, max out of rotation {max} (status) / {} (status+admin), sampler errors {}{worst}",
             self.keep_alive.summary(),
             self.close.summary(),
             self.samples.samples.len(),
-            self.max_out(),
             self.samples.max_out_of_rotation(),
             self.samples.errors.len()
         )
@@ -123,6 +139,16 @@ impl Seen {
             self.summary()
         );
     }
+}
+
+/// The servers out of rotation in one sample, by their `show stat` status.
+fn out_of(sample: &StateSample) -> Vec<&str> {
+    sample
+        .servers
+        .iter()
+        .filter(|(_, (status, _))| *status != OpStatus::Up)
+        .map(|(name, _)| name.as_str())
+        .collect()
 }
 
 /// `name` as a JSON string field of `v`.
@@ -363,8 +389,20 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
     assert_fleet_serves(&fleet, "v1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rotation() {
+/// When a test kills the agent of the host planned for batch 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillAgent {
+    /// While the controller waits for that host's swap: a command in flight is lost.
+    WhileItSwaps,
+    /// While batch 1 swaps: the controller knows the host is lost before its batch.
+    BeforeItsBatch,
+}
+
+/// A v1 -> v2 deploy during which the agent of the host of batch 2 is SIGKILLed at
+/// `when`. Checks that the deploy ends non-zero naming that host, that no request
+/// failed, that no other host is out of rotation, and that the report tells the truth
+/// about every host. Returns the fleet and the victim's index.
+async fn deploy_losing_an_agent(when: KillAgent) -> (Fleet, usize) {
     let mut fleet = Fleet::start(FleetOptions::default()).await;
     let traffic = Traffic::start(&fleet).await;
 
@@ -375,19 +413,23 @@ async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rota
         })
         .await;
     let victim = host_in_batch(&first, 1);
-    let step = deploy
-        .wait_json(STEP_TIMEOUT, &format!("{victim} draining"), |v| {
-            v["host"] == victim.as_str() && (v["phase"] == "draining" || v["phase"] == "swapping")
+    let watched = match when {
+        KillAgent::WhileItSwaps => victim.clone(),
+        KillAgent::BeforeItsBatch => host_in_batch(&first, 0),
+    };
+    deploy
+        .wait_json(STEP_TIMEOUT, &format!("{watched} swapping"), |v| {
+            v["host"] == watched.as_str() && v["phase"] == "swapping"
         })
         .await;
     let i = fleet.index_of(&victim);
     fleet.kill_agent(i);
-    let run = deploy.finish(CLI_TIMEOUT).await;
+    // Reconnect grace (5 s) plus the rollback of batch 1: well under a minute.
+    let run = deploy.finish(Duration::from_secs(60)).await;
     traffic.more(100).await;
     let seen = traffic.stop().await;
     eprintln!(
-        "agent of {victim} killed at {:?}: deploy exit {:?} in {:?}; {} requests, {} failed\n{}",
-        step["phase"],
+        "agent of {victim} killed {when:?}: deploy exit {:?} in {:?}; {} requests, {} failed\n{}",
         run.code,
         run.took,
         seen.requests(),
@@ -420,12 +462,7 @@ async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rota
         .samples
         .samples
         .iter()
-        .map(|s| {
-            s.servers
-                .iter()
-                .filter(|(name, (st, _))| **name != victim && *st != OpStatus::Up)
-                .count()
-        })
+        .map(|s| out_of(s).into_iter().filter(|n| *n != victim).count())
         .max()
         .unwrap_or(0);
     assert!(others_out <= 1, "{}", seen.summary());
@@ -437,8 +474,22 @@ async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rota
         let name = field(h, "host");
         let (status, admin) = &servers[name];
         if name == victim {
-            if victim_phase == "left_drained" {
-                assert_ne!(*admin, AdminState::Ready, "{name}: {servers:?}");
+            match when {
+                // A command in flight was lost: its state is unknown, so it is left
+                // drained and says so (or its agent restored it before dying).
+                KillAgent::WhileItSwaps if victim_phase == "left_drained" => {
+                    assert_ne!(*admin, AdminState::Ready, "{name}: {servers:?}");
+                }
+                KillAgent::WhileItSwaps => {}
+                // Known lost before its batch: never drained, still serving v1.
+                KillAgent::BeforeItsBatch => {
+                    assert_eq!(victim_phase, "failed", "{snapshot}");
+                    assert_eq!(
+                        (status, *admin),
+                        (&OpStatus::Up, AdminState::Ready),
+                        "{name}: {servers:?}"
+                    );
+                }
             }
             continue;
         }
@@ -457,7 +508,12 @@ async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rota
             "{name}: {snapshot}"
         );
     }
+    (fleet, i)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_while_its_host_swaps_leaves_it_reported_and_the_rest_in_rotation() {
+    let (mut fleet, i) = deploy_losing_an_agent(KillAgent::WhileItSwaps).await;
     // Once its agent is back, the host is known again and a redeploy finishes the job.
     fleet.start_agent(i).await;
     let again = fleet.deploy("v2").await;
@@ -469,6 +525,11 @@ async fn an_agent_killed_mid_batch_leaves_its_host_reported_and_the_rest_in_rota
         fleet.controller_logs()
     );
     assert_fleet_serves(&fleet, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_lost_before_its_batch_leaves_its_host_reported_and_the_rest_in_rotation() {
+    deploy_losing_an_agent(KillAgent::BeforeItsBatch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

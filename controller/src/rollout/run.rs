@@ -391,6 +391,55 @@ impl Rollout {
             ),
         )
         .await?;
+        // A host whose agent is gone is not drained: it keeps serving its current
+        // version, and the batch fails (within the reconnect grace it may come back).
+        let hub = self.shared.hub.clone();
+        let grace = self.shared.settings.reconnect_grace;
+        let lost: Vec<(String, String)> = join_all(todo.iter().map(|h| {
+            let hub = hub.clone();
+            async move {
+                hub.wait_connected(h, grace)
+                    .await
+                    .err()
+                    .map(|e| (h.clone(), e))
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .map(|(h, e)| {
+            (
+                h,
+                format!("{e}; not touched: it stays in rotation on its current version"),
+            )
+        })
+        .collect();
+        if !lost.is_empty() {
+            for (h, msg) in &lost {
+                self.set_phase(
+                    std::slice::from_ref(h),
+                    HostPhase::Failed,
+                    Some(msg.clone()),
+                    msg,
+                )
+                .await?;
+            }
+            for h in todo.iter().filter(|h| !lost.iter().any(|(l, _)| l == *h)) {
+                self.note(h, "untouched: another host of its batch is unreachable")
+                    .await?;
+            }
+            let message = lost
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Err(HostFailure {
+                host: lost[0].0.clone(),
+                message,
+                restored: true,
+                lost: false,
+            }));
+        }
         self.set_phase(&todo, HostPhase::Draining, None, "draining")
             .await?;
         let drains = join_all(todo.iter().map(|h| self.drain(h))).await;

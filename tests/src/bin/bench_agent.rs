@@ -182,7 +182,7 @@ impl Stats {
         let mut s = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let rank = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-        let median = if s.len() % 2 == 0 {
+        let median = if s.len().is_multiple_of(2) {
             (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
         } else {
             s[s.len() / 2]

@@ -32,6 +32,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use drover_controller::lb::AdminState;
 use drover_shared::probe::{ProbeSettings, http_check, wait_ready};
 use drover_tests::DemoImage;
 use drover_tests::docker::{docker, docker_blocking};
@@ -175,8 +176,12 @@ struct ScriptTimes {
     wall: f64,
     /// Drain, wait for sessions, enable, wait UP.
     lb: f64,
-    /// `docker pull`, `stop`, `run`.
-    docker: f64,
+    /// `docker pull`.
+    pull: f64,
+    /// `docker stop`.
+    stop: f64,
+    /// `docker run -d`.
+    run: f64,
     /// From `docker run` returning to `/ready` passing.
     ready: f64,
 }
@@ -265,6 +270,7 @@ impl Scripts {
         let publish = format!("{}:8080", host.addr);
         let start = Instant::now();
         docker(&["stop", "-t", STOP_GRACE_S, &old]).await?;
+        let stopped = Instant::now();
         docker(&[
             "run",
             "-d",
@@ -282,7 +288,8 @@ impl Scripts {
         ])
         .await?;
         let ran = Instant::now();
-        t.docker += ms(ran - start);
+        t.stop += ms(stopped - start);
+        t.run += ms(ran - stopped);
         let probe = ProbeSettings {
             interval: READY_INTERVAL,
             timeout: Duration::from_secs(1),
@@ -313,7 +320,7 @@ impl Scripts {
             t.lb += ms(s.elapsed());
             let s = Instant::now();
             docker(&["--config", &config, "pull", "--quiet", image]).await?;
-            t.docker += ms(s.elapsed());
+            t.pull += ms(s.elapsed());
             self.replace(host, image, &mut t).await?;
             let s = Instant::now();
             lb.enable(&host.name).await.map_err(|e| e.to_string())?;
@@ -351,7 +358,7 @@ impl Drop for Scripts {
 
 // ----- one approach under load -------------------------------------------------------
 
-/// What one approach did under load.
+/// What one approach did, and what the load around it (if any) saw.
 struct Run {
     label: String,
     /// Ran under load.
@@ -361,7 +368,7 @@ struct Run {
     keep_alive: LoadReport,
     close: LoadReport,
     /// Most servers out of rotation in any HAProxy sample.
-    max_out: usize,
+    max_out: OutOfRotation,
     /// Set for the scripts.
     script: Option<ScriptTimes>,
     /// Set for Drover.
@@ -375,13 +382,13 @@ async fn measure<T>(
     fleet: &Fleet,
     load: bool,
     work: impl Future<Output = T>,
-) -> (T, LoadReport, LoadReport, usize) {
+) -> (T, LoadReport, LoadReport, OutOfRotation) {
     let sampler = fleet.haproxy().sample_states(Duration::from_millis(100));
     let loads = load.then(|| (fleet.load(true), fleet.load(false)));
     if let Some((a, b)) = &loads {
         wait_progress(a, b).await;
     }
-    let out = work.await;
+    let out_value = work.await;
     let (ka, cl) = match loads {
         Some((a, b)) => {
             tokio::time::sleep(SETTLE).await;
@@ -390,7 +397,52 @@ async fn measure<T>(
         None => (LoadReport::default(), LoadReport::default()),
     };
     let samples = sampler.stop().await;
-    (out, ka, cl, samples.max_out_of_rotation())
+    let drained = samples
+        .samples
+        .iter()
+        .map(|s| {
+            s.servers
+                .values()
+                .filter(|(_, admin)| *admin != AdminState::Ready)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    // The sample with the most servers out, named, to tell a deploy's drain from a
+    // health check that flapped elsewhere.
+    let worst = samples
+        .samples
+        .iter()
+        .max_by_key(|s| s.out_of_rotation().len())
+        .filter(|s| !s.out_of_rotation().is_empty())
+        .map(|s| {
+            s.out_of_rotation()
+                .into_iter()
+                .map(|name| {
+                    let (status, admin) = &s.servers[name];
+                    format!("{name}={status:?}/{admin:?}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let out = OutOfRotation {
+        any: samples.max_out_of_rotation(),
+        drained,
+        worst,
+    };
+    (out_value, ka, cl, out)
+}
+
+/// The most servers HAProxy had out of rotation in any one sample.
+#[derive(Debug, Clone, Default)]
+struct OutOfRotation {
+    /// Not UP, or not READY (drained or in maintenance): what clients feel.
+    any: usize,
+    /// Admin state not READY: what the deployer itself took out.
+    drained: usize,
+    /// The servers out in the worst sample, with their (status, admin) states.
+    worst: String,
 }
 
 /// Waits until both loads answered a few requests (bounded).
@@ -417,6 +469,10 @@ struct Split {
     docker_ready: f64,
     /// Per batch, the slowest host's drain wait ("drained in") plus enable→UP.
     lb: f64,
+    /// The enable→UP part of `lb`.
+    lb_up: f64,
+    /// Every host's `ready_after_ms`, summed (for the batches' parallelism).
+    ready_sum: f64,
     /// Batches seen.
     batches: usize,
     /// Parts of the overhead, for the report.
@@ -535,13 +591,16 @@ fn split(run: &CliRun, cli_start_ms: u64) -> Split {
                 duration_after(m, "drained in ").or_else(|| duration_after(m, "timeout after "))
             })
             .fold(0.0, f64::max);
-        let ready = enabling
+        let readies: Vec<f64> = enabling
             .iter()
             .filter_map(|e| duration_after(e["message"].as_str()?, "ready after "))
-            .fold(0.0, f64::max);
+            .collect();
+        let ready = readies.iter().copied().fold(0.0, f64::max);
+        s.ready_sum += readies.iter().sum::<f64>();
         let up = max_at(&done) - max_at(&enabling);
         s.docker_ready += ready;
         s.lb += drained + up;
+        s.lb_up += up;
         between += min_at(&draining) - prev_end;
         drain_gap += min_at(&swapping) - min_at(&draining) - drained;
         swap_gap += min_at(&enabling) - min_at(&swapping) - ready;
@@ -832,19 +891,24 @@ impl Bench {
         load: bool,
         label: String,
         wall: f64,
-        (keep_alive, close, max_out): (LoadReport, LoadReport, usize),
+        (keep_alive, close, max_out): (LoadReport, LoadReport, OutOfRotation),
         script: Option<ScriptTimes>,
         split: Option<Split>,
     ) {
         println!(
-            "[{rep}] {label}{}: {:.2} s, failed {} + {} of {} + {} requests, at most {max_out} servers out",
+            "[{rep}] {label}{}: {:.2} s, failed {} + {} of {} + {} requests, at most {} servers out of rotation ({} drained by admin state)",
             if load { " under load" } else { "" },
             wall / 1000.0,
             keep_alive.failed,
             close.failed,
             keep_alive.sent,
             close.sent,
+            max_out.any,
+            max_out.drained,
         );
+        if !max_out.worst.is_empty() {
+            println!("      worst sample: {}", max_out.worst);
+        }
         self.runs.push(Run {
             label,
             load,
@@ -973,7 +1037,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     } else {
         v[n / 2]
@@ -1007,21 +1071,24 @@ fn report(args: &Args, runs: &[Run]) {
         args.hosts, args.batch, args.repeat
     );
     println!(
-        "  {:<40} {:>5} {:>8} {:>11} {:>11} {:>9} {:>8}",
-        "approach", "load", "wall s", "failed k-a", "failed cls", "sent", "max out"
+        "  {:<40} {:>5} {:>8} {:>11} {:>11} {:>9} {:>12}",
+        "approach", "load", "wall s", "failed k-a", "failed cls", "sent", "max out/drn"
     );
     for r in runs {
         println!(
-            "  {:<40} {:>5} {:>8.2} {:>11} {:>11} {:>9} {:>8}",
+            "  {:<40} {:>5} {:>8.2} {:>11} {:>11} {:>9} {:>12}",
             r.label,
             if r.load { "yes" } else { "no" },
             r.wall / 1000.0,
             r.keep_alive.failed,
             r.close.failed,
             r.keep_alive.sent + r.close.sent,
-            r.max_out
+            format!("{}/{}", r.max_out.any, r.max_out.drained)
         );
     }
+    println!(
+        "  (max out/drn: most servers HAProxy had out of rotation (not UP or not READY) / drained by admin state, in any 100 ms sample)"
+    );
     for r in runs
         .iter()
         .filter(|r| r.keep_alive.failed + r.close.failed > 0)
@@ -1035,14 +1102,17 @@ fn report(args: &Args, runs: &[Run]) {
     }
     for r in runs {
         if let Some(t) = &r.script {
+            let n = args.hosts as f64;
             println!(
-                "    {}{}: docker {:.0} ms + /ready {:.0} ms + HAProxy {:.0} ms, rest {:.0} ms",
+                "    {}{}: per host (mean ms): docker pull {:.0} + stop {:.0} + run {:.0}, /ready {:.0}, HAProxy drain+UP {:.0}, rest {:.0}",
                 r.label,
                 if r.load { " under load" } else { "" },
-                t.docker,
-                t.ready,
-                t.lb,
-                t.wall - t.docker - t.ready - t.lb
+                t.pull / n,
+                t.stop / n,
+                t.run / n,
+                t.ready / n,
+                t.lb / n,
+                (t.wall - t.pull - t.stop - t.run - t.ready - t.lb) / n
             );
         }
     }
@@ -1092,11 +1162,13 @@ fn report(args: &Args, runs: &[Run]) {
             continue;
         }
         println!(
-            "  [{load}] CLI wall {:.0} ms = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} + overhead {:.0} ms → overhead {:.1} %   target < 10 %: {}",
+            "  [{load}] CLI wall {:.0} ms = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} (drain {:.0}, enable→UP {:.0}) + overhead {:.0} ms → overhead {:.1} %   target < 10 %: {}",
             s.cli_wall,
             s.pull,
             s.docker_ready,
             s.lb,
+            s.lb - s.lb_up,
+            s.lb_up,
             s.overhead_cli(),
             100.0 * s.overhead_cli() / s.cli_wall,
             verdict(s.overhead_cli() / s.cli_wall < 0.10)
@@ -1106,6 +1178,12 @@ fn report(args: &Args, runs: &[Run]) {
             s.controller_wall,
             s.overhead_controller(),
             100.0 * s.overhead_controller() / s.controller_wall
+        );
+        println!(
+            "  [{load}] batch parallelism: Σ hosts' ready_after {:.0} ms / Σ batches' slowest {:.0} ms = {:.2} (hosts per batch if swaps ran truly in parallel; 1.0 if the shared engine serialised them)",
+            s.ready_sum,
+            s.docker_ready,
+            s.ready_sum / s.docker_ready
         );
         println!("  [{load}] the overhead, {} batches:", s.batches);
         for (what, v) in &s.parts {
