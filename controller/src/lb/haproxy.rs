@@ -196,6 +196,32 @@ impl HaproxyRuntime {
         }
     }
 
+    /// Forces the server's health DOWN (`set server b/s health down`) when HAProxy health
+    /// checks it, so that it comes UP again only after `rise` fresh passing checks. A server
+    /// without checks is left alone (forcing it down would keep it down).
+    pub async fn expect_fresh_checks(&self, backend: &str, server: &str) -> Result<(), LbError> {
+        let status = self.server(backend, server).await?;
+        if status.check_status.trim().is_empty() {
+            return Ok(());
+        }
+        let cmd = format!("set server {backend}/{server} health down");
+        let target = Target {
+            backend: Some(backend),
+            server: Some(server),
+        };
+        let answer = self.run(&cmd, target).await?;
+        if answer.trim().is_empty() {
+            debug!(haproxy = %self.addr, %backend, %server, "health forced down until fresh checks pass");
+            Ok(())
+        } else {
+            Err(LbError::Rejected {
+                haproxy: self.addr.to_string(),
+                command: cmd,
+                answer: answer.trim().to_string(),
+            })
+        }
+    }
+
     /// Sends `cmd`, bounded by the timeout, and turns known refusals into errors.
     async fn run(&self, cmd: &str, target: Target<'_>) -> Result<String, LbError> {
         let answer = tokio::time::timeout(self.timeout, self.exchange(cmd))

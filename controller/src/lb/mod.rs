@@ -91,6 +91,15 @@ impl LoadBalancer {
         self.set_admin(server, AdminState::Drain).await
     }
 
+    /// Makes every HAProxy forget what its health checks saw before now (the container
+    /// behind `server` changed): the server counts as UP again only after fresh passing
+    /// checks against what runs now. Call while the server is drained.
+    pub async fn expect_fresh_checks(&self, server: &str) -> Result<(), LbError> {
+        self.each(|rt| rt.expect_fresh_checks(&self.backend, server))
+            .await
+            .map(drop)
+    }
+
     /// Puts `server` back in rotation on every HAProxy (`state ready`).
     pub async fn enable(&self, server: &str) -> Result<(), LbError> {
         info!(backend = %self.backend, %server, "enabling");

@@ -662,11 +662,15 @@ impl Rollout {
         })
     }
 
-    /// Puts `host` back in rotation and waits until every load balancer reports it UP.
+    /// Puts `host` back in rotation and waits until every load balancer reports it UP
+    /// after fresh health checks.
     async fn enable(&self, host: &str) -> Result<(), HostFailure> {
         let Some(lb) = &self.lb else { return Ok(()) };
         let server = self.server(host);
         let r = async {
+            // What HAProxy's checks saw before the swap is stale: UP must mean a fresh
+            // check passed against the container that runs now.
+            lb.expect_fresh_checks(&server).await?;
             lb.enable(&server).await?;
             lb.wait_up(&server, self.spec.rollout.up_timeout).await
         };
