@@ -464,6 +464,50 @@ password_env = "{PASSWORD_ENV}"
             .collect()
     }
 
+    /// Asserts that every host answers `version` on its own address, HAProxy has them all
+    /// UP and READY, requests through HAProxy reach only `version`, and `drover hosts`
+    /// agrees (connected, one `web` service of `version`, running).
+    pub async fn assert_serves(&self, version: &str) {
+        for (i, h) in self.hosts().iter().enumerate() {
+            assert_eq!(
+                self.host_version(i).await.as_deref(),
+                Ok(version),
+                "host {} ({})",
+                h.name,
+                h.addr
+            );
+        }
+        let servers = self.servers().await;
+        for h in self.hosts() {
+            assert_eq!(
+                servers.get(&h.name),
+                Some(&(OpStatus::Up, AdminState::Ready)),
+                "{} in HAProxy: {servers:?}",
+                h.name
+            );
+        }
+        let through_lb = self.lb_versions(2 * self.hosts().len()).await;
+        assert_eq!(
+            through_lb.keys().collect::<Vec<_>>(),
+            [version],
+            "through HAProxy"
+        );
+        let field = |v: &Value, name: &str| v[name].as_str().unwrap_or("").to_string();
+        for h in self.hosts_json().await {
+            let web: Vec<&Value> = h["services"]
+                .as_array()
+                .map(|s| s.iter().filter(|s| s["service"] == "web").collect())
+                .unwrap_or_default();
+            assert!(
+                h["connected"] == true
+                    && web.len() == 1
+                    && field(web[0], "version") == version
+                    && field(web[0], "state").ends_with("RUNNING"),
+                "drover hosts: {h}"
+            );
+        }
+    }
+
     // ----- processes ------------------------------------------------------------------
 
     /// Kills the controller with SIGKILL (no shutdown of any kind).

@@ -476,48 +476,6 @@ async fn containers(host: &str, version: &str) -> Vec<String> {
     .collect()
 }
 
-/// Every host answers `version` on its own address, HAProxy has them all UP and READY,
-/// requests through HAProxy reach only `version`, and `drover hosts` agrees.
-async fn assert_fleet_serves(fleet: &Fleet, version: &str) {
-    for (i, h) in fleet.hosts().iter().enumerate() {
-        assert_eq!(
-            fleet.host_version(i).await.as_deref(),
-            Ok(version),
-            "host {} ({})",
-            h.name,
-            h.addr
-        );
-    }
-    let servers = fleet.servers().await;
-    for h in fleet.hosts() {
-        assert_eq!(
-            servers.get(&h.name),
-            Some(&(OpStatus::Up, AdminState::Ready)),
-            "{} in HAProxy: {servers:?}",
-            h.name
-        );
-    }
-    let through_lb = fleet.lb_versions(2 * fleet.hosts().len()).await;
-    assert_eq!(
-        through_lb.keys().collect::<Vec<_>>(),
-        [version],
-        "through HAProxy"
-    );
-    for h in fleet.hosts_json().await {
-        let web: Vec<&Value> = h["services"]
-            .as_array()
-            .map(|s| s.iter().filter(|s| s["service"] == "web").collect())
-            .unwrap_or_default();
-        assert!(
-            h["connected"] == true
-                && web.len() == 1
-                && field(web[0], "version") == version
-                && field(web[0], "state").ends_with("RUNNING"),
-            "drover hosts: {h}"
-        );
-    }
-}
-
 /// Only `canary` ever had a container of `version`; every other host has none.
 async fn assert_only_canary_ran(fleet: &Fleet, canary: &str, version: &str) {
     for h in fleet.hosts() {
@@ -681,7 +639,7 @@ async fn a_canary_answering_5xx_is_caught_from_haproxy_counters_and_rolled_back(
         .map(|h| field(h, "host"))
         .collect();
     assert_eq!(touched, [canary.as_str()], "history: {d}");
-    assert_fleet_serves(&fleet, "v1").await;
+    fleet.assert_serves("v1").await;
 }
 
 // ----- 2. a canary that crashes after passing readiness -------------------------------
@@ -770,7 +728,7 @@ async fn a_canary_that_crashes_seconds_in_is_caught_through_its_agent_and_rolled
     }
     assert!(seen.max_out() <= 1, "{}", seen.summary());
     assert_only_canary_ran(&fleet, &canary, "crash-later").await;
-    assert_fleet_serves(&fleet, "v1").await;
+    fleet.assert_serves("v1").await;
 }
 
 // ----- 3. a manual gate -------------------------------------------------------------
@@ -884,7 +842,7 @@ async fn a_manual_gate_waits_for_promote_and_abort_there_rolls_the_canary_back()
         assert_eq!(report.failed, 0, "{}", seen.summary());
     }
     assert!(seen.max_out() <= 1, "{}", seen.summary());
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 
     // Run 2: abort at the gate.
     let (deploy, id, canary) = deploy_to_the_gate(&fleet, &spec, "v1", "v2").await;
@@ -936,7 +894,7 @@ async fn a_manual_gate_waits_for_promote_and_abort_there_rolls_the_canary_back()
         "the history names who aborted: {}",
         history[0]
     );
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 }
 
 // ----- 4. scheduled deploys with the real binary and real time ------------------------
@@ -1099,7 +1057,7 @@ async fn scheduled_deploys_fire_on_time_across_a_controller_kill_and_not_once_ca
         "servers out of rotation before A's time: {early:?}"
     );
     assert!(!seen.samples.samples.is_empty());
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 
     // C's time has passed and it stayed cancelled, untouched.
     assert!(now_ms() > c_at);
@@ -1142,7 +1100,7 @@ async fn scheduled_deploys_fire_on_time_across_a_controller_kill_and_not_once_ca
     // Whether B finishes is `a_deploy_scheduled_across_a_controller_kill_succeeds`'s
     // concern; here: the fleet is where B's outcome says.
     if b_state == "succeeded" {
-        assert_fleet_serves(&fleet, "v1").await;
+        fleet.assert_serves("v1").await;
     } else {
         assert!(
             phases(&b.snapshot)
@@ -1151,7 +1109,7 @@ async fn scheduled_deploys_fire_on_time_across_a_controller_kill_and_not_once_ca
             "{}",
             b.snapshot
         );
-        assert_fleet_serves(&fleet, "v2").await;
+        fleet.assert_serves("v2").await;
     }
 }
 
@@ -1234,7 +1192,7 @@ async fn a_deploy_scheduled_across_a_controller_kill_succeeds() {
         b.snapshot,
         fleet.controller_logs()
     );
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 }
 
 /// `drover schedule list` is for deployments waiting for their time or a window; a

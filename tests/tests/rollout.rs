@@ -177,46 +177,6 @@ fn host_in_batch(snapshot: &Value, batch: u64) -> String {
         .unwrap_or_else(|| panic!("no host in batch {batch}: {snapshot}"))
 }
 
-/// Every host answers `version` on its own address, HAProxy has them all UP and READY,
-/// and requests through HAProxy only reach `version`; `drover hosts` agrees.
-async fn assert_fleet_serves(fleet: &Fleet, version: &str) {
-    for (i, h) in fleet.hosts().iter().enumerate() {
-        assert_eq!(
-            fleet.host_version(i).await.as_deref(),
-            Ok(version),
-            "host {} ({})",
-            h.name,
-            h.addr
-        );
-    }
-    let servers = fleet.servers().await;
-    for h in fleet.hosts() {
-        assert_eq!(
-            servers.get(&h.name),
-            Some(&(OpStatus::Up, AdminState::Ready)),
-            "{} in HAProxy: {servers:?}",
-            h.name
-        );
-    }
-    let through_lb = fleet.lb_versions(2 * fleet.hosts().len()).await;
-    assert_eq!(
-        through_lb.keys().collect::<Vec<_>>(),
-        [version],
-        "through HAProxy"
-    );
-    for h in fleet.hosts_json().await {
-        let services = h["services"].as_array().cloned().unwrap_or_default();
-        let web: Vec<&Value> = services.iter().filter(|s| s["service"] == "web").collect();
-        assert!(
-            h["connected"] == true
-                && web.len() == 1
-                && field(web[0], "version") == version
-                && field(web[0], "state").ends_with("RUNNING"),
-            "drover hosts: {h}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {
     let fleet = Fleet::start(FleetOptions::default()).await;
@@ -304,7 +264,7 @@ async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {
             "host timings in the history: {h}"
         );
     }
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
     for h in fleet.hosts_json().await {
         assert!(
             h["services"][0]["digest"]
@@ -386,7 +346,7 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
         seen.summary()
     );
     assert!(seen.max_out() <= 1, "{}", seen.summary());
-    assert_fleet_serves(&fleet, "v1").await;
+    fleet.assert_serves("v1").await;
 }
 
 /// When a test kills the agent of the host planned for batch 2.
@@ -524,7 +484,7 @@ async fn an_agent_killed_while_its_host_swaps_leaves_it_reported_and_the_rest_in
         again.describe(),
         fleet.controller_logs()
     );
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,7 +555,7 @@ async fn a_controller_killed_mid_deploy_resumes_it_to_the_end() {
         (id.as_str(), "succeeded"),
         "{history:?}"
     );
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,7 +598,7 @@ async fn a_second_deploy_of_a_running_service_is_refused_naming_the_running_one(
     );
     seen.assert_no_failed_request();
     assert!(seen.max_out() <= 1, "{}", seen.summary());
-    assert_fleet_serves(&fleet, "v2").await;
+    fleet.assert_serves("v2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,7 +652,7 @@ async fn a_spec_with_an_unknown_key_is_refused_before_anything_happens() {
     assert_eq!(field(&history[0], "version"), "v1");
     seen.assert_no_failed_request();
     assert_eq!(seen.max_out(), 0, "nothing drained: {}", seen.summary());
-    assert_fleet_serves(&fleet, "v1").await;
+    fleet.assert_serves("v1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,5 +693,5 @@ async fn an_image_that_does_not_exist_fails_before_any_host_is_drained() {
         "nothing drained: {}",
         seen.summary()
     );
-    assert_fleet_serves(&fleet, "v1").await;
+    fleet.assert_serves("v1").await;
 }

@@ -30,8 +30,11 @@ use std::time::Duration;
 
 use drover_proto::v1::{CommandProgress, Phase};
 use drover_shared::probe::{ProbeSettings, http_check, wait_ready};
+use drover_tests::bench::{
+    self, BinDir, Flags, Stats, StopChildren, child_pids, ms, on_abort, remove_labelled, verdict,
+};
 use drover_tests::commands::{self, STOP_TIMEOUT, demo_spec, expect_swap, http_ready};
-use drover_tests::docker::{docker, docker_blocking};
+use drover_tests::docker::docker;
 use drover_tests::process::{ChildGuard, bin_path};
 use drover_tests::{DemoImage, DockerCleanup, Fixture};
 use tokio::sync::broadcast;
@@ -48,96 +51,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_secs(4);
 /// Default number of timed rounds.
 const DEFAULT_ROUNDS: usize = 10;
-
-/// What to remove if the process dies without running destructors: release builds abort
-/// on panic (`panic = "abort"`), so the panic hook does this instead of `Drop`.
-#[derive(Default)]
-struct AbortCleanup {
-    /// `(label, value)` pairs: containers carrying one are removed.
-    labels: Vec<(String, String)>,
-    /// Image reference prefixes (a registry's `127.0.0.1:PORT/`) to untag.
-    image_prefixes: Vec<String>,
-}
-
-static ABORT_CLEANUP: Mutex<Option<AbortCleanup>> = Mutex::new(None);
-
-fn on_abort(f: impl FnOnce(&mut AbortCleanup)) {
-    let mut guard = ABORT_CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(AbortCleanup::default));
-}
-
-/// Installs a panic hook that, after the usual message, stops the processes this
-/// benchmark started (its direct children, by pid) and removes the containers and image
-/// tags registered with [`on_abort`].
-fn install_abort_cleanup() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("bench_agent: panicked; cleaning up before exit");
-        for pid in child_pids() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let cleanup = ABORT_CLEANUP
-            .try_lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .unwrap_or_default();
-        for (label, value) in &cleanup.labels {
-            let filter = format!("label={label}={value}");
-            if let Ok(ids) = docker_blocking(&["ps", "-aq", "--filter", &filter]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f", "-v"];
-                    args.extend(ids);
-                    let _ = docker_blocking(&args);
-                }
-            }
-        }
-        if let Ok(list) = docker_blocking(&[
-            "images",
-            "--digests",
-            "--format",
-            "{{.Repository}} {{.Tag}} {{.Digest}}",
-        ]) {
-            for line in list.lines() {
-                if !cleanup.image_prefixes.iter().any(|p| line.starts_with(p)) {
-                    continue;
-                }
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if let [repo, tag, digest] = f[..] {
-                    if tag != "<none>" {
-                        let _ = docker_blocking(&["rmi", &format!("{repo}:{tag}")]);
-                    }
-                    if digest != "<none>" {
-                        let _ = docker_blocking(&["rmi", &format!("{repo}@{digest}")]);
-                    }
-                }
-            }
-        }
-    }));
-}
-
-/// Pids of this process's direct children (from `/proc/*/stat`).
-fn child_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    // "pid (comm) state ppid ...": comm may hold spaces, so cut at ')'.
-                    let rest = s.rsplit_once(')')?.1;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(me)
-        })
-        .collect()
-}
 
 /// The child process whose command line contains every one of `needles`.
 fn child_with_args(needles: &[&str]) -> Option<u32> {
@@ -164,40 +77,6 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .ok()
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// Order statistics of samples in milliseconds.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    p90: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    /// Nearest-rank percentiles; panics on no samples.
-    fn of(samples: &[f64]) -> Self {
-        assert!(!samples.is_empty(), "no samples");
-        let mut s = samples.to_vec();
-        s.sort_by(f64::total_cmp);
-        let rank = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-        let median = if s.len().is_multiple_of(2) {
-            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-        } else {
-            s[s.len() / 2]
-        };
-        Self {
-            median,
-            p90: rank(0.9),
-            min: s[0],
-            max: s[s.len() - 1],
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// One timed agent swap.
@@ -301,16 +180,8 @@ impl CliBaseline {
 
 impl Drop for CliBaseline {
     fn drop(&mut self) {
-        let filter = format!("label={CLI_LABEL}={}", self.run);
-        if let Ok(ids) = docker_blocking(&["ps", "-aq", "--filter", &filter]) {
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f", "-v"];
-                args.extend(ids);
-                if let Err(e) = docker_blocking(&args) {
-                    eprintln!("bench_agent: cleanup of the CLI containers: {e}");
-                }
-            }
+        if let Err(e) = remove_labelled(CLI_LABEL, &self.run) {
+            eprintln!("bench_agent: cleanup of the CLI containers: {e}");
         }
     }
 }
@@ -399,18 +270,14 @@ fn parse_args() -> Result<Args, String> {
         rounds: DEFAULT_ROUNDS,
         static_agent: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
+    let mut flags = Flags::from_env();
+    while let Some(a) = flags.flag() {
         match a.as_str() {
             "--rounds" => {
-                args.rounds = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n >= 2)
-                    .ok_or("--rounds takes a number >= 2")?;
+                args.rounds = flags.parsed(|n| *n >= 2, "--rounds takes a number >= 2")?;
             }
             "--static-agent" => {
-                args.static_agent = Some(it.next().ok_or("--static-agent takes a path")?.into());
+                args.static_agent = Some(flags.path("--static-agent")?);
             }
             "-h" | "--help" => {
                 return Err("usage: bench_agent [--rounds K] [--static-agent PATH]".into());
@@ -422,46 +289,14 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_agent: {e}");
-            return ExitCode::from(64);
-        }
-    };
     // The harness runs `$DROVER_BIN_DIR/drover-agent`: benchmark the release build.
-    if std::env::var_os("DROVER_BIN_DIR").is_none() {
-        let dir = drover_tests::target_dir().join("release");
-        let exe = std::env::current_exe().expect("own path");
-        let status = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("DROVER_BIN_DIR", &dir)
-            .status();
-        return match status {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
-            Err(e) => {
-                eprintln!("bench_agent: cannot re-run with DROVER_BIN_DIR set: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    install_abort_cleanup();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            code = run(args) => code,
-            _ = term.recv() => { eprintln!("bench_agent: SIGTERM: cleaning up"); ExitCode::from(130) }
-            _ = int.recv() => { eprintln!("bench_agent: SIGINT: cleaning up"); ExitCode::from(130) }
-        }
-    })
+    bench::run_main(
+        "bench_agent",
+        parse_args(),
+        BinDir::Release,
+        StopChildren::Term,
+        run,
+    )
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -649,10 +484,6 @@ fn size_mib(path: &Path) -> String {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "FAIL" }
 }
 
 fn report(

@@ -24,12 +24,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::process::{ExitCode, Stdio};
-use std::sync::Mutex;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use drover_tests::DemoImage;
-use drover_tests::docker::docker_blocking;
+use drover_tests::bench::{self, BinDir, Flags, StopChildren, on_abort_fleet};
 use drover_tests::fleet::{Fleet, FleetOptions, now_ms, version_of};
 use drover_tests::load::{Load, LoadOptions, LoadReport};
 use serde_json::Value;
@@ -68,29 +67,16 @@ fn parse_args() -> Result<Args, String> {
         interval: Duration::from_secs(1),
         repeat: 3,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} takes a value"));
+    let mut flags = Flags::from_env();
+    while let Some(flag) = flags.flag() {
         match flag.as_str() {
-            "--hosts" => {
-                a.hosts = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (2..=20).contains(n))
-                    .ok_or("--hosts takes 2..=20")?
-            }
+            "--hosts" => a.hosts = flags.number_in(&flag, 2..=20)?,
             "--interval" => {
-                a.interval = parse_duration(&value()?)
+                a.interval = parse_duration(&flags.value(&flag)?)
                     .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(30))
                     .ok_or("--interval takes 100ms..30s, e.g. 1s or 500ms")?
             }
-            "--repeat" => {
-                a.repeat = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=20).contains(n))
-                    .ok_or("--repeat takes 1..=20")?
-            }
+            "--repeat" => a.repeat = flags.number_in(&flag, 1..=20)?,
             "-h" | "--help" => {
                 return Err("usage: bench_canary [--hosts N] [--interval 1s] [--repeat R]".into());
             }
@@ -98,71 +84,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-// ----- cleanup when the process aborts ---------------------------------------------
-
-/// What to remove if the process dies without running destructors (release builds
-/// abort on panic): the fleet's containers (by agent label) and its registry's tags.
-#[derive(Default)]
-struct AbortCleanup {
-    agents: Vec<String>,
-    image_prefix: Option<String>,
-}
-
-static ABORT_CLEANUP: Mutex<Option<AbortCleanup>> = Mutex::new(None);
-
-/// After the usual panic message: SIGKILL this process's children (by pid), then remove
-/// the registered containers and image tags.
-fn install_abort_cleanup() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("bench_canary: panicked; cleaning up before exit");
-        for pid in child_pids() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let cleanup = ABORT_CLEANUP
-            .try_lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .unwrap_or_default();
-        for agent in &cleanup.agents {
-            let filter = format!("label={}={agent}", drover_shared::labels::AGENT);
-            if let Ok(ids) = docker_blocking(&["ps", "-aq", "--filter", &filter]) {
-                for id in ids.split_whitespace() {
-                    let _ = docker_blocking(&["rm", "-f", "-v", id]);
-                }
-            }
-        }
-        if let Some(prefix) = cleanup.image_prefix
-            && let Ok(list) = docker_blocking(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
-        {
-            for r in list.lines().filter(|l| l.starts_with(&prefix)) {
-                let _ = docker_blocking(&["rmi", r]);
-            }
-        }
-    }));
-}
-
-/// Pids of this process's direct children (from `/proc/*/stat`), zombies excluded.
-fn child_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let mut rest = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace();
-            let state = rest.next();
-            let ppid = rest.next().and_then(|p| p.parse::<u32>().ok());
-            ppid == Some(me) && state != Some("Z")
-        })
-        .collect()
 }
 
 // ----- one run ---------------------------------------------------------------------
@@ -389,47 +310,14 @@ fn report(args: &Args, runs: &[Run]) {
 // ----- main ------------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_canary: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    // Benchmark the build this program belongs to: re-run with DROVER_BIN_DIR set to
-    // its own directory (environment changes in-process would need `unsafe`).
-    if std::env::var_os("DROVER_BIN_DIR").is_none() {
-        let exe = std::env::current_exe().expect("own path");
-        let dir = exe.parent().expect("a directory").to_path_buf();
-        return match std::process::Command::new(&exe)
-            .args(std::env::args_os().skip(1))
-            .env("DROVER_BIN_DIR", &dir)
-            .status()
-        {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
-            Err(e) => {
-                eprintln!("bench_canary: cannot re-run with DROVER_BIN_DIR set: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    install_abort_cleanup();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            code = run(args) => code,
-            _ = term.recv() => { eprintln!("bench_canary: SIGTERM: cleaning up"); ExitCode::from(130) }
-            _ = int.recv() => { eprintln!("bench_canary: SIGINT: cleaning up"); ExitCode::from(130) }
-        }
-    })
+    // Benchmark the build this program belongs to; on a panic, SIGKILL the children.
+    bench::run_main(
+        "bench_canary",
+        parse_args(),
+        BinDir::OwnDir,
+        StopChildren::Kill,
+        run,
+    )
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -449,12 +337,7 @@ async fn run(args: Args) -> ExitCode {
         initial: Some(DemoImage::V1),
     })
     .await;
-    if let Ok(mut g) = ABORT_CLEANUP.lock() {
-        *g = Some(AbortCleanup {
-            agents: fleet.hosts().iter().map(|h| h.name.clone()).collect(),
-            image_prefix: Some(format!("{}/", fleet.registry().host())),
-        });
-    }
+    on_abort_fleet(&fleet);
     fleet
         .registry()
         .push(&DemoImage::V3FiveXx.local_ref(), "demo:v3")

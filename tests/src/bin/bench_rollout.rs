@@ -29,13 +29,16 @@
 
 use std::collections::BTreeMap;
 use std::process::{ExitCode, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use drover_controller::lb::AdminState;
 use drover_shared::probe::{ProbeSettings, http_check, wait_ready};
 use drover_tests::DemoImage;
-use drover_tests::docker::{docker, docker_blocking};
+use drover_tests::bench::{
+    self, BinDir, Flags, StopChildren, median, ms, on_abort, on_abort_fleet, remove_labelled,
+    verdict,
+};
+use drover_tests::docker::docker;
 use drover_tests::fleet::{CliRun, Fleet, FleetHost, FleetOptions, now_ms};
 use drover_tests::load::{Load, LoadReport};
 use serde_json::Value;
@@ -52,110 +55,6 @@ const READY_INTERVAL: Duration = Duration::from_millis(100);
 const READY_DEADLINE: Duration = Duration::from_secs(15);
 /// Load keeps running this long after an approach ends, to catch late failures.
 const SETTLE: Duration = Duration::from_millis(500);
-
-// ----- cleanup when the process aborts ---------------------------------------------
-
-/// What to remove if the process dies without running destructors: release builds abort
-/// on panic (`panic = "abort"`), so the panic hook does this instead of `Drop`.
-#[derive(Default)]
-struct AbortCleanup {
-    /// `(label, value)` pairs: containers carrying one are removed.
-    labels: Vec<(String, String)>,
-    /// Image reference prefixes (a registry's `127.0.0.1:PORT/`) to untag.
-    image_prefixes: Vec<String>,
-}
-
-static ABORT_CLEANUP: Mutex<Option<AbortCleanup>> = Mutex::new(None);
-
-fn on_abort(f: impl FnOnce(&mut AbortCleanup)) {
-    let mut guard = ABORT_CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(AbortCleanup::default));
-}
-
-/// After the usual panic message: SIGTERM this process's children (by pid), SIGKILL
-/// those left after 5 s, then remove the registered containers and image tags.
-fn install_abort_cleanup() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("bench_rollout: panicked; cleaning up before exit");
-        let signal = |sig: &str, pids: &[u32]| {
-            for pid in pids {
-                let _ = std::process::Command::new("kill")
-                    .args([sig, &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        };
-        signal("-TERM", &child_pids());
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while !child_pids().is_empty() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        signal("-KILL", &child_pids());
-        let cleanup = ABORT_CLEANUP
-            .try_lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .unwrap_or_default();
-        for (label, value) in &cleanup.labels {
-            remove_labelled(label, value);
-        }
-        if let Ok(list) = docker_blocking(&[
-            "images",
-            "--digests",
-            "--format",
-            "{{.Repository}} {{.Tag}} {{.Digest}}",
-        ]) {
-            for line in list.lines() {
-                if !cleanup.image_prefixes.iter().any(|p| line.starts_with(p)) {
-                    continue;
-                }
-                if let [repo, tag, digest] = line.split_whitespace().collect::<Vec<_>>()[..] {
-                    if tag != "<none>" {
-                        let _ = docker_blocking(&["rmi", &format!("{repo}:{tag}")]);
-                    }
-                    if digest != "<none>" {
-                        let _ = docker_blocking(&["rmi", &format!("{repo}@{digest}")]);
-                    }
-                }
-            }
-        }
-    }));
-}
-
-/// Pids of this process's direct children (from `/proc/*/stat`), zombies excluded.
-fn child_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // "pid (comm) state ppid ...": comm may hold spaces, so cut at the last ')'.
-            let mut rest = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace();
-            let state = rest.next();
-            let ppid = rest.next().and_then(|p| p.parse::<u32>().ok());
-            ppid == Some(me) && state != Some("Z")
-        })
-        .collect()
-}
-
-/// Removes every container labelled `label=value` (blocking).
-fn remove_labelled(label: &str, value: &str) {
-    let filter = format!("label={label}={value}");
-    if let Ok(ids) = docker_blocking(&["ps", "-aq", "--filter", &filter]) {
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids);
-            if let Err(e) = docker_blocking(&args) {
-                eprintln!("bench_rollout: cleanup: {e}");
-            }
-        }
-    }
-}
 
 // ----- the scripts -------------------------------------------------------------------
 
@@ -346,7 +245,9 @@ impl Scripts {
 
     /// Removes the scripts' containers (so Drover can take the hosts back).
     fn remove_containers(&self) {
-        remove_labelled(SCRIPT_LABEL, &self.run);
+        if let Err(e) = remove_labelled(SCRIPT_LABEL, &self.run) {
+            eprintln!("bench_rollout: cleanup: {e}");
+        }
     }
 }
 
@@ -644,25 +545,12 @@ fn parse_args() -> Result<Args, String> {
         batch: "25%".into(),
         repeat: 1,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} takes a value"));
+    let mut flags = Flags::from_env();
+    while let Some(flag) = flags.flag() {
         match flag.as_str() {
-            "--hosts" => {
-                a.hosts = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=40).contains(n))
-                    .ok_or("--hosts takes 1..=40")?
-            }
-            "--batch" => a.batch = value()?,
-            "--repeat" => {
-                a.repeat = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=10).contains(n))
-                    .ok_or("--repeat takes 1..=10")?
-            }
+            "--hosts" => a.hosts = flags.number_in(&flag, 1..=40)?,
+            "--batch" => a.batch = flags.value(&flag)?,
+            "--repeat" => a.repeat = flags.number_in(&flag, 1..=10)?,
             "-h" | "--help" => {
                 return Err("usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R]".into());
             }
@@ -673,46 +561,15 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_rollout: {e}");
-            return ExitCode::from(64);
-        }
-    };
     // The fleet runs `$DROVER_BIN_DIR/{drover,drover-agent}`: benchmark the release build.
-    if std::env::var_os("DROVER_BIN_DIR").is_none() {
-        let dir = drover_tests::target_dir().join("release");
-        let exe = std::env::current_exe().expect("own path");
-        return match std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("DROVER_BIN_DIR", &dir)
-            .status()
-        {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(s) => ExitCode::from(s.code().unwrap_or(1) as u8),
-            Err(e) => {
-                eprintln!("bench_rollout: cannot re-run with DROVER_BIN_DIR set: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    install_abort_cleanup();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            code = run(args) => code,
-            _ = term.recv() => { eprintln!("bench_rollout: SIGTERM: cleaning up"); ExitCode::from(130) }
-            _ = int.recv() => { eprintln!("bench_rollout: SIGINT: cleaning up"); ExitCode::from(130) }
-        }
-    })
+    // On a panic: SIGTERM the children, SIGKILL those left after 5 s.
+    bench::run_main(
+        "bench_rollout",
+        parse_args(),
+        BinDir::Release,
+        StopChildren::TermThenKill(Duration::from_secs(5)),
+        run,
+    )
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -735,14 +592,7 @@ async fn run(args: Args) -> ExitCode {
         initial: Some(DemoImage::V1),
     })
     .await;
-    on_abort(|c| {
-        for h in fleet.hosts() {
-            c.labels
-                .push((drover_shared::labels::AGENT.into(), h.name.clone()));
-        }
-        c.image_prefixes
-            .push(format!("{}/", fleet.registry().host()));
-    });
+    on_abort_fleet(&fleet);
     println!(
         "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {})",
         started.elapsed().as_secs_f64(),
@@ -1027,27 +877,6 @@ fn seconds_of_day(line: &str) -> Option<f64> {
 
 // ----- report ------------------------------------------------------------------------
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n.is_multiple_of(2) {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    } else {
-        v[n / 2]
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "FAIL" }
-}
-
 fn first_failures(r: &LoadReport) -> String {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for (_, why) in &r.failures {
@@ -1122,7 +951,7 @@ fn report(args: &Args, runs: &[Run]) {
             .filter(|r| r.label.starts_with(prefix) && r.load == load)
             .collect()
     };
-    let wall = |v: &[&Run]| median(v.iter().map(|r| r.wall).collect());
+    let wall = |v: &[&Run]| median(&v.iter().map(|r| r.wall).collect::<Vec<_>>());
     let failed =
         |v: &[&Run]| -> u64 { v.iter().map(|r| r.keep_alive.failed + r.close.failed).sum() };
     let loaded = (
@@ -1200,7 +1029,7 @@ fn report(args: &Args, runs: &[Run]) {
                 );
             } else {
                 let max = v.iter().copied().fold(0.0, f64::max);
-                println!("    {:>7.0} / {:>7.0}  {what}", median(v.clone()), max);
+                println!("    {:>7.0} / {:>7.0}  {what}", median(v), max);
             }
         }
     }
