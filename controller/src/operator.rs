@@ -40,11 +40,9 @@ impl OperatorService {
         let last_seq = self
             .deployer
             .store()
-            .events(id, 0)
+            .last_seq(id)
             .await
-            .map_err(store_status)?
-            .last()
-            .map_or(0, |e| e.seq);
+            .map_err(store_status)?;
         Ok(deployment_info(d, hosts, last_seq))
     }
 }

@@ -443,6 +443,19 @@ impl Store {
             .await
     }
 
+    /// Sequence number of the deployment's newest event (0: none).
+    pub async fn last_seq(&self, id: &str) -> Result<u64, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE deployment_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     /// Events of a deployment after `after_seq`.
     pub async fn events(&self, id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
         let id = id.to_string();

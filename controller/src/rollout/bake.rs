@@ -17,13 +17,6 @@ use super::control::Go;
 use super::run::{Result, Rollout};
 use crate::state::{Control, DeploymentState, HostPhase};
 
-/// What a canary container looked like when the bake started.
-#[derive(Debug, Clone)]
-struct Seen {
-    container_id: String,
-    restarts: u32,
-}
-
 impl Rollout {
     /// Watches the stage's canaries for its bake time; `Go::Fail` names the breach.
     pub(super) async fn bake(&mut self, stage: u32) -> Result<Go> {
@@ -169,10 +162,6 @@ impl Rollout {
                 }
                 continue;
             };
-            let before = seen.get(host).map(|s| Seen {
-                container_id: s.container_id.clone(),
-                restarts: s.restart_count,
-            });
             let running = state.state == proto::ContainerState::Running as i32;
             if !running {
                 let st = proto::ContainerState::try_from(state.state).unwrap_or_default();
@@ -193,8 +182,8 @@ impl Rollout {
                     format!("container on canary {host} turned unhealthy (Docker HEALTHCHECK)"),
                 ));
             }
-            if let Some(b) = before {
-                let restarts = state.restart_count.saturating_sub(b.restarts);
+            if let Some(b) = seen.get(host) {
+                let restarts = state.restart_count.saturating_sub(b.restart_count);
                 if b.container_id != state.container_id || restarts > self.spec.canary.max_restarts
                 {
                     return Some((

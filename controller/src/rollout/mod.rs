@@ -381,7 +381,7 @@ impl Deployer {
         self.shared.tasks.spawn(
             async move {
                 let id = d.id.clone();
-                if let Err(e) = run::Rollout::load(shared.clone(), d, auth).await.run().await {
+                if let Err(e) = run::run(shared.clone(), d, auth).await {
                     error!(deployment = %id, error = %e, "deployment bookkeeping failed; it will resume on the next start");
                 }
                 shared.notify();

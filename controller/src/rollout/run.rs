@@ -49,15 +49,6 @@ pub(crate) struct Rollout {
 pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl Rollout {
-    /// Loads what the store knows of `d`.
-    pub async fn load(
-        shared: Arc<Shared>,
-        d: Deployment,
-        auth: Option<proto::RegistryAuth>,
-    ) -> Loaded {
-        Loaded { shared, d, auth }
-    }
-
     pub(super) fn fence(&self) -> proto::Fence {
         proto::Fence {
             deployment_id: self.d.id.clone(),
@@ -838,70 +829,65 @@ fn fmt_ms(ms: u64) -> String {
     }
 }
 
-/// A deployment about to run: loads its hosts and spec, then drives it.
-pub(crate) struct Loaded {
+/// Loads deployment `d`'s hosts and spec from the store and drives it until it is
+/// terminal or the controller shuts down.
+pub(crate) async fn run(
     shared: Arc<Shared>,
     d: Deployment,
     auth: Option<proto::RegistryAuth>,
-}
-
-impl Loaded {
-    /// Runs until terminal or until the controller shuts down.
-    pub async fn run(self) -> Result<()> {
-        let Loaded { shared, d, auth } = self;
-        let auth = auth.or_else(|| shared.settings.registry_credentials.for_image(&d.image));
-        let (stored, hosts) = shared.store.get(&d.id).await?;
-        let d = Deployment {
-            epoch: d.epoch.max(stored.epoch),
-            ..stored
-        };
-        let spec = match ServiceSpec::from_toml(&d.spec) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("the recorded spec no longer parses: {e}");
-                return shared
-                    .store
-                    .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
-                    .await;
-            }
-        };
-        let lb = match load_balancer(&spec, &shared.settings) {
-            Ok(lb) => lb,
-            Err(e) => {
-                let msg = e.to_string();
-                return shared
-                    .store
-                    .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
-                    .await;
-            }
-        };
-        if d.epoch > 1 {
-            // Resumed by a new controller: give the agents time to dial back in first.
-            let wait = shared.settings.reconnect_grace.max(Duration::from_secs(30));
-            let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
-            let hub = shared.hub.clone();
-            hub.wait_for(wait, || {
-                names
-                    .iter()
-                    .all(|n| hub.host(n).is_some_and(|h| h.connected))
-                    .then_some(())
-            })
-            .await;
+) -> Result<()> {
+    let auth = auth.or_else(|| shared.settings.registry_credentials.for_image(&d.image));
+    let (stored, hosts) = shared.store.get(&d.id).await?;
+    let d = Deployment {
+        epoch: d.epoch.max(stored.epoch),
+        ..stored
+    };
+    let spec = match ServiceSpec::from_toml(&d.spec) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("the recorded spec no longer parses: {e}");
+            return shared
+                .store
+                .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
+                .await;
         }
-        let mut rollout = Rollout {
-            shared: shared.clone(),
-            d,
-            spec,
-            hosts,
-            lb,
-            auth,
-        };
-        tokio::select! {
-            r = rollout.drive() => r,
-            () = shared.shutdown.cancelled() => {
-                info!("controller shutting down; the deployment resumes on the next start");
-                Ok(())
-            }
+    };
+    let lb = match load_balancer(&spec, &shared.settings) {
+        Ok(lb) => lb,
+        Err(e) => {
+            let msg = e.to_string();
+            return shared
+                .store
+                .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
+                .await;
+        }
+    };
+    if d.epoch > 1 {
+        // Resumed by a new controller: give the agents time to dial back in first.
+        let wait = shared.settings.reconnect_grace.max(Duration::from_secs(30));
+        let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
+        let hub = shared.hub.clone();
+        hub.wait_for(wait, || {
+            names
+                .iter()
+                .all(|n| hub.host(n).is_some_and(|h| h.connected))
+                .then_some(())
+        })
+        .await;
+    }
+    let mut rollout = Rollout {
+        shared: shared.clone(),
+        d,
+        spec,
+        hosts,
+        lb,
+        auth,
+    };
+    tokio::select! {
+        r = rollout.drive() => r,
+        () = shared.shutdown.cancelled() => {
+            info!("controller shutting down; the deployment resumes on the next start");
+            Ok(())
         }
     }
 }

@@ -95,5 +95,7 @@ async fn hosts_events_and_reopen() {
         Some(HostPhase::Swapping)
     );
     assert_eq!(s.unfinished().await.unwrap().len(), 1);
+    assert_eq!(s.last_seq("d-1").await.unwrap(), 3);
+    assert_eq!(s.last_seq("nope").await.unwrap(), 0);
     assert!(matches!(s.get("nope").await, Err(StoreError::NotFound(_))));
 }
