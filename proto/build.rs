@@ -9,6 +9,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Messages that carry secret values get a redacting Debug (in `src/lib.rs`) instead of
+    // the derived one, so no `{:?}` anywhere can print a secret.
+    config.skip_debug([
+        ".drover.v1.SecretValue",
+        ".drover.v1.SetSecretRequest",
+        ".drover.v1.EnrollRequest",
+        ".drover.v1.CreateJoinTokenResponse",
+        ".drover.v1.CreateApiTokenResponse",
+        ".drover.v1.RegistryAuth",
+    ]);
     // The agent RPC is named `Connect`, which would clash with the generated
     // `AgentChannelClient::connect` constructor: clients are built from a `Channel`.
     tonic_prost_build::configure()

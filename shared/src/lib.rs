@@ -9,6 +9,7 @@ pub mod image;
 pub mod labels;
 pub mod probe;
 pub mod telemetry;
+pub mod tls;
 
 pub use drover_proto::v1 as proto;
 
