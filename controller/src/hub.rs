@@ -5,9 +5,18 @@
 //! One task per agent stream reads what the agent sends; writers go through a bounded
 //! channel per agent. The inventory map is only locked for lookups, never across an
 //! `.await`, so a slow agent never blocks the others.
+//!
+//! Who may open a stream is decided by an [`Admission`] rule (see [`admission`]): on
+//! `drover serve`, only an enrolled agent whose certificate is not revoked, under the
+//! name its certificate carries. [`AgentHub::remove`] closes a removed host's stream.
+
+mod admission;
+
+pub use admission::{Admission, removed_message};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -17,6 +26,7 @@ use drover_proto::v1::{
     AgentMessage, Command, CommandProgress, CommandResult, ControllerMessage, Hello, ServiceState,
     Welcome, agent_message, command_result, controller_message,
 };
+use drover_shared::tls::TlsConnectInfo;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +125,8 @@ struct Slot {
     outbox: Option<mpsc::Sender<Result<ControllerMessage, Status>>>,
     /// Commands sent on this host and not answered yet.
     waiters: Waiters,
+    /// Cancelled when the host is removed from the fleet: its streams close.
+    removed: CancellationToken,
 }
 
 struct Inner {
@@ -126,6 +138,9 @@ struct Inner {
     sessions: AtomicU64,
     /// Cancelled when the controller stops: every agent stream is closed.
     shutdown: CancellationToken,
+    /// Bumped (under the `hosts` write lock) every time a host is removed, so a stream
+    /// admitted just before its host's removal cannot open after it.
+    removals: AtomicU64,
 }
 
 /// Cloneable handle to the hub.
@@ -146,6 +161,7 @@ impl AgentHub {
                 progress,
                 changed,
                 sessions: AtomicU64::new(0),
+                removals: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -156,9 +172,37 @@ impl AgentHub {
         self.inner.shutdown.cancel();
     }
 
-    /// The tonic service agents connect to.
-    pub fn grpc_service(&self) -> AgentChannelServer<AgentChannelService> {
-        AgentChannelServer::new(AgentChannelService { hub: self.clone() })
+    /// The tonic service agents connect to, admitting streams by `admission`.
+    pub fn grpc_service(&self, admission: Admission) -> AgentChannelServer<AgentChannelService> {
+        AgentChannelServer::new(AgentChannelService {
+            hub: self.clone(),
+            admission,
+        })
+    }
+
+    /// Forgets `host`: closes its stream (the agent is told it was removed), fails its
+    /// pending commands and drops it from the inventory. Returns whether it was connected.
+    /// Revoking its certificates, so it cannot come back, is the caller's part.
+    pub fn remove(&self, host: &str) -> bool {
+        let removed = {
+            let mut hosts = write(&self.inner.hosts);
+            self.inner.removals.fetch_add(1, Ordering::SeqCst);
+            hosts.remove(host)
+        };
+        let Some(slot) = removed else {
+            return false;
+        };
+        let mut slot = lock(&slot);
+        let was_connected = slot.snapshot.connected;
+        if let Some(outbox) = slot.outbox.take() {
+            // Best effort: a full queue still closes below, without the reason.
+            let _ = outbox.try_send(Err(Status::permission_denied(removed_message(host))));
+        }
+        slot.removed.cancel();
+        fail_waiters(&mut slot.waiters, host);
+        drop(slot);
+        self.notify();
+        was_connected
     }
 
     /// A snapshot of one host.
@@ -286,16 +330,23 @@ impl AgentHub {
         self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Registers a new session for the agent that said `hello`; returns its session number.
+    /// Registers a new session for the agent that said `hello`, with `enrolled_labels`
+    /// (from its join token) over the hello's own; returns its session number and the
+    /// token that is cancelled when the host is removed. Refused when a host was removed
+    /// since `removals` was read (before the stream was admitted).
     fn open_session(
         &self,
         hello: Hello,
+        enrolled_labels: Option<BTreeMap<String, String>>,
         outbox: mpsc::Sender<Result<ControllerMessage, Status>>,
-    ) -> u64 {
+        removals: u64,
+    ) -> Result<(u64, CancellationToken), Status> {
         let session = self.inner.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut labels: BTreeMap<String, String> = hello.labels.into_iter().collect();
+        labels.extend(enrolled_labels.unwrap_or_default());
         let snapshot = HostSnapshot {
             name: hello.name.clone(),
-            labels: hello.labels.into_iter().collect(),
+            labels,
             advertise_address: hello.advertise_address,
             agent_version: hello.agent_version,
             connected: true,
@@ -305,7 +356,14 @@ impl AgentHub {
             session,
         };
         let mut hosts = write(&self.inner.hosts);
-        match hosts.get(&hello.name) {
+        if self.inner.removals.load(Ordering::SeqCst) != removals {
+            // Rare: some host was removed while this stream was being admitted. Let the
+            // agent retry; admission then sees any revocation.
+            return Err(Status::unavailable(
+                "the fleet changed while this stream was admitted; reconnect",
+            ));
+        }
+        let removed = match hosts.get(&hello.name) {
             Some(slot) => {
                 let mut slot = lock(slot);
                 if slot.snapshot.connected {
@@ -315,21 +373,25 @@ impl AgentHub {
                 fail_waiters(&mut slot.waiters, &hello.name);
                 slot.snapshot = snapshot;
                 slot.outbox = Some(outbox);
+                slot.removed.clone()
             }
             None => {
+                let removed = CancellationToken::new();
                 hosts.insert(
                     hello.name.clone(),
                     Arc::new(Mutex::new(Slot {
                         snapshot,
                         outbox: Some(outbox),
                         waiters: HashMap::new(),
+                        removed: removed.clone(),
                     })),
                 );
+                removed
             }
-        }
+        };
         drop(hosts);
         self.notify();
-        session
+        Ok((session, removed))
     }
 
     /// Marks the host lost if `session` is still its current session.
@@ -407,6 +469,8 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 /// The `AgentChannel` gRPC service.
 pub struct AgentChannelService {
     hub: AgentHub,
+    /// Who may open a stream.
+    admission: Admission,
 }
 
 type OutStream = ReceiverStream<Result<ControllerMessage, Status>>;
@@ -419,9 +483,30 @@ impl AgentChannel for AgentChannelService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let tls = request.extensions().get::<TlsConnectInfo>().cloned();
+        let peer = tls
+            .as_ref()
+            .and_then(|t| t.remote_addr)
+            .or_else(|| request.remote_addr())
+            .map_or_else(|| "unknown".to_string(), |a: SocketAddr| a.to_string());
+        let refused = |host: &str, status: Status| {
+            warn!(%peer, host = %host, reason = %status.message(), "refused an agent stream");
+            status
+        };
+        let cert_name = match tls
+            .as_ref()
+            .and_then(|t| t.peer.as_ref())
+            .and_then(|p| p.identity.as_ref())
+        {
+            Some(drover_shared::tls::Identity::Agent { name }) => name.clone(),
+            _ => String::new(),
+        };
+        let removals = self.hub.inner.removals.load(Ordering::SeqCst);
+        let certified = self
+            .admission
+            .certificate(tls.as_ref())
+            .await
+            .map_err(|s| refused(&cert_name, s))?;
         let mut inbound = request.into_inner();
         let settings = self.hub.inner.settings.clone();
         let first = tokio::time::timeout(settings.lost_after, inbound.message())
@@ -442,6 +527,9 @@ impl AgentChannel for AgentChannelService {
                 "Hello carries an empty agent name",
             ));
         }
+        admission::check_name(certified.as_ref(), &hello.name)
+            .map_err(|s| refused(&hello.name, s))?;
+        let enrolled_labels = certified.and_then(|c| c.labels);
         let name = hello.name.clone();
         let (tx, rx) = mpsc::channel(settings.queue_depth);
         let welcome = ControllerMessage {
@@ -453,7 +541,10 @@ impl AgentChannel for AgentChannelService {
         tx.send(Ok(welcome))
             .await
             .map_err(|_| Status::unavailable("stream closed"))?;
-        let session = self.hub.open_session(hello, tx.clone());
+        let (session, removed) = self
+            .hub
+            .open_session(hello, enrolled_labels, tx.clone(), removals)
+            .map_err(|s| refused(&name, s))?;
         info!(host = %name, %peer, session, "agent connected");
         let hub = self.hub.clone();
         let span = info_span!("agent_stream", host = %name, session);
@@ -461,7 +552,8 @@ impl AgentChannel for AgentChannelService {
         // response stream ends with it when the last sender (ours and the slot's) drops.
         tokio::spawn(
             async move {
-                let reason = read_agent(&hub, &name, &mut inbound, settings.lost_after).await;
+                let reason =
+                    read_agent(&hub, &name, &mut inbound, settings.lost_after, &removed).await;
                 hub.close_session(&name, session);
                 drop(tx);
                 warn!(reason = %reason, "agent stream closed");
@@ -478,11 +570,13 @@ async fn read_agent(
     name: &str,
     inbound: &mut Streaming<AgentMessage>,
     lost_after: Duration,
+    removed: &CancellationToken,
 ) -> String {
     loop {
         let next = tokio::select! {
             m = tokio::time::timeout(lost_after, inbound.message()) => m,
             () = hub.inner.shutdown.cancelled() => return "controller shutting down".to_string(),
+            () = removed.cancelled() => return "host removed from the fleet".to_string(),
         };
         let message = match next {
             Err(_) => return format!("no message for {lost_after:?}: agent declared lost"),
@@ -504,7 +598,8 @@ async fn read_agent(
     }
 }
 
-/// Serves the agent channel on `listener` until `shutdown` completes.
+/// Serves the agent channel on `listener` in plaintext, admitting anyone, until
+/// `shutdown` completes: for in-process test controllers and `--insecure-dev` agents.
 pub async fn serve_agents(
     listener: tokio::net::TcpListener,
     hub: AgentHub,
@@ -512,7 +607,24 @@ pub async fn serve_agents(
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(hub.grpc_service())
+        .add_service(hub.grpc_service(Admission::Open))
         .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Serves the agent channel on `listener` over TLS with `config` (from
+/// `drover_shared::tls::server_config`) until `shutdown` completes, admitting any agent
+/// certificate from the config's CA under the name it carries: for in-process test
+/// controllers that issue agent certificates themselves. `drover serve` additionally
+/// requires certificates it issued and has not revoked ([`Admission::Enrolled`]).
+pub async fn serve_agents_tls(
+    listener: tokio::net::TcpListener,
+    hub: AgentHub,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(hub.grpc_service(Admission::Certificate))
+        .serve_with_incoming_shutdown(drover_shared::tls::incoming(listener, config), shutdown)
         .await
 }

@@ -1,7 +1,9 @@
 //! The Drover controller: the daemon behind `drover serve` (agent hub, operator API) and
 //! the operator CLI. The binary only parses flags and dispatches to [`cli`].
 
+pub mod auth;
 pub mod cli;
+pub mod enroll;
 pub mod hub;
 pub mod lb;
 pub mod metrics;
@@ -9,7 +11,10 @@ pub mod operator;
 pub mod registry_auth;
 pub mod rollout;
 pub mod schedule;
+pub mod secrets;
 pub mod server;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod tls;
+pub mod tokens;

@@ -57,6 +57,12 @@ impl Metrics {
         m.retain(|(d, _), _| d != deployment);
     }
 
+    /// A host left the fleet: it leaves the per-phase gauge.
+    pub fn forget_host(&self, host: &str) {
+        let mut m = self.host_phases.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|(_, h), _| h != host);
+    }
+
     /// A host finished its swap.
     pub fn host_swapped(&self) {
         self.hosts_swapped.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,13 @@
 //! The `Operator` gRPC service: the API behind the `drover` CLI. Domain errors are mapped
 //! to `tonic::Status` here and only here, with messages an operator can act on; domain
 //! records are converted to their wire form here too.
+//!
+//! Every request has been authenticated and its role checked before it gets here (see
+//! [`crate::auth::guard`]); handlers read the caller from [`Principal::of`] and record
+//! that name in history. The security RPCs (hosts, tokens, secrets) are in
+//! [`admin`].
+
+mod admin;
 
 use std::time::Duration;
 
@@ -17,8 +24,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::guard::Guarded;
+use crate::auth::{Authenticator, Principal};
 use crate::hub::{AgentHub, HostSnapshot};
 use crate::rollout::{self, Action, DeployError, Deployer};
+use crate::secrets::Vault;
 use crate::spec::ServiceSpec;
 use crate::state::{DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Event, StoreError};
@@ -27,12 +37,26 @@ use crate::store::{Deployment, DeploymentHost, Event, StoreError};
 pub struct OperatorService {
     hub: AgentHub,
     deployer: Deployer,
+    /// Service secrets (set and listed here; opened only by the rollout engine).
+    vault: Vault,
 }
 
 impl OperatorService {
-    /// The tonic service.
-    pub fn server(hub: AgentHub, deployer: Deployer) -> OperatorServer<Self> {
-        OperatorServer::new(Self { hub, deployer })
+    /// The tonic service, behind `auth`: no request reaches a handler unauthenticated.
+    pub fn server(
+        hub: AgentHub,
+        deployer: Deployer,
+        vault: Vault,
+        auth: Authenticator,
+    ) -> Guarded<OperatorServer<Self>> {
+        Guarded::new(
+            OperatorServer::new(Self {
+                hub,
+                deployer,
+                vault,
+            }),
+            auth,
+        )
     }
 
     async fn info(&self, id: &str) -> Result<DeploymentInfo, Status> {
@@ -47,16 +71,74 @@ impl OperatorService {
     }
 }
 
-fn requested_by(s: &str) -> String {
-    if s.trim().is_empty() {
-        "unknown".into()
-    } else {
-        s.trim().to_string()
-    }
-}
-
 #[tonic::async_trait]
 impl Operator for OperatorService {
+    async fn remove_host(
+        &self,
+        request: Request<proto::RemoveHostRequest>,
+    ) -> Result<Response<proto::RemoveHostResponse>, Status> {
+        let who = Principal::of(&request)?;
+        self.remove_host_as(&who, request.into_inner()).await
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<proto::CreateJoinTokenRequest>,
+    ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
+        let who = Principal::of(&request)?;
+        self.create_join_token_as(&who, request.into_inner()).await
+    }
+
+    async fn create_api_token(
+        &self,
+        request: Request<proto::CreateApiTokenRequest>,
+    ) -> Result<Response<proto::CreateApiTokenResponse>, Status> {
+        let who = Principal::of(&request)?;
+        self.create_api_token_as(&who, request.into_inner()).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        _request: Request<proto::ListApiTokensRequest>,
+    ) -> Result<Response<proto::ListApiTokensResponse>, Status> {
+        self.list_api_tokens_inner().await
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<proto::RevokeApiTokenRequest>,
+    ) -> Result<Response<proto::RevokeApiTokenResponse>, Status> {
+        let who = Principal::of(&request)?;
+        self.revoke_api_token_as(&who, request.into_inner()).await
+    }
+
+    async fn set_secret(
+        &self,
+        request: Request<proto::SetSecretRequest>,
+    ) -> Result<Response<proto::SetSecretResponse>, Status> {
+        let who = Principal::of(&request)?;
+        self.set_secret_as(&who, request.into_inner()).await
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<proto::ListSecretsRequest>,
+    ) -> Result<Response<proto::ListSecretsResponse>, Status> {
+        self.list_secrets_of(&request.into_inner().service).await
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::WhoAmIResponse>, Status> {
+        let who = Principal::of(&request)?;
+        Ok(Response::new(proto::WhoAmIResponse {
+            name: who.name,
+            role: who.role.as_str().to_owned(),
+            method: who.method.as_str().to_owned(),
+        }))
+    }
+
     async fn list_hosts(
         &self,
         request: Request<ListHostsRequest>,
@@ -77,6 +159,7 @@ impl Operator for OperatorService {
         &self,
         request: Request<DeployRequest>,
     ) -> Result<Response<DeployResponse>, Status> {
+        let who = Principal::of(&request)?;
         let r = request.into_inner();
         let spec = ServiceSpec::from_toml(&r.spec_toml)
             .map_err(|e| Status::invalid_argument(format!("invalid spec: {e}")))?;
@@ -84,7 +167,7 @@ impl Operator for OperatorService {
             spec,
             version: r.version,
             image: Some(r.image).filter(|i| !i.is_empty()),
-            requested_by: requested_by(&r.requested_by),
+            requested_by: who.history_name(&r.requested_by),
             auth: r
                 .registry_auth
                 .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
@@ -100,10 +183,11 @@ impl Operator for OperatorService {
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<DeployResponse>, Status> {
+        let who = Principal::of(&request)?;
         let r = request.into_inner();
         let d = self
             .deployer
-            .rollback(&r.service, &requested_by(&r.requested_by))
+            .rollback(&r.service, &who.history_name(&r.requested_by))
             .await
             .map_err(deploy_status)?;
         Ok(Response::new(DeployResponse {
@@ -160,6 +244,7 @@ impl Operator for OperatorService {
         &self,
         request: Request<ControlRequest>,
     ) -> Result<Response<DeploymentInfo>, Status> {
+        let who = Principal::of(&request)?;
         let r = request.into_inner();
         let action = match proto::ControlAction::try_from(r.action).unwrap_or_default() {
             proto::ControlAction::Promote => Action::Promote,
@@ -174,7 +259,7 @@ impl Operator for OperatorService {
             }
         };
         self.deployer
-            .control(&r.id, action, &requested_by(&r.requested_by))
+            .control(&r.id, action, &who.history_name(&r.requested_by))
             .await
             .map_err(deploy_status)?;
         Ok(Response::new(self.info(&r.id).await?))
@@ -258,13 +343,15 @@ fn deploy_status(e: DeployError) -> Status {
         DeployError::Targets(_)
         | DeployError::LoadBalancer(_)
         | DeployError::NothingToRollBack(_)
+        | DeployError::MissingSecrets(_)
         | DeployError::Control(_) => Status::failed_precondition(e.to_string()),
+        DeployError::Secrets(s) => admin::secrets_status(s),
         DeployError::Store(s) => store_status(s),
         DeployError::ShuttingDown => Status::unavailable(e.to_string()),
     }
 }
 
-fn store_status(e: StoreError) -> Status {
+pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Locked { .. } => Status::aborted(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),

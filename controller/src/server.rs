@@ -1,24 +1,39 @@
-//! `drover serve`: one listener serving both the agent channel and the operator API, the
-//! state database, and the rollout engine (which resumes unfinished deployments first).
+//! `drover serve`: one listener serving the agent channel, the enrollment service and the
+//! operator API, over mTLS (or plaintext with `--insecure-dev`); the state database; and
+//! the rollout engine (which resumes unfinished deployments first).
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info};
+use tracing::{Instrument, info, warn};
 
+use crate::auth::Authenticator;
+use crate::enroll::{EnrollmentService, Issuer};
+use crate::hub::{Admission, AgentHub, HubSettings};
 use crate::metrics::Metrics;
-use crate::schedule::SharedClock;
-
-use crate::hub::{AgentHub, HubSettings};
 use crate::operator::OperatorService;
 use crate::rollout::{Deployer, DeployerSettings};
+use crate::schedule::SharedClock;
+use crate::secrets::{SecretsError, SecretsKey, Vault, insecure_dev_key_path};
 use crate::store::Store;
+use crate::tls::ServingCert;
+
+pub use crate::tls::TlsSettings;
+
+/// How the controller protects its listener.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// mTLS with the fleet CA: agents need certificates this controller issued,
+    /// operators an operator certificate or an API token.
+    Tls(TlsSettings),
+    /// Plaintext, and every caller is admin. Development only; warned about on every start.
+    InsecureDev,
+}
 
 /// What the controller daemon needs to start.
 pub struct ServeSettings {
@@ -34,6 +49,8 @@ pub struct ServeSettings {
     pub metrics: Option<TcpListener>,
     /// Wall-clock time for schedules and deploy windows (injectable for tests).
     pub clock: SharedClock,
+    /// TLS and authentication, or `--insecure-dev`.
+    pub security: Security,
 }
 
 /// Why the controller could not run.
@@ -45,6 +62,12 @@ pub enum ServeError {
     /// Resuming unfinished deployments failed.
     #[error(transparent)]
     Resume(#[from] crate::rollout::DeployError),
+    /// The secrets key could not be loaded or created.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The serving certificate or TLS configuration could not be made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ServingError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -64,21 +87,35 @@ pub async fn run(
         let _ = tokio::fs::create_dir_all(dir).await;
     }
     let store = Store::open(&settings.database).await?;
+    let secrets_key = match &settings.security {
+        Security::Tls(tls) => tls.secrets_key.clone(),
+        Security::InsecureDev => {
+            warn!(
+                "--insecure-dev: serving PLAINTEXT gRPC with NO authentication; every caller is admin and anyone who can reach this port controls the fleet. Development only."
+            );
+            let path = insecure_dev_key_path(&settings.database);
+            tokio::task::spawn_blocking(move || SecretsKey::load_or_create(&path))
+                .await
+                .map_err(|e| crate::store::StoreError::Task(e.to_string()))??
+        }
+    };
+    let vault = Vault::new(store.clone(), secrets_key);
     let hub = AgentHub::new(settings.hub);
     let metrics = Arc::new(Metrics::default());
     let deployer = Deployer::new(
-        store,
+        store.clone(),
         hub.clone(),
         settings.deployer,
         metrics.clone(),
         settings.clock,
+        vault.clone(),
     );
-    let stop_metrics = CancellationToken::new();
+    let stop_background = CancellationToken::new();
     let metrics_task = settings.metrics.map(|l| {
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "serving Prometheus metrics at /metrics");
         }
-        let stop = stop_metrics.clone();
+        let stop = stop_background.clone();
         tokio::spawn(
             crate::metrics::serve(
                 l,
@@ -90,22 +127,69 @@ pub async fn run(
         )
     });
     let resumed = deployer.resume().await?;
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, database = %settings.database.display(), resumed, "controller listening for agents and operators");
+    let (admission, auth, issuer) = match &settings.security {
+        Security::Tls(tls) => (
+            Admission::Enrolled(store.clone()),
+            Authenticator::verified(store.clone()),
+            Some(Issuer {
+                ca: tls.ca.clone(),
+                agent_cert_ttl: tls.agent_cert_ttl,
+            }),
+        ),
+        Security::InsecureDev => (Admission::Open, Authenticator::insecure_dev(), None),
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(hub.grpc_service(admission))
+        .add_service(EnrollmentService::server(issuer, store.clone()))
+        .add_service(OperatorService::server(
+            hub.clone(),
+            deployer.clone(),
+            vault,
+            auth,
+        ));
+    let graceful = async {
+        shutdown.await;
+        // Rollouts stop at a step boundary first (their state stays recorded for the
+        // next start), then open streams close so the server can finish.
+        deployer.shutdown(settings.shutdown_grace).await;
+        hub.shutdown();
+    };
+    let addr = listener.local_addr().ok();
+    let database = settings.database.display().to_string();
+    let mut renewal = None;
+    match &settings.security {
+        Security::Tls(tls) => {
+            let serving = ServingCert::mint(tls)?;
+            let config = serving.server_config(tls)?;
+            renewal = Some(tokio::spawn(
+                serving
+                    .renew_daily(tls.clone(), stop_background.clone())
+                    .instrument(tracing::info_span!("serving_cert")),
+            ));
+            if let Some(addr) = addr {
+                info!(%addr, database, resumed, agent_cert_ttl = ?tls.agent_cert_ttl, "controller listening (mTLS) for agents and operators");
+            }
+            router
+                .serve_with_incoming_shutdown(
+                    drover_shared::tls::incoming(listener, config),
+                    graceful,
+                )
+                .await?;
+        }
+        Security::InsecureDev => {
+            if let Some(addr) = addr {
+                info!(%addr, database, resumed, "controller listening in plaintext for agents and operators");
+            }
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
+                .await?;
+        }
     }
-    tonic::transport::Server::builder()
-        .add_service(hub.grpc_service())
-        .add_service(OperatorService::server(hub.clone(), deployer.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            shutdown.await;
-            // Rollouts stop at a step boundary first (their state stays recorded for the
-            // next start), then open streams close so the server can finish.
-            deployer.shutdown(settings.shutdown_grace).await;
-            hub.shutdown();
-        })
-        .await?;
-    stop_metrics.cancel();
+    stop_background.cancel();
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = renewal {
         let _ = t.await;
     }
     Ok(())

@@ -39,6 +39,57 @@ pub struct ServiceSpec {
     /// Deploy windows and the rule for missed scheduled deploys.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// Secrets the container gets (names only: values are set with `drover secret set`).
+    #[serde(default, skip_serializing_if = "SecretsSection::is_empty")]
+    pub secrets: SecretsSection,
+}
+
+/// `[secrets]`: which of the service's secrets its containers get, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// Secret names (`[A-Za-z_][A-Za-z0-9_]*`); every one must be set for the service
+    /// before a deploy (`drover secret set SERVICE NAME`).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// `files` (default: one read-only file per secret under `mount`, on tmpfs) or `env`.
+    #[serde(default)]
+    pub delivery: SecretDelivery,
+    /// Where the files appear in the container (files only).
+    #[serde(default = "default_secrets_mount")]
+    pub mount: String,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        Self {
+            names: Vec::new(),
+            delivery: SecretDelivery::default(),
+            mount: default_secrets_mount(),
+        }
+    }
+}
+
+impl SecretsSection {
+    /// No secrets, default delivery: nothing to write back in TOML.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_secrets_mount() -> String {
+    "/run/secrets".into()
+}
+
+/// How a container receives its secrets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretDelivery {
+    /// Read-only files on a tmpfs mount, one per secret, named after it.
+    #[default]
+    Files,
+    /// Environment variables named after the secrets.
+    Env,
 }
 
 /// `[service]`
@@ -568,6 +619,7 @@ impl ServiceSpec {
                 );
             }
         }
+        self.validate_secrets()?;
         self.schedule.validate()?;
         self.rollout.stages()?;
         let c = &self.canary;
@@ -590,6 +642,73 @@ impl ServiceSpec {
             );
         }
         Ok(())
+    }
+
+    fn validate_secrets(&self) -> Result<(), SpecError> {
+        let invalid = |key, reason: String| Err(SpecError::Invalid { key, reason });
+        let sec = &self.secrets;
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &sec.names {
+            if !crate::secrets::valid_secret_name(name) {
+                return invalid(
+                    "secrets.names",
+                    format!(
+                        "{name:?}: use letters, digits and '_', not starting with a digit (like DB_PASSWORD)"
+                    ),
+                );
+            }
+            if !seen.insert(name) {
+                return invalid("secrets.names", format!("{name:?} is listed twice"));
+            }
+        }
+        match sec.delivery {
+            SecretDelivery::Env => {
+                if let Some(name) = sec.names.iter().find(|n| self.service.env.contains_key(*n)) {
+                    return invalid(
+                        "secrets.names",
+                        format!(
+                            "{name:?} is also set in service.env; a secret delivered as environment must not be"
+                        ),
+                    );
+                }
+            }
+            SecretDelivery::Files => {
+                let m = &sec.mount;
+                if !m.starts_with('/')
+                    || m == "/"
+                    || m.contains(':')
+                    || m.split('/').any(|p| p == "..")
+                {
+                    return invalid(
+                        "secrets.mount",
+                        format!(
+                            "{m:?}: give an absolute directory in the container, like /run/secrets"
+                        ),
+                    );
+                }
+                if self
+                    .service
+                    .mounts
+                    .iter()
+                    .filter_map(|x| parse_mount(x))
+                    .any(|x| x.target.trim_end_matches('/') == m.trim_end_matches('/'))
+                {
+                    return invalid(
+                        "secrets.mount",
+                        format!("{m:?} is also the target of an entry in service.mounts"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The secrets delivery of swaps, without values (the rollout engine adds them).
+    pub fn secrets_delivery(&self) -> (proto::SecretDelivery, String) {
+        match self.secrets.delivery {
+            SecretDelivery::Env => (proto::SecretDelivery::Env, String::new()),
+            SecretDelivery::Files => (proto::SecretDelivery::Files, self.secrets.mount.clone()),
+        }
     }
 
     /// The readiness probe in wire form.
@@ -651,7 +770,8 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn valid_service_name(n: &str) -> bool {
+/// Whether `n` may name a service: `[a-z0-9][a-z0-9_.-]*`, at most 64 characters.
+pub fn valid_service_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

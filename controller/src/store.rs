@@ -1,5 +1,6 @@
 //! The controller's durable state in SQLite: deployments, their hosts, their event log,
-//! and the per-service deploy lock. Every rollout state change is written here before it
+//! the per-service deploy lock, and (in [`security`] and [`secret_rows`]) join tokens,
+//! issued certificates, enrolled hosts, API tokens and sealed secrets. Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
 //! rusqlite is synchronous: every call runs on the blocking pool, one connection behind
@@ -13,6 +14,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
+
+mod secret_rows;
+mod security;
+
+pub use secret_rows::{SealedRow, SecretMeta};
+pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
+
+/// The schema version this build writes (`PRAGMA user_version`): 1 = deployments only,
+/// 2 = plus the security tables. Every step is additive (`CREATE ... IF NOT EXISTS`), so
+/// an older database is brought up to date on open.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +264,15 @@ impl Store {
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(open_err)?;
             conn.execute_batch(SCHEMA).map_err(open_err)?;
+            conn.execute_batch(security::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(open_err)?;
+            if version < SCHEMA_VERSION {
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(open_err)?;
+            }
             Ok::<_, StoreError>(conn)
         })
         .await

@@ -159,6 +159,7 @@ impl Controller {
             shutdown_grace: Duration::from_secs(1),
             metrics: None,
             clock,
+            security: drover_controller::server::Security::InsecureDev,
         };
         let server = tokio::spawn(async move {
             let _ = run(listener, settings, async move {

@@ -1,7 +1,6 @@
 //! `drover promote|pause|resume|abort ID`: steer a running deployment from any terminal.
 //! Each is safe to run twice and is recorded in the history with who asked.
 
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_proto::v1::{ControlAction, ControlRequest};
 
 use super::ClientArgs;
@@ -19,7 +18,7 @@ pub struct ControlArgs {
 
 /// Sends `action` for the deployment and prints where it stands.
 pub async fn run(args: ControlArgs, action: ControlAction) -> anyhow::Result<i32> {
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    let mut client = args.client.client().await?;
     match client
         .control(ControlRequest {
             id: args.id.clone(),

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_proto::v1::{DeployRequest, RegistryAuth};
 
 use super::ClientArgs;
@@ -37,7 +36,7 @@ pub struct DeployArgs {
 }
 
 /// Exit code when the request was refused before anything was touched.
-pub const EXIT_REFUSED: i32 = 2;
+pub use super::EXIT_REFUSED;
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
     let at_ms = match &args.at {
@@ -75,7 +74,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             })
         }
     };
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    let mut client = args.client.client().await?;
     let response = client
         .deploy(DeployRequest {
             spec_toml: text,
@@ -111,7 +110,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
 
 /// Prints the id (detached) or follows the deployment to its end.
 pub(crate) async fn follow_or_detach(
-    client: &mut OperatorClient<tonic::transport::Channel>,
+    client: &mut super::Client,
     id: &str,
     detach: bool,
     json: bool,

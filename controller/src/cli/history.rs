@@ -2,7 +2,6 @@
 //! it took, and per-host timings.
 
 use drover_proto::v1::ListDeploymentsRequest;
-use drover_proto::v1::operator_client::OperatorClient;
 
 use super::ClientArgs;
 use super::progress::{phase_name, snapshot_json, state_name};
@@ -27,7 +26,7 @@ pub struct HistoryArgs {
 }
 
 pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    let mut client = args.client.client().await?;
     let list = client
         .list_deployments(ListDeploymentsRequest {
             service: args.service.clone().unwrap_or_default(),
@@ -35,7 +34,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
             scheduled_only: false,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("listing deployments failed: {}", s.message()))?
+        .map_err(|s| super::rpc_error("listing deployments", &s))?
         .into_inner()
         .deployments;
     if args.json {

@@ -1,13 +1,15 @@
 //! `drover hosts`: the inventory of agents.
 
-use drover_proto::v1::operator_client::OperatorClient;
-use drover_proto::v1::{ContainerState, ListHostsRequest};
+use drover_proto::v1::{ContainerState, ListHostsRequest, RemoveHostRequest};
 
 use super::ClientArgs;
 
 /// Flags of `drover hosts`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct HostsArgs {
+    #[command(subcommand)]
+    pub action: Option<HostsAction>,
     #[command(flatten)]
     pub client: ClientArgs,
     /// Only hosts whose labels match, e.g. `role=web,zone!=b`.
@@ -18,14 +20,31 @@ pub struct HostsArgs {
     pub json: bool,
 }
 
+/// `drover hosts ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum HostsAction {
+    /// Remove a host from the fleet: revoke its agent's certificates, close its stream
+    /// and forget it. Its agent is refused from then on; to bring the host back, give it
+    /// a new join token (`drover token create`). Needs the admin role.
+    Remove {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The host's name, as `drover hosts` shows it.
+        name: String,
+    },
+}
+
 pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    if let Some(HostsAction::Remove { client, name }) = args.action {
+        return remove(client, name).await;
+    }
+    let mut client = args.client.client().await?;
     let hosts = client
         .list_hosts(ListHostsRequest {
             selector: args.selector.clone(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("listing hosts failed: {}", s.message()))?
+        .map_err(|s| super::rpc_error("listing hosts", &s))?
         .into_inner()
         .hosts;
     if args.json {
@@ -74,5 +93,27 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
     if hosts.is_empty() {
         eprintln!("no hosts match; agents appear here once they connect");
     }
+    Ok(0)
+}
+
+async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {
+    let mut c = client.client().await?;
+    let r = c
+        .remove_host(RemoveHostRequest { name: name.clone() })
+        .await
+        .map_err(|s| super::rpc_error(&format!("removing host {name}"), &s))?
+        .into_inner();
+    let stream = if r.was_connected {
+        "its stream was closed"
+    } else {
+        "it was not connected"
+    };
+    println!(
+        "removed {name}: {} certificate(s) revoked, {stream}; its agent is refused from now on",
+        r.revoked_certificates
+    );
+    eprintln!(
+        "to bring {name} back: `drover token create`, then start its agent with --token (after deleting its old certificate in the agent's state directory)"
+    );
     Ok(0)
 }

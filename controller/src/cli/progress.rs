@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_proto::v1::{
     DeploymentEvent, DeploymentInfo, DeploymentState, HostPhase, WatchRequest, watch_event,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +36,7 @@ impl Mode {
 
 /// Follows deployment `id` until it ends; returns its final snapshot.
 pub async fn follow(
-    client: &mut OperatorClient<Channel>,
+    client: &mut super::Client,
     id: &str,
     mode: Mode,
 ) -> anyhow::Result<DeploymentInfo> {
@@ -48,7 +46,7 @@ pub async fn follow(
             after_seq: 0,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("cannot follow deployment {id}: {}", s.message()))?
+        .map_err(|s| super::rpc_error(&format!("following deployment {id}"), &s))?
         .into_inner();
     let mut view = View::new(mode);
     while let Some(msg) = stream.message().await.map_err(|s| {
@@ -67,7 +65,7 @@ pub async fn follow(
     let info = client
         .get_deployment(drover_proto::v1::GetDeploymentRequest { id: id.to_string() })
         .await
-        .map_err(|s| anyhow::anyhow!("cannot read deployment {id}: {}", s.message()))?
+        .map_err(|s| super::rpc_error(&format!("reading deployment {id}"), &s))?
         .into_inner();
     Ok(info)
 }
@@ -233,14 +231,14 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
 }
 
 /// Prints a deployment's whole event log (who did what, when), one line per event.
-pub async fn print_events(client: &mut OperatorClient<Channel>, id: &str) -> anyhow::Result<()> {
+pub async fn print_events(client: &mut super::Client, id: &str) -> anyhow::Result<()> {
     let mut stream = client
         .watch(WatchRequest {
             id: id.to_string(),
             after_seq: 0,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("cannot read the events of {id}: {}", s.message()))?
+        .map_err(|s| super::rpc_error(&format!("reading the events of {id}"), &s))?
         .into_inner();
     let mut view = View::new(Mode::Lines);
     // A live deployment's stream stays open: print what is recorded now and stop.

@@ -2,7 +2,6 @@
 //! safe batches, without pulling.
 
 use drover_proto::v1::RollbackRequest;
-use drover_proto::v1::operator_client::OperatorClient;
 
 use super::ClientArgs;
 use super::deploy::{EXIT_REFUSED, follow_or_detach, whoami};
@@ -23,7 +22,7 @@ pub struct RollbackArgs {
 }
 
 pub async fn run(args: RollbackArgs) -> anyhow::Result<i32> {
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    let mut client = args.client.client().await?;
     let response = client
         .rollback(RollbackRequest {
             service: args.service.clone(),

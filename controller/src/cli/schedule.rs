@@ -1,6 +1,5 @@
 //! `drover schedule list|cancel`: deployments waiting for their time or a deploy window.
 
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_proto::v1::{ControlAction, ListDeploymentsRequest};
 
 use super::ClientArgs;
@@ -34,7 +33,7 @@ pub async fn run(cmd: ScheduleCommand) -> anyhow::Result<i32> {
             json,
         } => (client, service, json),
     };
-    let mut client = OperatorClient::new(client.channel().await?);
+    let mut client = client.client().await?;
     let list = client
         .list_deployments(ListDeploymentsRequest {
             service: service.unwrap_or_default(),
@@ -42,7 +41,7 @@ pub async fn run(cmd: ScheduleCommand) -> anyhow::Result<i32> {
             scheduled_only: true,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("listing scheduled deployments failed: {}", s.message()))?
+        .map_err(|s| super::rpc_error("listing scheduled deployments", &s))?
         .into_inner()
         .deployments;
     if json {

@@ -10,7 +10,7 @@ use tracing::info;
 use crate::hub::HubSettings;
 use crate::registry_auth::RegistryCredentials;
 use crate::rollout::DeployerSettings;
-use crate::server::{ServeSettings, run as run_server};
+use crate::server::{Security, ServeSettings, TlsSettings, run as run_server};
 
 /// Exit code for a configuration `drover serve` refuses (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -47,9 +47,52 @@ pub struct ServeArgs {
     /// resume on the next start either way.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// The fleet PKI directory (from `drover ca init`): ca.crt, ca.key and secrets.key.
+    #[arg(long, env = "DROVER_PKI_DIR", default_value = "/etc/drover/pki")]
+    pub pki_dir: PathBuf,
+    /// A further DNS name or IP address for the controller's serving certificate, for
+    /// clients that check the address they dial (repeatable). Drover's own clients check
+    /// the controller identity instead and need none.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
+    /// Lifetime of the certificates agents get at enrollment and renewal; agents renew
+    /// at two thirds of it.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub agent_cert_ttl: Duration,
+    /// DEVELOPMENT ONLY: serve plaintext gRPC with no authentication at all (every caller
+    /// is admin; the secrets key is kept next to the database). Logged on every start.
+    #[arg(long)]
+    pub insecure_dev: bool,
 }
 
+/// The smallest `--agent-cert-ttl` accepted: renewal needs time to happen.
+const MIN_AGENT_CERT_TTL: Duration = Duration::from_secs(60);
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    let security = if args.insecure_dev {
+        Security::InsecureDev
+    } else {
+        if args.agent_cert_ttl < MIN_AGENT_CERT_TTL {
+            eprintln!(
+                "drover serve: --agent-cert-ttl {} is too short: give at least {}",
+                humantime::format_duration(args.agent_cert_ttl),
+                humantime::format_duration(MIN_AGENT_CERT_TTL)
+            );
+            return Ok(EXIT_CONFIG);
+        }
+        let (dir, names, ttl) = (
+            args.pki_dir.clone(),
+            args.tls_names.clone(),
+            args.agent_cert_ttl,
+        );
+        match tokio::task::spawn_blocking(move || TlsSettings::load(&dir, names, ttl)).await? {
+            Ok(tls) => Security::Tls(tls),
+            Err(e) => {
+                eprintln!("drover serve: {e}");
+                return Ok(EXIT_CONFIG);
+            }
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -93,6 +136,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         shutdown_grace: args.shutdown_grace,
         metrics,
         clock: crate::schedule::SystemClock::shared(),
+        security,
     };
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");

@@ -1,6 +1,5 @@
 //! `drover status [ID]`: follow a deployment from any terminal (the newest by default).
 
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_proto::v1::{DeploymentState, GetDeploymentRequest};
 
 use super::ClientArgs;
@@ -22,13 +21,13 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
-    let mut client = OperatorClient::new(args.client.channel().await?);
+    let mut client = args.client.client().await?;
     let info = client
         .get_deployment(GetDeploymentRequest {
             id: args.id.clone().unwrap_or_default(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(|s| super::rpc_error("status", &s))?
         .into_inner();
     let mode = Mode::pick(args.json);
     let terminal = matches!(

@@ -26,6 +26,7 @@ use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
 use crate::metrics::Metrics;
 use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
+use crate::secrets::{SecretsError, Vault};
 use crate::spec::{ServiceSpec, SpecError};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
@@ -98,6 +99,12 @@ pub enum DeployError {
     /// An operator action that does not apply to the deployment's state.
     #[error("{0}")]
     Control(String),
+    /// Secrets the spec names are not set for the service.
+    #[error("{0}")]
+    MissingSecrets(String),
+    /// The secrets could not be checked.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// What an operator can ask of a deployment.
@@ -126,6 +133,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// Wall-clock time for schedules and windows; injectable for tests.
     pub clock: SharedClock,
+    /// Service secrets, opened at swap time.
+    pub vault: Vault,
 }
 
 impl Shared {
@@ -148,6 +157,7 @@ impl Deployer {
         settings: DeployerSettings,
         metrics: Arc<Metrics>,
         clock: SharedClock,
+        vault: Vault,
     ) -> Self {
         let (changed, _) = watch::channel(0);
         Self {
@@ -160,6 +170,7 @@ impl Deployer {
                 tasks: TaskTracker::new(),
                 metrics,
                 clock,
+                vault,
             }),
         }
     }
@@ -167,6 +178,11 @@ impl Deployer {
     /// The store behind the engine (for read-only queries).
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// A host left the fleet: it leaves the metrics too.
+    pub fn forget_host(&self, host: &str) {
+        self.shared.metrics.forget_host(host);
     }
 
     /// Completes once the controller starts shutting down.
@@ -200,6 +216,7 @@ impl Deployer {
         } else {
             req.version.clone()
         };
+        self.check_secrets(&spec).await?;
         let targets = self.targets(&spec).await?;
         let id = new_id();
         let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub, &id, true)?;
@@ -296,6 +313,28 @@ impl Deployer {
             promoted: -1,
         };
         self.start(d, hosts, None).await
+    }
+
+    /// Refuses a spec that names secrets not set for its service.
+    async fn check_secrets(&self, spec: &ServiceSpec) -> Result<(), DeployError> {
+        let service = &spec.service.name;
+        let missing = self
+            .shared
+            .vault
+            .missing(service, &spec.secrets.names)
+            .await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let commands: Vec<String> = missing
+            .iter()
+            .map(|n| format!("`drover secret set {service} {n}`"))
+            .collect();
+        Err(DeployError::MissingSecrets(format!(
+            "service {service} needs secrets that are not set: {}; set them first with {} (each value is read from stdin)",
+            missing.join(", "),
+            commands.join(", ")
+        )))
     }
 
     /// Hosts matching the spec's selector, all connected, known to every load balancer.

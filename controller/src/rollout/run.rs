@@ -700,6 +700,7 @@ impl Rollout {
                 readiness: Some(self.spec.probe()),
                 stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
                 keep_previous: self.spec.rollout.keep_previous,
+                secrets: self.secrets(host).await?,
             })
         };
         let cmd = proto::Command {
@@ -713,6 +714,32 @@ impl Rollout {
             Some(command_result::Output::Rollback(s)) => Ok(s.ready_after_ms),
             _ => Err(failure(host, &r)),
         }
+    }
+
+    /// The spec's secrets, opened for one swap on `host` (`None` when it names none).
+    /// Nothing was touched on the host when this fails; the message names the secret.
+    async fn secrets(&self, host: &str) -> Result<Option<proto::Secrets>, HostFailure> {
+        let names = &self.spec.secrets.names;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let values = self
+            .shared
+            .vault
+            .open_all(&self.d.service, names)
+            .await
+            .map_err(|e| HostFailure {
+                host: host.to_string(),
+                message: format!("{host}: {e}"),
+                restored: true,
+                lost: false,
+            })?;
+        let (delivery, mount_path) = self.spec.secrets_delivery();
+        Ok(Some(proto::Secrets {
+            delivery: delivery as i32,
+            mount_path,
+            values,
+        }))
     }
 
     /// Returns `host` to the version it ran before this deployment; returns that version.

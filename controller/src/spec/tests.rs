@@ -171,3 +171,76 @@ fn bad_stages_and_windows_are_named() {
         assert!(e.contains(needle), "{to}: {e}");
     }
 }
+
+#[test]
+fn secrets_default_to_files_under_run_secrets() {
+    let s = ServiceSpec::from_toml(&format!(
+        "{MINIMAL}\n[secrets]\nnames = [\"DB_PASSWORD\", \"API_KEY\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(s.secrets.names, ["DB_PASSWORD", "API_KEY"]);
+    assert_eq!(s.secrets.delivery, SecretDelivery::Files);
+    assert_eq!(
+        s.secrets_delivery(),
+        (proto::SecretDelivery::Files, "/run/secrets".to_string())
+    );
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
+    // No [secrets]: nothing written back, nothing delivered.
+    let plain = ServiceSpec::from_toml(MINIMAL).unwrap();
+    assert!(plain.secrets.names.is_empty());
+    assert!(!plain.to_toml().contains("secrets"));
+}
+
+#[test]
+fn secrets_as_environment() {
+    let s = ServiceSpec::from_toml(&format!(
+        "{MINIMAL}\n[secrets]\nnames = [\"TOKEN\"]\ndelivery = \"env\"\nmount = \"/ignored\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.secrets_delivery(),
+        (proto::SecretDelivery::Env, String::new())
+    );
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn bad_secrets_sections_are_refused_with_the_key() {
+    for (section, key, words) in [
+        ("names = [\"DB-PASSWORD\"]", "secrets.names", "DB-PASSWORD"),
+        ("names = [\"1X\"]", "secrets.names", "1X"),
+        ("names = [\"A\", \"A\"]", "secrets.names", "twice"),
+        (
+            "names = [\"A\"]\nmount = \"relative\"",
+            "secrets.mount",
+            "absolute",
+        ),
+        (
+            "names = [\"A\"]\nmount = \"/\"",
+            "secrets.mount",
+            "absolute",
+        ),
+        (
+            "names = [\"A\"]\nmount = \"/data\"",
+            "secrets.mount",
+            "service.mounts",
+        ),
+    ] {
+        let text = MINIMAL.replace(
+            "port = 8080",
+            "port = 8080\nmounts = [\"/srv/data:/data\"]\nenv = { A_ENV = \"1\" }",
+        );
+        let err = ServiceSpec::from_toml(&format!("{text}\n[secrets]\n{section}\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(key) && msg.contains(words), "{section}: {msg}");
+    }
+    let env = MINIMAL.replace("port = 8080", "port = 8080\nenv = { TOKEN = \"x\" }");
+    let err = ServiceSpec::from_toml(&format!(
+        "{env}\n[secrets]\nnames = [\"TOKEN\"]\ndelivery = \"env\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("service.env"), "{err}");
+    let err = ServiceSpec::from_toml(&format!("{MINIMAL}\n[secrets]\ndelivery = \"vault\"\n"))
+        .unwrap_err();
+    assert!(err.to_string().contains("vault"), "{err}");
+}

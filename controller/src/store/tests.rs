@@ -99,3 +99,268 @@ async fn hosts_events_and_reopen() {
     assert_eq!(s.last_seq("nope").await.unwrap(), 0);
     assert!(matches!(s.get("nope").await, Err(StoreError::NotFound(_))));
 }
+
+fn join_token(expires_in_ms: i64) -> (crate::tokens::NewToken, JoinToken) {
+    let new = crate::tokens::generate(crate::tokens::TokenKind::Join);
+    let t = JoinToken {
+        id: new.id.clone(),
+        secret_hash: new.secret_hash.clone(),
+        labels: [("role".to_string(), "web".to_string())].into(),
+        created_by: "admin".into(),
+        expires_ms: (now_ms() as i64 + expires_in_ms) as u64,
+    };
+    (new, t)
+}
+
+fn cert(serial: &str, host: &str) -> IssuedCertificate {
+    IssuedCertificate {
+        serial: serial.into(),
+        host: host.into(),
+        not_after_ms: now_ms() + 3_600_000,
+        revoked_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn a_join_token_enrolls_once() {
+    let (s, _dir) = store().await;
+    let (new, t) = join_token(60_000);
+    s.create_join_token(t.clone()).await.unwrap();
+    assert_eq!(
+        s.check_join_token(&t.id, &t.secret_hash).await.unwrap(),
+        Ok(())
+    );
+    let labels = s
+        .enroll(&t.id, &t.secret_hash, cert("0a", "web-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(labels.get("role").map(String::as_str), Some("web"));
+    assert_eq!(s.enrolled_labels("web-1").await.unwrap(), Some(labels));
+    // Used: refused, naming who used it (for the log), whatever name is asked for.
+    let again = s
+        .enroll(&t.id, &t.secret_hash, cert("0b", "web-2"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&again, JoinRefusal::AlreadyUsed { host, .. } if host == "web-1"),
+        "{again}"
+    );
+    assert!(matches!(
+        s.check_join_token(&t.id, &t.secret_hash).await.unwrap(),
+        Err(JoinRefusal::AlreadyUsed { .. })
+    ));
+    assert!(s.certificate("0b").await.unwrap().is_none());
+    // A wrong secret for a known id is just unknown.
+    let other = crate::tokens::generate(crate::tokens::TokenKind::Join);
+    assert_eq!(
+        s.check_join_token(&t.id, &other.secret_hash).await.unwrap(),
+        Err(JoinRefusal::Unknown)
+    );
+    assert_eq!(
+        s.check_join_token(&other.id, &other.secret_hash)
+            .await
+            .unwrap(),
+        Err(JoinRefusal::Unknown)
+    );
+    drop(new);
+}
+
+#[tokio::test]
+async fn racing_enrollments_consume_a_token_once() {
+    let (s, _dir) = store().await;
+    let (_new, t) = join_token(60_000);
+    s.create_join_token(t.clone()).await.unwrap();
+    let tries = (0..8).map(|i| {
+        let (s, t) = (s.clone(), t.clone());
+        tokio::spawn(async move {
+            s.enroll(
+                &t.id,
+                &t.secret_hash,
+                cert(&format!("c{i}"), &format!("h{i}")),
+            )
+            .await
+            .unwrap()
+        })
+    });
+    let results = futures::future::join_all(tries).await;
+    assert_eq!(results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_join_token_is_refused() {
+    let (s, _dir) = store().await;
+    let (_new, t) = join_token(-1);
+    s.create_join_token(t.clone()).await.unwrap();
+    let r = s
+        .enroll(&t.id, &t.secret_hash, cert("0a", "web-1"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(r, JoinRefusal::Expired { .. }), "{r}");
+    assert!(s.enrolled_labels("web-1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_name_with_a_valid_certificate_is_taken_until_removed() {
+    let (s, _dir) = store().await;
+    let (_a, first) = join_token(60_000);
+    let (_b, second) = join_token(60_000);
+    s.create_join_token(first.clone()).await.unwrap();
+    s.create_join_token(second.clone()).await.unwrap();
+    s.enroll(&first.id, &first.secret_hash, cert("0a", "web-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    s.record_certificate(cert("0c", "web-1")).await.unwrap();
+    let taken = s
+        .enroll(&second.id, &second.secret_hash, cert("0b", "web-1"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        taken,
+        JoinRefusal::NameTaken {
+            host: "web-1".into()
+        }
+    );
+    // The refused attempt did not consume the second token.
+    assert_eq!(
+        s.check_join_token(&second.id, &second.secret_hash)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    let removal = s.remove_host("web-1").await.unwrap();
+    assert_eq!(
+        removal,
+        HostRemoval {
+            revoked: 2,
+            was_enrolled: true
+        }
+    );
+    assert!(
+        s.certificate("0a")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_some()
+    );
+    assert!(s.enrolled_labels("web-1").await.unwrap().is_none());
+    assert_eq!(
+        s.remove_host("web-1").await.unwrap(),
+        HostRemoval {
+            revoked: 0,
+            was_enrolled: true
+        }
+    );
+    assert_eq!(
+        s.remove_host("never-seen").await.unwrap(),
+        HostRemoval {
+            revoked: 0,
+            was_enrolled: false
+        }
+    );
+    s.enroll(&second.id, &second.secret_hash, cert("0b", "web-1"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn api_tokens_round_trip_and_revoke() {
+    use drover_shared::tls::Role;
+    let (s, _dir) = store().await;
+    let t = ApiToken {
+        id: "00112233445566aa".into(),
+        name: "ci".into(),
+        role: Role::Deployer,
+        secret_hash: "ab".repeat(32),
+        created_by: "admin".into(),
+        expires_ms: None,
+        revoked_ms: None,
+    };
+    s.create_api_token(t.clone()).await.unwrap();
+    assert_eq!(s.api_token(&t.id).await.unwrap(), Some(t.clone()));
+    let second = ApiToken {
+        id: "00112233445566bb".into(),
+        ..t.clone()
+    };
+    let other = ApiToken {
+        id: "00112233445566cc".into(),
+        name: "alice".into(),
+        ..t.clone()
+    };
+    s.create_api_token(second.clone()).await.unwrap();
+    s.create_api_token(other.clone()).await.unwrap();
+    assert_eq!(s.api_tokens().await.unwrap().len(), 3);
+    // By id: only that token.
+    assert_eq!(s.revoke_api_tokens(&t.id).await.unwrap(), 1);
+    assert!(
+        s.api_token(&t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_some()
+    );
+    assert!(
+        s.api_token(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_none()
+    );
+    // By name: every unrevoked token of that name, and nobody else's.
+    assert_eq!(s.revoke_api_tokens("ci").await.unwrap(), 1);
+    assert!(
+        s.api_token(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_some()
+    );
+    assert!(
+        s.api_token(&other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_none()
+    );
+    // Twice, or unknown: nothing more.
+    assert_eq!(s.revoke_api_tokens("ci").await.unwrap(), 0);
+    assert_eq!(s.revoke_api_tokens("nope").await.unwrap(), 0);
+    assert!(s.api_token("nope").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_older_database_gains_the_security_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // A database as the previous release left it: deployments only, version 0.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c.execute(
+            "INSERT INTO deployments (id, service, kind, version, image, spec, state, epoch, requested_by, created_ms)
+             VALUES ('d-old', 'web', 'deploy', 'v1', 'i', '', 'succeeded', 1, 'ops', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).await.unwrap();
+    assert_eq!(s.get("d-old").await.unwrap().0.version, "v1");
+    assert_eq!(s.secret_count().await.unwrap(), 0);
+    let (_new, t) = join_token(60_000);
+    s.create_join_token(t).await.unwrap();
+    let version: i64 = s
+        .with(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
