@@ -1,11 +1,15 @@
 //! The agent's configuration: command-line flags, an optional TOML file with the same
-//! keys, and the validated [`AgentConfig`] the daemon runs with.
+//! keys, the join token's sources, and the validated [`AgentConfig`] the daemon runs with.
 //!
 //! Flags override the file; labels from both are merged (a flag wins per key). Everything
 //! is checked here, at start, so a bad value stops the agent with a message naming it and
 //! exit code 64 ([`EXIT_CONFIG`]) instead of surfacing later as a confusing failure.
+//!
+//! The join token is a secret: it is held in a [`JoinToken`], whose `Debug` hides it, and
+//! never appears in an error message, not even when it is malformed.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,11 +21,28 @@ use serde::Deserialize;
 /// Exit code for a configuration the agent refuses (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// Exit code when the controller refuses to enroll this host (`EX_NOPERM`): the join token
+/// is unknown, spent or expired, or the name is already enrolled. Restarting does not help;
+/// a new token (and maybe `drover hosts remove NAME`) does.
+pub const EXIT_ENROLL_REFUSED: i32 = 77;
+
 /// Where the agent looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/drover/agent.toml";
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The fleet CA certificate the controller must be signed by.
+pub const DEFAULT_CA_CERT: &str = "/etc/drover/ca.crt";
+
+/// Where the agent keeps its certificate and private key.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
+
+/// Where file-delivered secrets are written (must be on tmpfs).
+pub const DEFAULT_SECRETS_DIR: &str = "/run/drover-agent/secrets";
+
+/// The environment variable a join token may come from.
+pub const TOKEN_ENV: &str = "DROVER_JOIN_TOKEN";
 
 /// How many stopped containers per service are kept for rollback by default.
 pub const DEFAULT_KEEP_PREVIOUS: u32 = 3;
@@ -39,19 +60,29 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     version = drover_shared::VERSION,
     about = "Drover's per-host daemon: dials out to the controller and swaps containers on the local Docker engine.",
     long_about = "Drover's per-host daemon. It dials OUT to the controller (no inbound port), keeps one \
-gRPC stream open, and runs the commands it receives (prepare, swap, rollback, inspect) against the \
-local Docker engine. Its state lives in Docker container labels, so a restart adopts what runs. \
-Stopping the agent never stops application containers.\n\n\
+mutually authenticated TLS 1.3 gRPC stream open, and runs the commands it receives (prepare, swap, \
+rollback, inspect) against the local Docker engine. Its state lives in Docker container labels, so a \
+restart adopts what runs. Stopping the agent never stops application containers.\n\n\
+On its first start the agent enrolls: it generates its private key in --state-dir, sends a \
+certificate signing request with a one-time join token (`drover token create` on the controller), \
+and keeps the certificate it gets. It renews that certificate at two thirds of its lifetime, without \
+a restart.\n\n\
 Every flag may also be given in the TOML config file under the same key (e.g. docker-host = \"...\", \
-[labels] role = \"web\"); flags win over the file. A bad configuration exits with code 64."
+[labels] role = \"web\"); flags win over the file.\n\n\
+Exit codes: 0 stopped by SIGTERM/SIGINT (or --check passed); 64 bad configuration (including no \
+certificate and no join token); 77 the controller refused enrollment (token unknown, spent or \
+expired, or the name is already enrolled): create a new token with `drover token create`; 1 any \
+other failure."
 )]
 pub struct Cli {
-    /// Controller URL to dial out to, e.g. http://controller.internal:7070 (required, flag or file).
+    /// Controller URL to dial out to, e.g. https://controller.internal:7070 (required, flag
+    /// or file). http:// only with --insecure-dev.
     #[arg(long, value_name = "URL")]
     pub controller: Option<String>,
 
     /// This host's name in Drover: letters, digits, '.', '-', '_' (required, flag or file).
-    /// Containers the agent manages carry it in the drover.agent label.
+    /// Containers the agent manages carry it in the drover.agent label; the agent's
+    /// certificate is bound to it.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -84,8 +115,41 @@ pub struct Cli {
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// Validate the configuration (flags and file), print it, and exit: 0 when valid,
-    /// 64 when not. Contacts neither the controller nor Docker.
+    /// The fleet CA certificate (copy of the controller's /etc/drover/pki/ca.crt); the
+    /// controller must present a certificate from it [default: /etc/drover/ca.crt].
+    #[arg(long, value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Directory holding this agent's certificate (agent.crt, 0644) and private key
+    /// (agent.key, 0600) [default: /var/lib/drover-agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// One-time join token from `drover token create`, used only when there is no valid
+    /// certificate in --state-dir yet. Visible in the process list: prefer --token-file or
+    /// the DROVER_JOIN_TOKEN environment variable.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<JoinToken>,
+
+    /// File holding the one-time join token (see --token).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Directory for secrets delivered as files; must be on tmpfs (or ramfs). Each container
+    /// gets a read-only subdirectory, removed with the container
+    /// [default: /run/drover-agent/secrets].
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
+    /// Talk to the controller in plaintext (http://), with no authentication of either side.
+    /// For a development laptop only; logs a warning on every start.
+    #[arg(long)]
+    pub insecure_dev: bool,
+
+    /// Validate the configuration (flags and file), print it with what the agent would do
+    /// about its identity (certificate, join token, CA certificate) and its secrets
+    /// directory, and exit: 0 when valid, 64 when not. A CA certificate or join token not
+    /// installed yet is printed as a warning. Contacts neither the controller nor Docker.
     #[arg(long)]
     pub check: bool,
 }
@@ -115,13 +179,137 @@ pub struct FileConfig {
     /// See [`Cli::log_format`].
     #[serde(alias = "log_format")]
     pub log_format: Option<String>,
+    /// See [`Cli::ca_cert`].
+    #[serde(alias = "ca_cert")]
+    pub ca_cert: Option<PathBuf>,
+    /// See [`Cli::state_dir`].
+    #[serde(alias = "state_dir")]
+    pub state_dir: Option<PathBuf>,
+    /// See [`Cli::token`].
+    pub token: Option<JoinToken>,
+    /// See [`Cli::token_file`].
+    #[serde(alias = "token_file")]
+    pub token_file: Option<PathBuf>,
+    /// See [`Cli::secrets_dir`].
+    #[serde(alias = "secrets_dir")]
+    pub secrets_dir: Option<PathBuf>,
+    /// See [`Cli::insecure_dev`].
+    #[serde(alias = "insecure_dev")]
+    pub insecure_dev: Option<bool>,
+}
+
+/// A one-time join token. `Debug` and `Display` never show it; only the enrollment request
+/// reads it, through [`JoinToken::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct JoinToken(String);
+
+impl JoinToken {
+    /// Wraps a token (surrounding whitespace, e.g. a file's trailing newline, is dropped).
+    pub fn new(token: &str) -> Self {
+        Self(token.trim().to_string())
+    }
+
+    /// The token itself, for the one request that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks the shape `drj1.<id>.<secret>`; the reason never quotes the token.
+    pub fn check(&self) -> Result<(), String> {
+        let t = &self.0;
+        if t.is_empty() {
+            return Err("it is empty".into());
+        }
+        if t.starts_with("dra1.") {
+            return Err(
+                "it is an API token (dra1.), not a join token: create one with `drover token create`"
+                    .into(),
+            );
+        }
+        let parts: Vec<&str> = t.split('.').collect();
+        let well_formed = parts.len() == 3
+            && parts[0] == "drj1"
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
+        if !well_formed {
+            return Err(
+                "it is not a join token of the form drj1.<id>.<secret> as printed by `drover token create`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = std::convert::Infallible;
+    /// Never fails, so a parser error can never echo the token; [`JoinToken::check`]
+    /// validates it later without quoting it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
+}
+
+/// Where the join token comes from (checked at start; a file is read when enrolling).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// No token: the agent must already hold a valid certificate.
+    None,
+    /// A token given directly; `from` says where, for messages ("--token", "DROVER_JOIN_TOKEN").
+    Given {
+        /// The token.
+        token: JoinToken,
+        /// Where it came from.
+        from: &'static str,
+    },
+    /// A file holding the token.
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// Where the token comes from, for messages; never the token itself.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::None => "none".into(),
+            TokenSource::Given { from, .. } => format!("from {from}"),
+            TokenSource::File(p) => format!("from file {}", p.display()),
+        }
+    }
+
+    /// The token, reading the file when it comes from one.
+    pub fn read(&self) -> Result<Option<JoinToken>, ConfigError> {
+        let token = match self {
+            TokenSource::None => return Ok(None),
+            TokenSource::Given { token, .. } => token.clone(),
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                JoinToken::new(&text)
+            }
+        };
+        token.check().map_err(|reason| ConfigError::Token {
+            from: self.describe(),
+            reason,
+        })?;
+        Ok(Some(token))
+    }
 }
 
 /// A configuration the agent refuses to start with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    /// The config file (or the token file) could not be read.
+    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -134,7 +322,7 @@ pub enum ConfigError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, naming the key or line.
+        /// The parser's message with its line, naming the key (never quoting the line).
         message: String,
     },
     /// A required setting is absent from both flags and file.
@@ -153,14 +341,50 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// Two settings that exclude each other are both given.
+    #[error("{first} and {second} are both set: give only one")]
+    Conflict {
+        /// One setting.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
+    },
+    /// The join token is malformed (the message never quotes it).
+    #[error("invalid join token ({from}): {reason}")]
+    Token {
+        /// Where the token came from.
+        from: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// The validated configuration the agent runs with.
+/// The environment variables the configuration reads, passed in so merging stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct EnvVars {
+    /// `DOCKER_HOST`.
+    pub docker_host: Option<String>,
+    /// `DROVER_JOIN_TOKEN`.
+    pub join_token: Option<JoinToken>,
+}
+
+impl EnvVars {
+    /// Reads them from the process environment.
+    pub fn from_process() -> Self {
+        Self {
+            docker_host: std::env::var("DOCKER_HOST").ok(),
+            join_token: std::env::var(TOKEN_ENV).ok().map(|t| JoinToken::new(&t)),
+        }
+    }
+}
+
+/// The validated configuration the agent runs with. `Debug` never shows the join token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Controller URL (http://; TLS is not built yet).
+    /// Controller URL: https://, or http:// with `insecure_dev`.
     pub controller: String,
-    /// This host's name; the value of the drover.agent label on its containers.
+    /// This host's name; the value of the drover.agent label on its containers and the
+    /// name its certificate is bound to.
     pub name: String,
     /// Host labels sent in the hello, for selectors.
     pub labels: BTreeMap<String, String>,
@@ -176,11 +400,21 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// How long in-flight commands may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Plaintext and unauthenticated link to the controller (development only).
+    pub insecure_dev: bool,
+    /// The fleet CA certificate.
+    pub ca_cert: PathBuf,
+    /// Holds agent.crt and agent.key.
+    pub state_dir: PathBuf,
+    /// Where a join token comes from, if the agent has to enroll.
+    pub join_token: TokenSource,
+    /// Root of file-delivered secrets (absolute; must be on tmpfs).
+    pub secrets_dir: PathBuf,
 }
 
 impl AgentConfig {
     /// Loads the file named by `--config` (or the default path when it exists), merges the
-    /// flags over it and validates the result.
+    /// flags and the environment over it and validates the result.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
@@ -189,15 +423,11 @@ impl AgentConfig {
             }
             None => FileConfig::default(),
         };
-        Self::merge(cli, file, std::env::var("DOCKER_HOST").ok())
+        Self::merge(cli, file, EnvVars::from_process())
     }
 
-    /// Merges flags over the file (and `DOCKER_HOST` under both) and validates. Pure.
-    pub fn merge(
-        cli: &Cli,
-        file: FileConfig,
-        docker_host_env: Option<String>,
-    ) -> Result<Self, ConfigError> {
+    /// Merges flags over the environment over the file and validates. Pure.
+    pub fn merge(cli: &Cli, file: FileConfig, env: EnvVars) -> Result<Self, ConfigError> {
         let controller = cli
             .controller
             .clone()
@@ -223,7 +453,7 @@ impl AgentConfig {
             .docker_host
             .clone()
             .or(file.docker_host)
-            .or(docker_host_env.filter(|h| !h.is_empty()))
+            .or(env.docker_host.filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string());
         let keep_previous = cli
             .keep_previous
@@ -245,6 +475,13 @@ impl AgentConfig {
                 .map_err(|reason| invalid("log-format", &raw, reason))?,
             None => LogFormat::Text,
         };
+        let join_token = token_source(cli, &file.token, &file.token_file, env.join_token)?;
+        if let TokenSource::Given { token, from } = &join_token {
+            token.check().map_err(|reason| ConfigError::Token {
+                from: (*from).to_string(),
+                reason,
+            })?;
+        }
         let config = Self {
             controller,
             name,
@@ -255,6 +492,23 @@ impl AgentConfig {
             heartbeat_interval,
             log_format,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            insecure_dev: cli.insecure_dev || file.insecure_dev.unwrap_or(false),
+            ca_cert: cli
+                .ca_cert
+                .clone()
+                .or(file.ca_cert)
+                .unwrap_or_else(|| DEFAULT_CA_CERT.into()),
+            state_dir: cli
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            join_token,
+            secrets_dir: cli
+                .secrets_dir
+                .clone()
+                .or(file.secrets_dir)
+                .unwrap_or_else(|| DEFAULT_SECRETS_DIR.into()),
         };
         config.validate()?;
         Ok(config)
@@ -263,22 +517,33 @@ impl AgentConfig {
     /// Checks every value; the first bad one is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.controller;
-        if c.starts_with("https://") {
+        if self.insecure_dev {
+            if !c.starts_with("http://") {
+                return Err(invalid(
+                    "controller",
+                    c,
+                    "with --insecure-dev the link is plaintext: use an http:// URL, or drop --insecure-dev to use https://",
+                ));
+            }
+        } else if c.starts_with("http://") {
             return Err(invalid(
                 "controller",
                 c,
-                "this build has no TLS to the controller yet: use http:// on a trusted network",
+                "plaintext http:// is refused: use https:// (mutual TLS with the fleet CA), or --insecure-dev on a development machine",
             ));
-        }
-        if !c.starts_with("http://") {
+        } else if !c.starts_with("https://") {
             return Err(invalid(
                 "controller",
                 c,
-                "use an http:// URL, e.g. http://controller:7070",
+                "use an https:// URL, e.g. https://controller:7070",
             ));
         }
-        if let Err(e) = tonic::transport::Endpoint::from_shared(c.clone()) {
-            return Err(invalid("controller", c, format!("not a valid URL: {e}")));
+        match tonic::transport::Endpoint::from_shared(c.clone()) {
+            Err(e) => return Err(invalid("controller", c, format!("not a valid URL: {e}"))),
+            Ok(e) if e.uri().host().is_none_or(str::is_empty) => {
+                return Err(invalid("controller", c, "the URL names no host"));
+            }
+            Ok(_) => {}
         }
         if let Err(reason) = check_token(&self.name, 128) {
             return Err(invalid("name", &self.name, reason));
@@ -316,7 +581,84 @@ impl AgentConfig {
                 "must be between 100ms and 60s",
             ));
         }
+        for (key, path) in [
+            ("ca-cert", &self.ca_cert),
+            ("state-dir", &self.state_dir),
+            ("secrets-dir", &self.secrets_dir),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(key, "", "it is empty"));
+            }
+        }
+        if !self.secrets_dir.is_absolute() {
+            return Err(invalid(
+                "secrets-dir",
+                &self.secrets_dir.display().to_string(),
+                "use an absolute path: Docker bind-mounts secrets from it",
+            ));
+        }
         Ok(())
+    }
+
+    /// One line per setting, for `--check`; never the token itself.
+    pub fn summary(&self) -> String {
+        let transport = if self.insecure_dev {
+            "plaintext (--insecure-dev)"
+        } else {
+            "mutual TLS"
+        };
+        format!(
+            "name={} controller={} transport={transport} advertise={} labels={:?} docker-host={} \
+             keep-previous={} heartbeat={:?} ca-cert={} state-dir={} secrets-dir={} join-token={}",
+            self.name,
+            self.controller,
+            self.advertise,
+            self.labels,
+            self.docker_host,
+            self.keep_previous,
+            self.heartbeat_interval,
+            self.ca_cert.display(),
+            self.state_dir.display(),
+            self.secrets_dir.display(),
+            self.join_token.describe(),
+        )
+    }
+}
+
+/// The token's source: a flag wins over the environment, which wins over the file. Two
+/// sources at the same level are refused rather than guessed between.
+fn token_source(
+    cli: &Cli,
+    file_token: &Option<JoinToken>,
+    file_token_file: &Option<PathBuf>,
+    env: Option<JoinToken>,
+) -> Result<TokenSource, ConfigError> {
+    let conflict = |first, second| ConfigError::Conflict { first, second };
+    match (&cli.token, &cli.token_file) {
+        (Some(_), Some(_)) => return Err(conflict("--token", "--token-file")),
+        (Some(t), None) => {
+            return Ok(TokenSource::Given {
+                token: t.clone(),
+                from: "--token",
+            });
+        }
+        (None, Some(p)) => return Ok(TokenSource::File(p.clone())),
+        (None, None) => {}
+    }
+    if let Some(t) = env.filter(|t| !t.expose().is_empty()) {
+        return Ok(TokenSource::Given {
+            token: t,
+            from: TOKEN_ENV,
+        });
+    }
+    match (file_token, file_token_file) {
+        (Some(_), Some(_)) => Err(conflict("token", "token-file")),
+        (Some(t), None) => Ok(TokenSource::Given {
+            token: t.clone(),
+            from: "token in the config file",
+        }),
+        (None, Some(p)) => Ok(TokenSource::File(p.clone())),
+        (None, None) => Ok(TokenSource::None),
     }
 }
 
@@ -336,12 +678,27 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_file(path, &text)
 }
 
-/// Parses config file text; unknown keys are refused by name.
+/// Parses config file text; unknown keys are refused by name. The message names the line
+/// but does not quote it: the line may hold the join token.
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim().to_string(),
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| line_number(&text.as_bytes()[..s.start.min(text.len())]));
+        let message = e.message().trim().to_string();
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            },
+        }
     })
+}
+
+/// The 1-based line number after `before`.
+fn line_number(before: &[u8]) -> usize {
+    before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// A host-name-like token: starts and ends with a letter or digit, may contain '.', '-',
@@ -372,191 +729,5 @@ fn valid_address(a: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        let mut full = vec!["drover-agent"];
-        full.extend_from_slice(args);
-        Cli::try_parse_from(full).unwrap()
-    }
-
-    fn file(text: &str) -> FileConfig {
-        parse_file(Path::new("agent.toml"), text).unwrap()
-    }
-
-    #[test]
-    fn flags_override_file_and_labels_merge() {
-        let f = file(
-            r#"
-            controller = "http://file:7070"
-            name = "from-file"
-            keep-previous = 5
-            heartbeat_interval = "500ms"
-            [labels]
-            role = "db"
-            zone = "a"
-            "#,
-        );
-        let c = cli(&[
-            "--name",
-            "web-1",
-            "--label",
-            "role=web",
-            "--keep-previous",
-            "1",
-        ]);
-        let cfg = AgentConfig::merge(&c, f, None).unwrap();
-        assert_eq!(cfg.controller, "http://file:7070");
-        assert_eq!(cfg.name, "web-1");
-        assert_eq!(cfg.keep_previous, 1);
-        assert_eq!(cfg.heartbeat_interval, Duration::from_millis(500));
-        assert_eq!(cfg.labels.get("role").map(String::as_str), Some("web"));
-        assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("a"));
-        assert_eq!(cfg.docker_host, DEFAULT_DOCKER_HOST);
-    }
-
-    #[test]
-    fn defaults_and_docker_host_env() {
-        let c = cli(&["--controller", "http://127.0.0.1:7070", "--name", "h1"]);
-        let cfg = AgentConfig::merge(
-            &c,
-            FileConfig::default(),
-            Some("tcp://127.0.0.1:2375".into()),
-        )
-        .unwrap();
-        assert_eq!(cfg.docker_host, "tcp://127.0.0.1:2375");
-        assert_eq!(cfg.keep_previous, DEFAULT_KEEP_PREVIOUS);
-        assert_eq!(cfg.heartbeat_interval, DEFAULT_HEARTBEAT);
-        assert_eq!(cfg.log_format, LogFormat::Text);
-        let c = cli(&[
-            "--controller",
-            "http://c:1",
-            "--name",
-            "h1",
-            "--docker-host",
-            "unix:///x.sock",
-        ]);
-        let cfg =
-            AgentConfig::merge(&c, FileConfig::default(), Some("tcp://ignored:1".into())).unwrap();
-        assert_eq!(cfg.docker_host, "unix:///x.sock");
-    }
-
-    #[test]
-    fn the_documented_example_config_is_valid() {
-        let text = include_str!("../../deploy/agent.example.toml");
-        let f = parse_file(Path::new("deploy/agent.example.toml"), text).unwrap();
-        let cfg = AgentConfig::merge(&Cli::default(), f, None).unwrap();
-        assert_eq!(cfg.log_format, LogFormat::Json);
-    }
-
-    #[test]
-    fn unknown_file_key_is_named() {
-        let e = parse_file(Path::new("agent.toml"), "controler = \"http://x\"").unwrap_err();
-        assert!(e.to_string().contains("controler"), "{e}");
-    }
-
-    #[test]
-    fn missing_explicit_file_is_an_error() {
-        let c = cli(&["--config", "/nonexistent/drover/agent.toml"]);
-        let e = AgentConfig::load(&c).unwrap_err();
-        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
-        assert!(e.to_string().contains("/nonexistent/drover/agent.toml"));
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["--name", "h1"], "controller is required"),
-            (&["--controller", "http://c:1"], "name is required"),
-            (
-                &["--controller", "ftp://c", "--name", "h1"],
-                "invalid controller",
-            ),
-            (
-                &["--controller", "http://c:1", "--name", "bad name"],
-                "invalid name \"bad name\"",
-            ),
-            (&["--controller", "http://c:1", "--name=-x"], "invalid name"),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--label",
-                    "novalue",
-                ],
-                "novalue",
-            ),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--heartbeat-interval",
-                    "fast",
-                ],
-                "\"fast\"",
-            ),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--heartbeat-interval",
-                    "10ms",
-                ],
-                "between",
-            ),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--log-format",
-                    "xml",
-                ],
-                "xml",
-            ),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--docker-host",
-                    "/var/run/docker.sock",
-                ],
-                "docker-host",
-            ),
-            (
-                &[
-                    "--controller",
-                    "http://c:1",
-                    "--name",
-                    "h",
-                    "--advertise",
-                    "10.0.0.1:80",
-                ],
-                "advertise",
-            ),
-        ];
-        for (args, needle) in cases {
-            let e = AgentConfig::merge(&cli(args), FileConfig::default(), None).unwrap_err();
-            assert!(e.to_string().contains(needle), "{args:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn tokens() {
-        assert!(check_token("web-1.example_a", 63).is_ok());
-        assert!(check_token("", 63).is_err());
-        assert!(check_token("a/b", 63).is_err());
-        assert!(check_token("x.", 63).is_err());
-        assert!(check_token(&"a".repeat(64), 63).is_err());
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,39 +1,75 @@
-//! The link to the controller: dial out, open the `Connect` stream, say hello, send
-//! heartbeats, run the commands that arrive, send progress and results up; reconnect with
-//! jittered backoff when the stream breaks; drain in-flight commands on shutdown.
+//! The link to the controller: dial out (mutual TLS, or plaintext with `--insecure-dev`),
+//! open the `Connect` stream, say hello, send heartbeats, run the commands that arrive,
+//! send progress and results up; reconnect with jittered backoff when the stream breaks;
+//! drain in-flight commands on shutdown.
 //!
 //! Commands outlive streams: they run in one [`JoinSet`] owned by [`Link::run`], and their
 //! messages go through one uplink channel. Results that could not be sent wait in a small
 //! outbox and go out first on the next stream.
+//!
+//! A controller that refuses this agent (`PERMISSION_DENIED` / `UNAUTHENTICATED`, e.g.
+//! the host was removed) is logged with its message and retried slowly, never in a tight
+//! loop. After a certificate renewal the link reconnects, once no command is in flight (or
+//! after [`RECONNECT_DEFER_MAX`]), so the stream runs on the new certificate.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drover_shared::backoff::Backoff;
 use drover_shared::proto::agent_channel_client::AgentChannelClient;
 use drover_shared::proto::{
-    AgentMessage, Command, CommandResult, ErrorKind, Heartbeat, Hello, agent_message,
-    controller_message,
+    AgentMessage, Command, CommandResult, ControllerMessage, ErrorKind, Heartbeat, Hello,
+    agent_message, controller_message,
 };
+use drover_shared::tls::{self, SwappableCert};
 use futures::FutureExt;
-use tokio::sync::mpsc;
+use rustls::ClientConfig;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Streaming};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::commands::{self, inspect};
 use crate::config::AgentConfig;
 use crate::error::CommandFailure;
 use crate::executor::Executor;
+use crate::identity::{CONNECT_TIMEOUT, rfc3339, source_chain};
 use crate::runtime::ContainerRuntime;
 
 /// Results kept for delivery while no stream is open.
 const OUTBOX_CAPACITY: usize = 1024;
 /// Messages buffered between command tasks and the stream.
 const UPLINK_CAPACITY: usize = 1024;
+/// Reconnect backoff: first ceiling and upper bound.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// See [`RETRY_BASE`].
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Delay ceiling after the controller refused this agent: retrying cannot help until an
+/// operator acts, so it is slow (but never stops).
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// After a renewal, how long the link waits for in-flight commands to finish before it
+/// reconnects anyway (their results then arrive on the new stream).
+pub const RECONNECT_DEFER_MAX: Duration = Duration::from_secs(300);
+
+/// How the link reaches the controller.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plaintext HTTP/2, nobody authenticated: `--insecure-dev` only.
+    Insecure,
+    /// Mutual TLS 1.3: the controller must present the controller identity from the fleet
+    /// CA; the agent presents `cert`, which renewals swap.
+    Mtls {
+        /// The client configuration (it resolves `cert` at every handshake).
+        client: Arc<ClientConfig>,
+        /// The agent's certificate.
+        cert: SwappableCert,
+    },
+}
 
 /// Why a session ended.
 enum SessionEnd {
@@ -41,12 +77,20 @@ enum SessionEnd {
     Shutdown,
     /// The stream failed or was never opened; reconnect.
     Lost(String),
+    /// The controller refused this agent; reconnect slowly.
+    Refused(String),
+    /// The certificate was renewed; reconnect at once to present it.
+    Renewed,
 }
 
 /// The agent's link to the controller, across reconnects.
 pub struct Link<R> {
     /// Validated configuration (controller URL, name, labels, intervals).
     config: AgentConfig,
+    /// Plaintext or mutual TLS.
+    transport: Transport,
+    /// Bumped by the renewer after every renewal (`None` without renewals).
+    renewed: Option<watch::Receiver<u64>>,
     /// Runs the commands.
     executor: Executor<R>,
     /// Command tasks; commands survive a lost stream.
@@ -62,11 +106,13 @@ pub struct Link<R> {
 }
 
 impl<R: ContainerRuntime> Link<R> {
-    /// A link that will run commands on `executor`.
-    pub fn new(config: AgentConfig, executor: Executor<R>) -> Self {
+    /// A link that dials with `transport` and runs commands on `executor`.
+    pub fn new(config: AgentConfig, executor: Executor<R>, transport: Transport) -> Self {
         let (uplink_tx, uplink_rx) = mpsc::channel(UPLINK_CAPACITY);
         Self {
             config,
+            transport,
+            renewed: None,
             executor,
             tasks: JoinSet::new(),
             uplink_tx,
@@ -76,29 +122,47 @@ impl<R: ContainerRuntime> Link<R> {
         }
     }
 
+    /// Reconnects whenever `renewed` changes (the certificate was renewed).
+    pub fn with_renewals(mut self, renewed: watch::Receiver<u64>) -> Self {
+        self.renewed = Some(renewed);
+        self
+    }
+
     /// Keeps a session open until `shutdown` completes, then lets in-flight commands
     /// finish (up to the configured grace) and closes the stream. Never stops containers.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+        let mut refused_backoff = Backoff::new(REFUSED_RETRY, REFUSED_RETRY);
         // Fused: polling it again after it fired is harmless.
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
         loop {
-            match self.session(&mut shutdown, &mut backoff).await {
+            let delay = match self.session(&mut shutdown, &mut backoff).await {
                 SessionEnd::Shutdown => break,
+                SessionEnd::Renewed => {
+                    info!(controller = %self.config.controller, "reconnecting to present the renewed certificate");
+                    backoff.reset();
+                    continue;
+                }
                 SessionEnd::Lost(why) => {
                     let delay = backoff.next_delay();
                     warn!(controller = %self.config.controller, error = %why, retry_in_ms = delay.as_millis() as u64, "controller stream lost");
-                    if self.draining.is_some() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = &mut shutdown => {
-                            self.start_draining();
-                            break;
-                        }
-                    }
+                    delay
+                }
+                SessionEnd::Refused(why) => {
+                    let delay = refused_backoff.next_delay();
+                    error!(controller = %self.config.controller, name = %self.config.name, reason = %why, retry_in_ms = delay.as_millis() as u64, "the controller refused this agent");
+                    delay
+                }
+            };
+            if self.draining.is_some() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut shutdown => {
+                    self.start_draining();
+                    break;
                 }
             }
         }
@@ -157,19 +221,14 @@ impl<R: ContainerRuntime> Link<R> {
         while let Ok(msg) = self.uplink_rx.try_recv() {
             self.stash(msg);
         }
-        let endpoint = match Endpoint::from_shared(self.config.controller.clone()) {
-            Ok(e) => e
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true),
-            Err(e) => return SessionEnd::Lost(format!("invalid controller URL: {e}")),
-        };
+        // A renewal that happened while disconnected is used by this connection already.
+        if let Some(rx) = &mut self.renewed {
+            rx.borrow_and_update();
+        }
         let channel = tokio::select! {
-            c = endpoint.connect() => match c {
+            c = self.dial() => match c {
                 Ok(c) => c,
-                Err(e) => return SessionEnd::Lost(format!("cannot connect to {}: {}", self.config.controller, source_chain(&e))),
+                Err(end) => return end,
             },
             _ = &mut *shutdown => { self.start_draining(); return SessionEnd::Lost("shutting down before connecting".into()); }
         };
@@ -180,10 +239,14 @@ impl<R: ContainerRuntime> Link<R> {
         let mut client = AgentChannelClient::new(channel);
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
+            Err(status) if refuses_agent(status.code()) => {
+                return SessionEnd::Refused(format!("{} ({:?})", status.message(), status.code()));
+            }
             Err(status) => {
                 return SessionEnd::Lost(format!(
-                    "controller refused the stream: {}",
-                    status.message()
+                    "controller refused the stream: {} ({:?})",
+                    status.message(),
+                    status.code()
                 ));
             }
         };
@@ -198,6 +261,8 @@ impl<R: ContainerRuntime> Link<R> {
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seq = 0u64;
+        // Set when a renewal asks for a reconnect: the latest moment to do it.
+        let mut reconnect_by: Option<Instant> = None;
         loop {
             if let Some(deadline) = self.draining
                 && (self.tasks.is_empty() || Instant::now() >= deadline)
@@ -209,25 +274,34 @@ impl<R: ContainerRuntime> Link<R> {
                     );
                     self.tasks.shutdown().await;
                 }
-                while let Ok(msg) = self.uplink_rx.try_recv() {
-                    let _ = tx.send(msg).await;
-                }
                 info!("closing the controller stream");
-                // Half-close, then give the controller a moment to read what was sent
-                // and end its side, so the last results are not cut off.
-                drop(tx);
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Ok(Some(_)) = inbound.message().await {}
-                })
-                .await;
+                self.close(tx, &mut inbound).await;
                 return SessionEnd::Shutdown;
             }
-            let deadline = self
-                .draining
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if let Some(by) = reconnect_by
+                && self.draining.is_none()
+                && (self.tasks.is_empty() || Instant::now() >= by)
+            {
+                info!(
+                    in_flight = self.tasks.len(),
+                    "closing the controller stream to reconnect with the renewed certificate"
+                );
+                self.close(tx, &mut inbound).await;
+                return SessionEnd::Renewed;
+            }
+            let far = Instant::now() + Duration::from_secs(3600);
+            let deadline = self.draining.unwrap_or(far);
             tokio::select! {
                 _ = &mut *shutdown, if self.draining.is_none() => self.start_draining(),
                 _ = tokio::time::sleep_until(deadline), if self.draining.is_some() => {}
+                _ = tokio::time::sleep_until(reconnect_by.unwrap_or(far)), if reconnect_by.is_some() => {}
+                changed = renewal(&mut self.renewed), if reconnect_by.is_none() => {
+                    if changed {
+                        reconnect_by = Some(Instant::now() + RECONNECT_DEFER_MAX);
+                    } else {
+                        self.renewed = None;
+                    }
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => match m.body {
                         Some(controller_message::Body::Welcome(w)) => {
@@ -247,6 +321,9 @@ impl<R: ContainerRuntime> Link<R> {
                         None => debug!("empty controller message ignored"),
                     },
                     Ok(None) => return SessionEnd::Lost("the controller closed the stream".into()),
+                    Err(status) if refuses_agent(status.code()) => {
+                        return SessionEnd::Refused(format!("{} ({:?})", status.message(), status.code()));
+                    }
                     Err(status) => return SessionEnd::Lost(format!("stream error: {} ({:?})", status.message(), status.code())),
                 },
                 _ = heartbeat.tick() => {
@@ -269,6 +346,67 @@ impl<R: ContainerRuntime> Link<R> {
                 }
             }
         }
+    }
+
+    /// Opens a channel to the controller with the configured transport.
+    async fn dial(&self) -> Result<Channel, SessionEnd> {
+        let url = &self.config.controller;
+        let connect_error = |e: tonic::transport::Error| {
+            SessionEnd::Lost(format!("cannot connect to {url}: {}", source_chain(&e)))
+        };
+        match &self.transport {
+            Transport::Insecure => {
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| SessionEnd::Lost(format!("invalid controller URL: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
+                endpoint.connect().await.map_err(connect_error)
+            }
+            Transport::Mtls { client, cert } => {
+                if let Some(own) = cert.peer_certificate()
+                    && own.not_after_unix < i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
+                {
+                    let at = UNIX_EPOCH
+                        + Duration::from_secs(u64::try_from(own.not_after_unix).unwrap_or(0));
+                    return Err(SessionEnd::Refused(format!(
+                        "this agent's certificate expired at {} and was not renewed: create a new join token with \
+                         `drover token create` and restart the agent with it",
+                        rfc3339(at)
+                    )));
+                }
+                tls::channel(url, client.clone(), CONNECT_TIMEOUT)
+                    .await
+                    .map_err(connect_error)
+            }
+        }
+    }
+
+    /// Ends a session politely: forwards what command tasks sent, half-closes, and gives
+    /// the controller a moment to read it and end its side, so the last results are not
+    /// cut off. Commands arriving meanwhile still run; their results go out on the next
+    /// stream.
+    async fn close(
+        &mut self,
+        tx: mpsc::Sender<AgentMessage>,
+        inbound: &mut Streaming<ControllerMessage>,
+    ) {
+        while let Ok(msg) = self.uplink_rx.try_recv() {
+            if let Err(mpsc::error::SendError(m)) = tx.send(msg).await {
+                self.stash(m);
+            }
+        }
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(controller_message::Body::Command(c)) = m.body {
+                    self.accept(c);
+                }
+            }
+        })
+        .await;
     }
 
     /// Starts a command in its own task (or answers BUSY while shutting down).
@@ -350,16 +488,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// An error with its causes, e.g. "transport error: tcp connect error: Connection refused".
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
+/// Codes with which the controller refuses this agent itself (removed, revoked, unknown).
+fn refuses_agent(code: Code) -> bool {
+    matches!(code, Code::PermissionDenied | Code::Unauthenticated)
+}
+
+/// Completes when the certificate was renewed (true) or the renewer is gone (false);
+/// never without renewals.
+async fn renewal(rx: &mut Option<watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::{AgentConfig, Cli, FileConfig};
+use crate::config::{AgentConfig, Cli, EnvVars, FileConfig};
 use crate::testing::FakeRuntime;
 
 /// One agent stream as the test sees it.
@@ -108,9 +108,10 @@ async fn hello_commands_reconnect_and_shutdown() {
         name: Some("h1".into()),
         labels: vec!["role=web".into()],
         heartbeat_interval: Some("100ms".into()),
+        insecure_dev: true,
         ..Default::default()
     };
-    let config = AgentConfig::merge(&cli, FileConfig::default(), None).unwrap();
+    let config = AgentConfig::merge(&cli, FileConfig::default(), EnvVars::default()).unwrap();
     let runtime = Arc::new(FakeRuntime::new());
     runtime.pull_gate.forget_permits(usize::MAX);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -171,6 +172,10 @@ async fn hello_commands_reconnect_and_shutdown() {
         .unwrap()
     {}
     drop(s2.to_agent);
-    tokio::time::timeout(WAIT, agent).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     server.abort();
 }

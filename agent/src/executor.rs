@@ -288,6 +288,7 @@ mod tests {
             runtime: Arc::new(FakeRuntime::new()),
             agent: "h1".into(),
             keep_previous: 1,
+            secrets: crate::secrets::SecretsDir::new("/nonexistent/drover-test-secrets"),
         })
     }
 
@@ -455,6 +456,7 @@ mod tests {
             runtime: rt.clone(),
             agent: "h1".into(),
             keep_previous: 1,
+            secrets: ex.context().secrets.clone(),
         });
         let creates = rt.creates.load(Ordering::SeqCst);
         let again = restarted.execute(swap("s2", "v2", 1), None).await;

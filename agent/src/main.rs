@@ -1,11 +1,12 @@
 //! `drover-agent`: parses flags, sets up logging, runs [`drover_agent::run`] until SIGTERM
-//! or SIGINT. A bad configuration exits with code 64.
+//! or SIGINT. A bad configuration exits with code 64, a refused enrollment with 77.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use drover_agent::{AgentConfig, Cli, EXIT_CONFIG};
+use drover_agent::secrets::SecretsDir;
+use drover_agent::{AgentConfig, Cli, EXIT_CONFIG, identity};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -24,38 +25,60 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!(
-            "configuration valid: name={} controller={} advertise={} labels={:?} docker-host={} keep-previous={} heartbeat={:?}",
-            config.name,
-            config.controller,
-            config.advertise,
-            config.labels,
-            config.docker_host,
-            config.keep_previous,
-            config.heartbeat_interval
-        );
-        return ExitCode::SUCCESS;
+        return check(&config);
     }
     drover_shared::telemetry::init(config.log_format);
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("drover-agent: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
-fn serve(config: AgentConfig) -> anyhow::Result<()> {
+/// `--check`: the configuration, then what the agent would do about its identity and its
+/// secrets directory. Touches neither the controller nor Docker.
+fn check(config: &AgentConfig) -> ExitCode {
+    println!("configuration valid: {}", config.summary());
+    if config.insecure_dev {
+        println!("identity: none (--insecure-dev: plaintext and unauthenticated)");
+    } else {
+        match identity::check(config) {
+            Ok(status) => println!("identity: {status}"),
+            // Often installed after the configuration: say so, but the config is valid.
+            Err(e) if e.not_provisioned() => {
+                println!("identity: warning: the agent will not start until this is fixed: {e}")
+            }
+            Err(e) => {
+                eprintln!("drover-agent: {e}");
+                return ExitCode::from(e.exit_code() as u8);
+            }
+        }
+    }
+    match SecretsDir::new(&config.secrets_dir).check_tmpfs() {
+        Ok(()) => println!("secrets-dir: on tmpfs"),
+        Err(why) => println!("secrets-dir: warning: {why}"),
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(config: AgentConfig) -> Result<(), ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+        .map_err(failure)?;
     runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
-        drover_agent::run(config, shutdown).await;
-        Ok(())
+        let shutdown = shutdown_signal().map_err(failure)?;
+        drover_agent::run(config, shutdown).await.map_err(|e| {
+            let code = e.exit_code();
+            tracing::error!(exit_code = code, "{e}");
+            ExitCode::from(code as u8)
+        })
     })
+}
+
+fn failure(e: anyhow::Error) -> ExitCode {
+    eprintln!("drover-agent: {e:#}");
+    ExitCode::FAILURE
 }
 
 /// Completes on the first SIGTERM or SIGINT.

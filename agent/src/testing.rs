@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use drover_shared::image::ImageRef;
@@ -30,6 +30,10 @@ pub struct FakeRuntime {
     pub pulls: AtomicUsize,
     /// Number of containers created.
     pub creates: AtomicUsize,
+    /// Every create request, in order (to check mounts and secret environment).
+    pub created: Mutex<Vec<CreateSpec>>,
+    /// When set, starting a container fails as if its process could not run.
+    pub fail_starts: AtomicBool,
     clock: AtomicUsize,
 }
 
@@ -42,6 +46,8 @@ impl FakeRuntime {
             pull_gate: Semaphore::new(Semaphore::MAX_PERMITS),
             pulls: AtomicUsize::new(0),
             creates: AtomicUsize::new(0),
+            created: Mutex::default(),
+            fail_starts: AtomicBool::new(false),
             clock: AtomicUsize::new(0),
         }
     }
@@ -150,6 +156,7 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
         let n = self.creates.fetch_add(1, Ordering::SeqCst);
+        self.created.lock().unwrap().push(spec.clone());
         let id = format!("c{n}");
         let created = self.tick();
         self.add_container(ContainerInfo {
@@ -172,6 +179,12 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.fail_starts.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Engine {
+                op: format!("start container {id}"),
+                message: "exec: \"app\": executable file not found".into(),
+            });
+        }
         let t = self.tick();
         self.update(id, |c| {
             c.state = RunState::Running;

@@ -138,6 +138,7 @@ fn swap(
         }),
         stop_timeout_ms: 2000,
         keep_previous: 2,
+        secrets: None,
     })
 }
 
@@ -156,6 +157,7 @@ async fn commands_against_real_docker() {
             runtime: Arc::new(DockerRuntime::new("unix:///var/run/docker.sock")),
             agent: agent.clone(),
             keep_previous: 3,
+            secrets: drover_agent::secrets::SecretsDir::new("/dev/shm/drover-smoke-secrets"),
         },
         fence: Fence {
             deployment_id: "smoke".into(),

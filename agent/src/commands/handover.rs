@@ -96,7 +96,7 @@ pub async fn hand_over<R: ContainerRuntime>(
         warn!(container = %cand.name, error = %e, "could not stop the failed container");
     }
     if h.on_failure == OnFailure::Remove
-        && let Err(e) = rt.remove(&cand.id).await
+        && let Err(e) = super::remove_container(ctx, cand).await
     {
         warn!(container = %cand.name, error = %e, "could not remove the failed container");
     }

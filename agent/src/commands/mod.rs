@@ -13,6 +13,7 @@ pub mod spec;
 pub mod state;
 pub mod swap;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,11 @@ use drover_shared::proto::{
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::error::CommandFailure;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerInfo, ContainerRuntime, RuntimeError};
+use crate::secrets::SecretsDir;
 
 /// Default grace between SIGTERM and SIGKILL when a command gives none.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -36,6 +39,64 @@ pub struct CommandContext<R> {
     pub agent: String,
     /// Stopped containers kept per service when a swap does not say.
     pub keep_previous: u32,
+    /// Where file-delivered secrets live, one directory per container.
+    pub secrets: SecretsDir,
+}
+
+/// Removes a container and then its secrets directory (kept while the container exists,
+/// so a rollback to it finds its files).
+pub async fn remove_container<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    c: &ContainerInfo,
+) -> Result<(), RuntimeError> {
+    ctx.runtime.remove(&c.id).await?;
+    remove_secrets(&ctx.secrets, &c.name).await;
+    Ok(())
+}
+
+/// Removes secrets directories of this agent whose container no longer exists (removed
+/// behind the agent's back, or while it was down). `live` holds the names of the managed
+/// containers; a directory is removed only when Docker knows no container of its name.
+pub async fn remove_orphan_secrets<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    live: &HashSet<String>,
+) {
+    let store = ctx.secrets.clone();
+    let (agent, names) = (ctx.agent.clone(), live.clone());
+    let Ok(orphans) = tokio::task::spawn_blocking(move || store.orphans(&agent, &names)).await
+    else {
+        return;
+    };
+    for entry in orphans {
+        // Unfinished writes start with '.'; other entries are container names.
+        if !entry.starts_with('.') && !matches!(ctx.runtime.inspect(&entry).await, Ok(None)) {
+            continue;
+        }
+        let store = ctx.secrets.clone();
+        let name = entry.clone();
+        match tokio::task::spawn_blocking(move || store.remove_orphan(&name)).await {
+            Ok(Ok(())) => info!(
+                entry,
+                "removed the secrets of a container that no longer exists"
+            ),
+            Ok(Err(e)) => warn!(entry, error = %e, "could not remove orphaned secrets"),
+            Err(e) => warn!(entry, error = %e, "removing orphaned secrets failed"),
+        }
+    }
+}
+
+/// Removes the secrets directory of `container` (if any); failures are logged.
+pub async fn remove_secrets(secrets: &SecretsDir, container: &str) {
+    let store = secrets.clone();
+    let name = container.to_string();
+    let removed = tokio::task::spawn_blocking(move || store.remove(&name)).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(container, dir = %secrets.root().display(), error = %e, "could not remove the container's secrets directory")
+        }
+        Err(e) => warn!(container, error = %e, "removing the secrets directory failed"),
+    }
 }
 
 /// One command being executed: who it is and where its progress goes.

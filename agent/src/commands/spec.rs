@@ -278,6 +278,7 @@ pub fn create_spec(spec: &CheckedSpec, origin: &Origin<'_>) -> CreateSpec {
         image: spec.image.to_string(),
         labels: all,
         env: spec.env.clone(),
+        secret_env: vec![],
         cmd: spec.cmd.clone(),
         ports: spec.ports.clone(),
         restart: spec.restart,

@@ -1,8 +1,10 @@
 //! Swap: replace the service's running container with a new one from a (prepared) image,
 //! wait for readiness, keep the old one stopped for rollback, prune the oldest kept ones.
 //!
-//! Order: validate, check the image is local, check host ports, create the new container
-//! (all before anything runs differently), then the [`handover`](super::handover).
+//! Order: validate (spec and secrets), check the image is local, check host ports, write
+//! file secrets and create the new container (all before anything runs differently), then
+//! the [`handover`](super::handover). A container that is removed takes its secrets
+//! directory with it; a kept one keeps it, for rollback.
 
 use std::time::Duration;
 
@@ -13,7 +15,8 @@ use super::handover::{self, Handover, OnFailure};
 use super::spec::{self, Origin};
 use super::{CommandContext, DEFAULT_STOP_GRACE, Job, state};
 use crate::error::CommandFailure;
-use crate::runtime::{ContainerInfo, ContainerRuntime};
+use crate::runtime::{ContainerInfo, ContainerRuntime, CreateSpec, MountSpec, MountType};
+use crate::secrets::{self, Delivery};
 
 /// Runs a swap.
 pub async fn swap<R: ContainerRuntime>(
@@ -28,6 +31,13 @@ pub async fn swap<R: ContainerRuntime>(
     })?;
     let checked = spec::check(spec)?;
     let service = checked.service.as_str();
+    let delivery = secrets::plan(cmd.secrets.as_ref(), service, &checked.env, &checked.mounts)?;
+    if matches!(delivery, Delivery::Files { .. }) {
+        let store = ctx.secrets.clone();
+        blocking(move || store.check_tmpfs())
+            .await?
+            .map_err(CommandFailure::invalid)?;
+    }
     let image = rt.image(&checked.image.to_string()).await?.ok_or_else(|| {
         CommandFailure::new(
             ErrorKind::ImageNotFound,
@@ -82,15 +92,37 @@ pub async fn swap<R: ContainerRuntime>(
         fence,
         digest: &digest,
     };
-    let create = spec::create_spec(&checked, &origin);
+    let mut create = spec::create_spec(&checked, &origin);
+    let secret_files = deliver_secrets(ctx, &mut create, delivery).await?;
     info!(container = %create.name, image = %create.image, version = %checked.version, "creating");
-    let id = rt.create(&create).await?;
-    let candidate = rt.inspect(&id).await?.ok_or_else(|| {
-        CommandFailure::internal(format!(
-            "container {} vanished right after it was created",
-            create.name
-        ))
-    })?;
+    let id = match rt.create(&create).await {
+        Ok(id) => id,
+        Err(e) => {
+            if secret_files {
+                super::remove_secrets(&ctx.secrets, &create.name).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let candidate = match rt.inspect(&id).await {
+        Ok(Some(c)) => c,
+        failed => {
+            // Leave no container behind that no command knows about, nor its secrets.
+            if let Err(e) = rt.remove(&id).await {
+                warn!(container = %create.name, error = %e, "could not remove a container that cannot be inspected");
+            }
+            if secret_files {
+                super::remove_secrets(&ctx.secrets, &create.name).await;
+            }
+            return Err(match failed {
+                Err(e) => e.into(),
+                Ok(_) => CommandFailure::internal(format!(
+                    "container {} vanished right after it was created",
+                    create.name
+                )),
+            });
+        }
+    };
 
     let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
     let ready_after = handover::hand_over(
@@ -121,6 +153,59 @@ pub async fn swap<R: ContainerRuntime>(
             .unwrap_or_default(),
         ready_after_ms: u64::try_from(ready_after.as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// Gives the container to be created its secrets: environment variables, or files written
+/// into its own directory and bind-mounted read-only. Returns whether files were written.
+async fn deliver_secrets<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    create: &mut CreateSpec,
+    delivery: Delivery,
+) -> Result<bool, CommandFailure> {
+    match delivery {
+        Delivery::None => Ok(false),
+        Delivery::Env(vars) => {
+            info!(container = %create.name, names = ?names(vars.iter().map(|v| &v.name)), "secrets as environment variables");
+            create.secret_env = vars;
+            Ok(false)
+        }
+        Delivery::Files { mount, files } => {
+            let names = names(files.iter().map(|f| &f.name));
+            let store = ctx.secrets.clone();
+            let container = create.name.clone();
+            let dir = blocking(move || store.write(&container, &files))
+                .await?
+                .map_err(|e| {
+                    CommandFailure::internal(format!(
+                        "cannot write the secrets of container {} under {} on host {}: {e}; check the agent's --secrets-dir",
+                        create.name,
+                        ctx.secrets.root().display(),
+                        ctx.agent
+                    ))
+                })?;
+            info!(container = %create.name, names = ?names, mount = %mount, "secrets as read-only files");
+            create.mounts.push(MountSpec {
+                kind: MountType::Bind,
+                source: dir.to_string_lossy().into_owned(),
+                target: mount,
+                read_only: true,
+            });
+            Ok(true)
+        }
+    }
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    names.cloned().collect()
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CommandFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandFailure::internal(format!("a file operation was interrupted: {e}")))
 }
 
 /// An HTTP or TCP probe on "the first published port" needs one.
@@ -173,7 +258,7 @@ pub async fn prune<R: ContainerRuntime>(
         .collect();
     for c in stale {
         info!(container = %c.name, version = %c.version(), "pruning kept container");
-        if let Err(e) = rt.remove(&c.id).await {
+        if let Err(e) = super::remove_container(ctx, c).await {
             warn!(container = %c.name, error = %e, "could not prune");
         }
     }
@@ -187,3 +272,7 @@ pub fn ms_or(ms: u64, default: Duration) -> Duration {
         Duration::from_millis(ms)
     }
 }
+
+#[cfg(test)]
+#[path = "swap_tests.rs"]
+mod tests;

@@ -12,6 +12,7 @@ use bollard::models::{
 
 use crate::runtime::{
     ContainerInfo, CreateSpec, HealthState, MountType, Protocol, PublishedPort, Restart, RunState,
+    SecretEnv,
 };
 
 pub(super) fn create_body(spec: &CreateSpec) -> ContainerCreateBody {
@@ -55,7 +56,13 @@ pub(super) fn create_body(spec: &CreateSpec) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         labels: Some(spec.labels.clone()),
-        env: Some(spec.env.clone()),
+        env: Some(
+            spec.env
+                .iter()
+                .cloned()
+                .chain(spec.secret_env.iter().map(SecretEnv::expose_pair))
+                .collect(),
+        ),
         cmd: spec.cmd.clone(),
         exposed_ports: Some(bindings.keys().cloned().collect()),
         host_config: Some(HostConfig {
@@ -183,6 +190,32 @@ pub(super) fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_environment_reaches_the_engine_only() {
+        use crate::runtime::{Secret, SecretEnv};
+        let spec = CreateSpec {
+            name: "drover-h1-web-v1-abc123".into(),
+            image: "app:v1".into(),
+            labels: HashMap::new(),
+            env: vec!["PORT=8080".into()],
+            secret_env: vec![SecretEnv {
+                name: "DB_PASSWORD".into(),
+                value: Secret::new("hunter2".into()),
+            }],
+            cmd: None,
+            ports: vec![],
+            restart: Restart::UnlessStopped,
+            mounts: vec![],
+            network: None,
+        };
+        let body = create_body(&spec);
+        assert_eq!(
+            body.env.unwrap(),
+            ["PORT=8080".to_string(), "DB_PASSWORD=hunter2".to_string()]
+        );
+        assert!(!format!("{spec:?}").contains("hunter2"));
+    }
 
     #[test]
     fn port_maps_are_read() {

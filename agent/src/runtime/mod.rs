@@ -17,7 +17,7 @@ use drover_shared::proto::ErrorKind;
 
 pub use model::{
     ContainerInfo, CreateSpec, HealthState, LocalImage, MountSpec, MountType, Protocol,
-    PublishedPort, PullProgress, RegistryCredentials, Restart, RunState, Secret,
+    PublishedPort, PullProgress, RegistryCredentials, Restart, RunState, Secret, SecretEnv,
 };
 
 /// A failure of the engine or of a registry behind it.

@@ -51,6 +51,29 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A secret environment variable: `name=value` in the container's environment. `Debug`
+/// shows the name only.
+#[derive(Clone)]
+pub struct SecretEnv {
+    /// The variable's name (not secret).
+    pub name: String,
+    /// Its value. Only the Docker layer reads it, to build the create request.
+    pub value: Secret,
+}
+
+impl SecretEnv {
+    /// The `NAME=value` form the engine takes. Never log it.
+    pub fn expose_pair(&self) -> String {
+        format!("{}={}", self.name, self.value.expose())
+    }
+}
+
+impl fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=***", self.name)
+    }
+}
+
 /// Transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -258,6 +281,9 @@ pub struct CreateSpec {
     pub labels: HashMap<String, String>,
     /// `KEY=value` pairs.
     pub env: Vec<String>,
+    /// Secret environment variables, added to `env` by the engine layer only; `Debug`
+    /// hides their values.
+    pub secret_env: Vec<SecretEnv>,
     /// Replaces the image's CMD when set.
     pub cmd: Option<Vec<String>>,
     /// Ports to publish.
