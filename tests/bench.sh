@@ -4,11 +4,21 @@
 # keeps its output under target/bench/. Each benchmark prints RATIOS against a baseline
 # measured in the same run, since the machine is shared and absolute times drift.
 #
-#   tests/bench.sh                    # everything
-#   tests/bench.sh agent              # only bench_agent (or: rollout)
+#   tests/bench.sh                    # agent and rollout
+#   tests/bench.sh agent              # only bench_agent (or: rollout, tls)
+#   tests/bench.sh tls                # the cost of mTLS: bench_rollout --tls-cost (the
+#                                     # 10-host deploy over mTLS vs --insecure-dev,
+#                                     # interleaved) and bench_handshake (1,000 SIMULATED
+#                                     # agents connecting at once, mTLS vs plaintext)
 #   BENCH_ROUNDS=20 tests/bench.sh    # more swap rounds in bench_agent
 #   BENCH_REPEAT=3 tests/bench.sh     # repeat bench_rollout's comparisons (medians)
+#   BENCH_TLS_REPEAT=8 tests/bench.sh tls   # rounds of bench_rollout --tls-cost (default 6)
+#   BENCH_AGENTS=1000 BENCH_STORMS=3 tests/bench.sh tls  # bench_handshake's agents, rounds
 #   BENCH_SKIP_STATIC=1 tests/bench.sh  # skip the static agent build
+#
+# bench_handshake needs one open file per simulated agent here and in the controller:
+# this script raises the soft open-files limit (ulimit -n) to 65536, or to the hard
+# limit if that is lower.
 #
 # Needs what tests/run.sh needs (Docker, docker-registry, htpasswd, HAProxy); run that
 # once first to install them.
@@ -20,6 +30,12 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 
 [ $# -gt 0 ] || set -- agent rollout
+for b in "$@"; do
+    case "$b" in
+        agent | rollout | tls) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls)" ;;
+    esac
+done
 
 # --- prerequisites -----------------------------------------------------------------
 command -v docker >/dev/null 2>&1 || die "the docker CLI is missing: install Docker Engine first"
@@ -40,7 +56,9 @@ RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release -p drover-demo-app --target "$target_triple"
 
 static_agent=""
-if [ "${BENCH_SKIP_STATIC:-0}" != 1 ]; then
+needs_static=0
+for b in "$@"; do [ "$b" = agent ] && needs_static=1; done
+if [ "${BENCH_SKIP_STATIC:-0}" != 1 ] && [ "$needs_static" = 1 ]; then
     say "trying a static agent build (crt-static, $target_triple)"
     if RUSTFLAGS='-C target-feature=+crt-static' \
         cargo build --release -p drover-agent --target "$target_triple"; then
@@ -52,6 +70,17 @@ fi
 
 export DROVER_BIN_DIR="$target/release"
 export DROVER_DEMO_APP="$target/$target_triple/release/demo-app"
+
+# --- open files: one per simulated agent (bench_handshake), here and in the controller --
+want_files=65536
+hard_files=$(ulimit -Hn)
+if [ "$hard_files" != unlimited ] && [ "$hard_files" -lt "$want_files" ]; then
+    want_files=$hard_files
+fi
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$want_files" ]; then
+    ulimit -Sn "$want_files" 2>/dev/null \
+        || say "could not raise the open-files limit to $want_files (now $(ulimit -Sn))"
+fi
 
 # --- leftovers on exit, whatever happens ---------------------------------------------
 # The programs clean up after themselves (also on panic and on SIGINT/SIGTERM); this
@@ -86,7 +115,16 @@ for b in "$@"; do
             "$target/release/bench_rollout" "${args[@]}" 2>&1 | tee "$out/rollout-$stamp.txt" \
                 || status=1
             ;;
-        *) die "unknown benchmark $b (agent, rollout)" ;;
+        tls)
+            args=(--tls-cost --repeat "${BENCH_TLS_REPEAT:-6}")
+            say "bench_rollout ${args[*]}  (log: $out/tls-rollout-$stamp.txt)"
+            "$target/release/bench_rollout" "${args[@]}" 2>&1 \
+                | tee "$out/tls-rollout-$stamp.txt" || status=1
+            args=(--agents "${BENCH_AGENTS:-1000}" --rounds "${BENCH_STORMS:-3}")
+            say "bench_handshake ${args[*]}  (open files: $(ulimit -Sn); log: $out/tls-handshake-$stamp.txt)"
+            "$target/release/bench_handshake" "${args[@]}" 2>&1 \
+                | tee "$out/tls-handshake-$stamp.txt" || status=1
+            ;;
     esac
 done
 exit "$status"

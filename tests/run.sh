@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests need on a Debian machine with
-# Docker (only what is missing), builds the workspace and the static demo app, then runs
-# every test of the workspace (unit tests included) and exits with the suite's status.
+# Docker (only what is missing: HAProxy, the registry, htpasswd, and a Python venv with
+# grpcio from PyPI for the independent operator-API client), builds the workspace and the
+# static demo app, then runs every test of the workspace (unit tests included) and exits
+# with the suite's status.
 #
 #   tests/run.sh                 # everything
 #   tests/run.sh -E 'test(swap)' # extra arguments go to the test runner
@@ -9,7 +11,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# --- system packages, Docker engine, cargo (shared with tests/demo.sh) ------------
+# --- system packages, Docker engine, cargo, Python grpcio (shared with tests/demo.sh)
+DROVER_SETUP_PYTHON=1
 . tests/setup.sh
 
 # --- build -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 # Shared by tests/run.sh and tests/demo.sh, which source it from the workspace root:
 # installs what the end-to-end tests and the demo need on a Debian machine with Docker
-# (only what is missing), and checks that the Docker engine and cargo are usable.
+# (only what is missing), and checks that the Docker engine and cargo are usable. With
+# DROVER_SETUP_PYTHON=1 (tests/run.sh) also a Python venv with grpcio.
 # Defines `say` and `die` for the script that sources it.
 
 say() { printf '==> %s\n' "$*"; }
@@ -31,3 +32,30 @@ docker info >/dev/null 2>&1 \
 
 # --- Rust ------------------------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || die "cargo is missing: install the Rust toolchain (rustup) first"
+
+# --- Python grpcio: the independent client of the operator API --------------------
+# Only for the test suite (tests/run.sh sets DROVER_SETUP_PYTHON=1). A venv of our own
+# (never the system's site-packages), created once and reused: `DROVER_TEST_PYTHON`
+# names its interpreter for the tests (tests/tests/security.rs).
+venv="${DROVER_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/drover-tests/venv}"
+if [ "${DROVER_SETUP_PYTHON:-0}" = 1 ]; then
+    if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
+        command -v python3 >/dev/null 2>&1 || die "python3 is missing: install it (apt-get install python3 python3-venv)"
+        say "creating a Python venv with grpcio in $venv"
+        rm -rf "$venv"
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            # Debian's python3 has venv without ensurepip until python3-venv is installed.
+            command -v apt-get >/dev/null 2>&1 || die "python3 -m venv fails and there is no apt-get to install python3-venv"
+            sudo=""
+            [ "$(id -u)" -eq 0 ] || sudo="sudo"
+            say "installing python3-venv"
+            $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv \
+                || die "apt-get install python3-venv failed"
+            rm -rf "$venv"
+            python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        fi
+        "$venv/bin/python" -m pip install --quiet grpcio \
+            || die "pip install grpcio failed (PyPI unreachable?)"
+    fi
+    export DROVER_TEST_PYTHON="$venv/bin/python"
+fi

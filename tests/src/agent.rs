@@ -1,10 +1,10 @@
 //! The real `drover-agent` binary as a child process of a test.
 
-use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::process::{ChildGuard, bin_path};
+use crate::tmpfs::TmpfsDir;
 
 /// How often test agents send heartbeats (short, so a lost stream shows quickly).
 pub const TEST_HEARTBEAT: &str = "500ms";
@@ -15,25 +15,31 @@ pub struct Agent {
     pub name: String,
     /// The process.
     process: ChildGuard,
+    /// Its secrets directory (on tmpfs), removed after the process stops.
+    _secrets: TmpfsDir,
 }
 
 impl Agent {
-    /// Starts `drover-agent` dialling `controller` as host `name` with `labels`;
-    /// `extra_args` come last (and so win, e.g. `--docker-host`).
+    /// Starts `drover-agent` as host `name` with `labels`, dialling the controller as
+    /// `connect` says (`--controller` and the TLS flags, e.g. from
+    /// [`crate::TestController::agent_args`]); `extra_args` come last (and so win, e.g.
+    /// `--docker-host`). Its secrets go to a tmpfs directory of its own.
     pub fn spawn(
-        controller: SocketAddr,
+        connect: &[String],
         name: &str,
         labels: &[(&str, &str)],
         extra_args: &[&str],
     ) -> Self {
-        let mut args = vec![
-            "--controller".to_string(),
-            format!("http://{controller}"),
+        let secrets = TmpfsDir::new();
+        let mut args = connect.to_vec();
+        args.extend([
             "--name".to_string(),
             name.to_string(),
             "--heartbeat-interval".to_string(),
             TEST_HEARTBEAT.to_string(),
-        ];
+            "--secrets-dir".to_string(),
+            secrets.path().to_string_lossy().into_owned(),
+        ]);
         for (k, v) in labels {
             args.push("--label".into());
             args.push(format!("{k}={v}"));
@@ -49,6 +55,7 @@ impl Agent {
         Self {
             name: name.to_string(),
             process,
+            _secrets: secrets,
         }
     }
 
@@ -61,6 +68,11 @@ impl Agent {
     /// Has the agent exited on its own? Its exit status if so.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.process.try_exit_status()
+    }
+
+    /// Where the agent writes secret files (`--secrets-dir`, on tmpfs).
+    pub fn secrets_dir(&self) -> &std::path::Path {
+        self._secrets.path()
     }
 
     /// What the agent logged so far.

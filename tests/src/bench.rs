@@ -1,6 +1,7 @@
 //! What the benchmark programs (`src/bin/bench_*.rs`) share: their `main` (flags, the
 //! re-run with `DROVER_BIN_DIR` set, the runtime, SIGTERM/SIGINT), the clean-up a panic
-//! does in place of destructors, their flag parsing and their statistics.
+//! does in place of destructors, their flag parsing, what they read about the machine
+//! (open-files limit, CPU time of a process) and their statistics.
 //!
 //! Release builds abort on panic (`panic = "abort"`), so `Drop` does not run there: the
 //! panic hook installed by [`run_main`] stops this process's children and removes what
@@ -96,6 +97,8 @@ pub struct AbortCleanup {
     pub labels: Vec<(String, String)>,
     /// Image reference prefixes (a registry's `127.0.0.1:PORT/`) to untag.
     pub image_prefixes: Vec<String>,
+    /// Directories (temporary ones: databases, PKI, logs) to remove.
+    pub dirs: Vec<PathBuf>,
 }
 
 static ABORT_CLEANUP: Mutex<Option<AbortCleanup>> = Mutex::new(None);
@@ -106,8 +109,8 @@ pub fn on_abort(f: impl FnOnce(&mut AbortCleanup)) {
     f(guard.get_or_insert_with(AbortCleanup::default));
 }
 
-/// Registers a fleet's containers (by agent label) and its registry's image tags to
-/// remove on a panic.
+/// Registers a fleet's containers (by agent label), its registry's image tags and its
+/// directories (database, PKI, agents' state and secrets) to remove on a panic.
 pub fn on_abort_fleet(fleet: &Fleet) {
     on_abort(|c| {
         for h in fleet.hosts() {
@@ -116,6 +119,11 @@ pub fn on_abort_fleet(fleet: &Fleet) {
         }
         c.image_prefixes
             .push(format!("{}/", fleet.registry().host()));
+        c.dirs.push(fleet.dir().to_path_buf());
+        if !fleet.hosts().is_empty() {
+            c.dirs
+                .extend(fleet.agent_secrets_dir(0).parent().map(PathBuf::from));
+        }
     });
 }
 
@@ -167,6 +175,9 @@ fn install_abort_cleanup(program: &'static str, stop: StopChildren) {
             if let Err(e) = remove_labelled(label, value) {
                 eprintln!("{program}: cleanup: {e}");
             }
+        }
+        for dir in &cleanup.dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
         if cleanup.image_prefixes.is_empty() {
             return;
@@ -226,6 +237,71 @@ pub fn remove_labelled(label: &str, value: &str) -> Result<(), String> {
     let mut args = vec!["rm", "-f", "-v"];
     args.extend(ids);
     docker_blocking(&args).map(drop)
+}
+
+// ----- the machine -------------------------------------------------------------------
+
+/// This process's limit on open files (`RLIMIT_NOFILE`): `(soft, hard)`, from
+/// `/proc/self/limits` (`None` when unreadable; `u64::MAX` for "unlimited"). Children
+/// inherit it.
+pub fn open_files_limit() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| match v {
+            "unlimited" => Some(u64::MAX),
+            n => n.parse().ok(),
+        });
+    Some((values.next()??, values.next()??))
+}
+
+/// Fails, saying how to raise it, unless the soft open-files limit is at least `need`
+/// (for `what`). Raising it in-process would need `unsafe`; `tests/bench.sh` raises it
+/// with `ulimit -n` before starting the programs.
+pub fn require_open_files(need: u64, what: &str) -> Result<(), String> {
+    let Some((soft, hard)) = open_files_limit() else {
+        return Err("cannot read RLIMIT_NOFILE from /proc/self/limits".into());
+    };
+    if soft >= need {
+        return Ok(());
+    }
+    let raise = if hard >= need {
+        format!("`ulimit -n {}` (the hard limit allows it)", hard.min(65536))
+    } else {
+        format!("raising the hard limit (now {hard}) first, e.g. in /etc/security/limits.conf")
+    };
+    Err(format!(
+        "the open-files limit (RLIMIT_NOFILE, soft) is {soft}, but {what} need at least {need}: run through tests/bench.sh (it raises it) or run {raise} first"
+    ))
+}
+
+/// CPU time (user + system, all threads) process `pid` used so far, in seconds, from
+/// `/proc/PID/stat`; `None` when it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": utime and stime are fields 14 and 15, i.e. the 12th
+    // and 13th after the closing ')'.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks() as f64)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, read once; 100, Linux's value, if that
+/// fails).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
 }
 
 // ----- flags -------------------------------------------------------------------------
@@ -345,5 +421,15 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         let s = Stats::of(&[5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]);
         assert_eq!((s.median, s.p90, s.min, s.max), (5.5, 9.0, 1.0, 10.0));
+    }
+
+    #[test]
+    fn reads_this_process_limits_and_cpu() {
+        let (soft, hard) = open_files_limit().expect("RLIMIT_NOFILE");
+        assert!(soft > 0 && soft <= hard);
+        assert!(require_open_files(1, "one file").is_ok());
+        let err = require_open_files(u64::MAX, "everything").expect_err("too many");
+        assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+        assert!(cpu_seconds(std::process::id()).is_some_and(|s| s >= 0.0));
     }
 }

@@ -75,6 +75,7 @@ pub fn swap(spec: ContainerSpec, readiness: ReadinessProbe) -> command::Kind {
         readiness: Some(readiness),
         stop_timeout_ms: STOP_TIMEOUT.as_millis() as u64,
         keep_previous: 0,
+        secrets: None,
     })
 }
 

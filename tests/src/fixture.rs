@@ -1,7 +1,9 @@
 //! One host under test, fully assembled: demo images, a registry with credentials, the
-//! in-process hub, and a real agent connected to it, with a loopback address of its own
-//! to publish on. Dropping it removes everything, in order: the agent stops first, then
-//! its containers go, then the registry and the images pulled from it, then the hub.
+//! in-process hub, and a real agent connected to it over mTLS (its certificate issued by
+//! the hub's test CA into a state directory kept across agent restarts), with a loopback
+//! address of its own to publish on. Dropping it removes everything, in order: the agent
+//! stops first, then its containers go, then the registry and the images pulled from it,
+//! then the hub.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -36,6 +38,8 @@ pub struct Fixture {
     pub deployment: String,
     /// Extra agent flags, kept for restarts.
     agent_args: Vec<String>,
+    /// The agent's state directory (its certificate and key), kept across restarts.
+    state: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -58,6 +62,10 @@ impl Fixture {
             host_ip: crate::loopback_host(),
             deployment: crate::unique_name("dep"),
             agent_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            state: tempfile::Builder::new()
+                .prefix("drover-agent-state-")
+                .tempdir()
+                .expect("create the agent's state directory"),
             name,
         };
         f.start_agent();
@@ -74,23 +82,33 @@ impl Fixture {
             .hub
     }
 
-    /// Starts the agent (again), dialling the current controller address.
+    /// Starts the agent (again), dialling the current controller.
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "the agent is already running");
-        let addr = self
-            .controller
-            .as_ref()
-            .expect("the controller is away")
-            .addr;
+        let connect = self.agent_connect_args(&self.name);
         let mut args = vec!["--advertise".to_string(), self.host_ip.to_string()];
         args.extend(self.agent_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.agent = Some(Agent::spawn(
-            addr,
+            &connect,
             &self.name,
             &[("role", "web"), ("test", "e2e")],
             &args,
         ));
+    }
+
+    /// The flags that connect an agent named `name` to the current controller
+    /// (`--controller`, `--ca-cert`, `--state-dir` with a certificate for `name`): this
+    /// host's state directory for its own name, a new one under it for any other (an
+    /// agent a test or benchmark runs next to this one).
+    pub fn agent_connect_args(&self, name: &str) -> Vec<String> {
+        let controller = self.controller.as_ref().expect("the controller is away");
+        let state_dir = if name == self.name {
+            self.state.path().to_path_buf()
+        } else {
+            self.state.path().join(name)
+        };
+        controller.agent_args(name, &state_dir)
     }
 
     /// Waits until the agent is connected in a session newer than `session`.

@@ -20,9 +20,12 @@ pub mod haproxy;
 pub mod http;
 pub mod images;
 pub mod load;
+pub mod logs;
 pub mod net;
+pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod tmpfs;
 pub mod wait;
 
 use std::path::PathBuf;

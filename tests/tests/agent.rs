@@ -481,14 +481,14 @@ async fn the_agent_reconnects_when_the_controller_comes_back() {
     let mut fx = Fixture::start().await;
     let session = fx.hub().host(&fx.name).unwrap().session;
     let gone = fx.controller.take().unwrap();
-    let (addr, hub) = (gone.addr, gone.hub.clone());
+    let (addr, hub, ca) = (gone.addr, gone.hub.clone(), gone.ca.clone());
     drop(gone);
     assert!(
         fx.agent.as_mut().unwrap().exited().is_none(),
         "the agent survives losing the controller"
     );
 
-    fx.controller = Some(TestController::start_on(addr, hub).await);
+    fx.controller = Some(TestController::start_on(addr, hub, ca).await);
     fx.wait_session_above(session).await;
     // Commands flow again on the new stream.
     expect_inspect(&fx.send(commands::inspect(""), 1).await);
@@ -512,5 +512,127 @@ async fn two_agents_on_one_engine_run_the_same_service_side_by_side() {
     assert!(
         x.len() == 1 && y.len() == 1 && x != y,
         "one container per agent: {x:?} {y:?}"
+    );
+}
+
+/// `docker inspect` of the one container of `service` the agent runs now.
+async fn running_container(fx: &Fixture) -> serde_json::Value {
+    for id in managed_containers(fx).await {
+        if container_status(&id).await.as_deref() == Some("running") {
+            return drover_tests::docker::inspect_container(&id)
+                .await
+                .expect("inspect the running container");
+        }
+    }
+    panic!("no running container of {}", fx.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_are_mounted_read_only_and_leave_with_their_container() {
+    use drover_proto::v1::{SecretDelivery, SecretValue, Secrets, command};
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+
+    let fx = Fixture::start().await;
+    let publish = fx.publish_addr();
+    let (_, v1) = fx.prepare(DemoImage::V1).await;
+    let value = format!("agent-secret-{:032x}", rand::random::<u128>());
+    let mut swap = commands::swap(
+        demo_spec(SERVICE, &v1.pinned, "v1", publish),
+        http_ready(READY),
+    );
+    if let command::Kind::Swap(s) = &mut swap {
+        s.secrets = Some(Secrets {
+            delivery: SecretDelivery::Files as i32,
+            mount_path: "/run/secrets".into(),
+            values: vec![SecretValue {
+                name: "DB_PASSWORD".into(),
+                value: value.clone().into_bytes(),
+            }],
+        });
+    }
+    expect_swap(&fx.send(swap, 1).await);
+
+    let answer = http::get(publish, "/file/run/secrets/DB_PASSWORD")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = format!(
+        "sha256={} len={}\n",
+        hex::encode(Sha256::digest(value.as_bytes())),
+        value.len()
+    );
+    assert_eq!((answer.status, answer.body.as_str()), (200, want.as_str()));
+    assert_eq!(
+        http::get(publish, "/env/DB_PASSWORD")
+            .await
+            .map(|r| r.status),
+        Ok(404),
+        "files mode puts nothing in the environment"
+    );
+
+    let container = running_container(&fx).await;
+    let name = container["Name"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
+    let root = fx
+        .agent
+        .as_ref()
+        .expect("agent")
+        .secrets_dir()
+        .to_path_buf();
+    let dir = root.join(&name);
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&root), 0o700, "{}", root.display());
+    assert_eq!(mode(&dir), 0o755, "{}", dir.display());
+    assert_eq!(mode(&dir.join("DB_PASSWORD")), 0o444);
+    let mount = container["Mounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["Destination"] == "/run/secrets"))
+        .unwrap_or_else(|| panic!("no /run/secrets mount: {}", container["Mounts"]));
+    assert_eq!(mount["RW"], false, "{mount}");
+    assert!(
+        !container.to_string().contains(&value),
+        "docker inspect shows the secret"
+    );
+
+    // v2 replaces it, keeping it stopped for a rollback: its secrets stay. The next swap
+    // (keeping one) removes it, and its secrets with it.
+    let (_, v2) = fx.prepare(DemoImage::V2).await;
+    for (pinned, version) in [(&v2.pinned, "v2"), (&v1.pinned, "v1-again")] {
+        let mut swap = commands::swap(
+            demo_spec(SERVICE, pinned, version, publish),
+            http_ready(READY),
+        );
+        if let command::Kind::Swap(s) = &mut swap {
+            s.keep_previous = 1;
+        }
+        expect_swap(&fx.send(swap, 1).await);
+        if version == "v2" {
+            assert!(
+                dir.join("DB_PASSWORD").is_file(),
+                "the kept container lost its secrets"
+            );
+        }
+    }
+    drover_tests::wait_until(
+        Duration::from_secs(20),
+        "the removed container's secrets to be removed",
+        || {
+            let dir = dir.clone();
+            async move { !dir.exists() }
+        },
+    )
+    .await;
+    assert!(
+        !fx.agent_logs().contains(&value),
+        "the agent logged the secret"
     );
 }

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::Stdio;
 use std::time::Duration;
 
 use drover_controller::lb::{AdminState, OpStatus};
@@ -26,8 +25,9 @@ use drover_controller::schedule::ManualClock;
 use drover_controller::server::{ServeSettings, run as serve};
 use drover_proto::v1 as proto;
 use drover_proto::v1::operator_client::OperatorClient;
+use drover_shared::tls::{self, Identity, Role};
 use drover_tests::docker::docker;
-use drover_tests::fleet::{CLI_TIMEOUT, CliRun, Fleet, FleetOptions, now_ms, version_of};
+use drover_tests::fleet::{As, CLI_TIMEOUT, CliRun, Fleet, FleetOptions, now_ms, version_of};
 use drover_tests::haproxy::{Haproxy, HaproxyOptions, SamplerGuard, Samples};
 use drover_tests::load::{Load, LoadOptions, LoadReport};
 use drover_tests::{Agent, DemoImage, DockerCleanup, Registry, wait_until};
@@ -331,11 +331,13 @@ fn states(events: &[Value]) -> Vec<String> {
 /// Every event of deployment `id`, replayed by the operator API's watch stream (the
 /// deployment must have ended, or the stream would wait for more).
 async fn recorded_events(fleet: &Fleet, id: &str) -> Vec<proto::DeploymentEvent> {
-    watch_events(&fleet.controller_url(), id).await
+    watch_events(fleet.operator_client().await, id).await
 }
 
-async fn watch_events(url: &str, id: &str) -> Vec<proto::DeploymentEvent> {
-    let mut client = operator(url).await;
+async fn watch_events(
+    mut client: OperatorClient<tonic::transport::Channel>,
+    id: &str,
+) -> Vec<proto::DeploymentEvent> {
     let mut stream = client
         .watch(proto::WatchRequest {
             id: id.to_string(),
@@ -415,41 +417,32 @@ async fn wait_state(fleet: &Fleet, id: &str, state: &str, timeout: Duration) -> 
     }
 }
 
-/// `drover <args>` with `$USER` set to [`OPERATOR`], to its end.
+/// `drover <args>` as operator [`OPERATOR`] (a deployer's certificate from the fleet CA),
+/// to its end.
 async fn drover_as_operator(fleet: &Fleet, args: &[&str]) -> CliRun {
-    let started = Instant::now();
-    let out = tokio::time::timeout(
-        CLI_TIMEOUT,
-        fleet
-            .cli(args)
-            .env("USER", OPERATOR)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "drover {} did not finish in {CLI_TIMEOUT:?}",
-            args.join(" ")
-        )
-    })
-    .unwrap_or_else(|e| panic!("cannot run drover {}: {e}", args.join(" ")));
-    CliRun {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
+    let cert = fleet.dir().join(format!("{OPERATOR}.crt"));
+    let key = fleet.dir().join(format!("{OPERATOR}.key"));
+    if !cert.exists() {
+        let issued = fleet
+            .pki()
+            .authority()
+            .issue(
+                &Identity::Operator {
+                    name: OPERATOR.into(),
+                    role: Role::Deployer,
+                },
+                Duration::from_secs(3600),
+            )
+            .expect("issue the operator's certificate");
+        tls::write_private(&key, issued.key_pem.as_bytes()).expect("write the key");
+        tls::write_public(&cert, issued.cert_pem.as_bytes()).expect("write the certificate");
     }
+    fleet.drover_as(&As::Cert { cert, key }, args).await
 }
 
-/// What the CLI records as the operator: `$USER@hostname`.
+/// Who the history names for [`drover_as_operator`]: the name in its certificate.
 fn operator_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{OPERATOR}@{host}")
+    OPERATOR.to_string()
 }
 
 // ----- what runs where ---------------------------------------------------------------
@@ -1234,6 +1227,7 @@ impl InProcessController {
             shutdown_grace: Duration::from_secs(2),
             metrics: None,
             clock: clock.shared(),
+            security: drover_controller::server::Security::InsecureDev,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -1254,6 +1248,17 @@ impl InProcessController {
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The flags that connect an agent to it, keeping its state in `state_dir`.
+    fn agent_args(&self, state_dir: &std::path::Path) -> Vec<String> {
+        vec![
+            "--controller".into(),
+            self.url(),
+            "--insecure-dev".into(),
+            "--state-dir".into(),
+            state_dir.to_string_lossy().into_owned(),
+        ]
     }
 
     /// Stops it gracefully (bounded).
@@ -1357,8 +1362,9 @@ impl WindowFleet {
             .iter()
             .map(|(name, addr)| {
                 let ip = addr.ip().to_string();
+                let state = dir.path().join(name);
                 Agent::spawn(
-                    controller.addr,
+                    &controller.agent_args(&state),
                     name,
                     &[("role", role.as_str())],
                     &["--advertise", &ip, "--config", &config],
@@ -1594,7 +1600,7 @@ async fn a_deploy_window_holds_the_rollout_until_the_manual_clock_opens_it() {
         .await;
     let samples = sampler.stop().await;
     let report = load.stop().await;
-    let events = watch_events(&fleet.controller.url(), &d.id).await;
+    let events = watch_events(fleet.client().await, &d.id).await;
     eprintln!(
         "window: held until the clock moved at {opened}; {} ms to succeeded; load {}",
         done.finished_ms.saturating_sub(opened),

@@ -35,7 +35,7 @@ fn install_is_idempotent_and_writes_a_config_the_agent_accepts() {
     let root = tempfile::tempdir().unwrap();
     let args = [
         "--controller",
-        "http://127.0.0.1:7070",
+        "https://127.0.0.1:7070",
         "--name",
         "web-1",
         "--advertise",
@@ -93,7 +93,7 @@ fn install_refuses_bad_input_with_the_value_named() {
         root.path(),
         &[
             "--controller",
-            "http://c:7070",
+            "https://c:7070",
             "--name",
             "h",
             "--label",

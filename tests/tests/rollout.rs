@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use drover_controller::lb::{AdminState, OpStatus};
 use drover_proto::v1::DeployRequest;
-use drover_proto::v1::operator_client::OperatorClient;
 use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions};
 use drover_tests::haproxy::{SamplerGuard, Samples, StateSample};
 use drover_tests::load::{Load, LoadReport};
@@ -614,12 +613,9 @@ async fn a_spec_with_an_unknown_key_is_refused_before_anything_happens() {
         .drover(&["deploy", "-f", &path, "--version", "v2"])
         .await;
     // A client that skips the CLI's own check meets the controller's.
-    let channel = tonic::transport::Endpoint::from_shared(fleet.controller_url())
-        .unwrap()
-        .connect()
+    let direct = fleet
+        .operator_client()
         .await
-        .unwrap();
-    let direct = OperatorClient::new(channel)
         .deploy(DeployRequest {
             spec_toml: text.clone(),
             version: "v2".into(),

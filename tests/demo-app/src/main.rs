@@ -1,8 +1,10 @@
 //! `demo-app`: the workload Drover deploys in its tests and demo. A tiny HTTP/1.1 server
 //! whose answers name its version and whose failures can be ordered by `DEMO_MODE`.
-//! Configuration is read from the environment (see [`config::Config`]).
+//! Configuration is read from the environment (see [`config::Config`]). For the tests of
+//! secret delivery, `/env/NAME` and `/file/PATH` report hashes of what it was given.
 
 mod config;
+mod given;
 mod http;
 mod server;
 

@@ -36,6 +36,7 @@ use drover_tests::bench::{
 use drover_tests::commands::{self, STOP_TIMEOUT, demo_spec, expect_swap, http_ready};
 use drover_tests::docker::docker;
 use drover_tests::process::{ChildGuard, bin_path};
+use drover_tests::tmpfs::TmpfsDir;
 use drover_tests::{DemoImage, DockerCleanup, Fixture};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -419,17 +420,20 @@ struct StaticFootprint {
 async fn static_footprint(fx: &Fixture, path: &Path) -> StaticFootprint {
     let name = drover_tests::unique_name("bench-static");
     let _cleanup = DockerCleanup::for_agent(&name);
-    let addr = fx.controller.as_ref().expect("the controller is up").addr;
-    let args = [
-        "--controller".to_string(),
-        format!("http://{addr}"),
+    // The same transport as the harness agent (mTLS with a certificate issued into a
+    // state directory of its own), and its secrets on tmpfs, as the agent requires.
+    let secrets = TmpfsDir::new();
+    let mut args = fx.agent_connect_args(&name);
+    args.extend([
         "--name".to_string(),
         name.clone(),
         "--heartbeat-interval".to_string(),
         drover_tests::agent::TEST_HEARTBEAT.to_string(),
         "--advertise".to_string(),
         fx.host_ip.to_string(),
-    ];
+        "--secrets-dir".to_string(),
+        secrets.path().to_string_lossy().into_owned(),
+    ]);
     let mut agent = ChildGuard::spawn(&format!("static agent {name}"), path, &args, &[]);
     let hub = fx.hub();
     let connected = hub

@@ -335,6 +335,7 @@ async fn run(args: Args) -> ExitCode {
         readiness_deadline: Duration::from_secs(15),
         images: &[DemoImage::V1],
         initial: Some(DemoImage::V1),
+        ..FleetOptions::default()
     })
     .await;
     on_abort_fleet(&fleet);

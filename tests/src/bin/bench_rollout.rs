@@ -19,10 +19,15 @@
 //! Drover's wall time, from its own events, into waiting on Docker and readiness, waiting
 //! on HAProxy, and the rest: controller + agent overhead (target < 10 %).
 //!
-//! Not a test: run it through `tests/bench.sh`.
+//! The fleet runs with mTLS, as in production. `--tls-cost` measures instead what mTLS
+//! costs this deploy: an mTLS fleet and an `--insecure-dev` fleet side by side, the same
+//! deploy under load on each, interleaved, `--repeat` rounds; medians and their ratio
+//! (target: mTLS under 5 % slower). See [`tls_cost`].
+//!
+//! Not a test: run it through `tests/bench.sh` (`rollout`, or `tls` for `--tls-cost`).
 //!
 //! ```text
-//! bench_rollout [--hosts N] [--batch 25%] [--repeat R]
+//! bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -39,7 +44,7 @@ use drover_tests::bench::{
     verdict,
 };
 use drover_tests::docker::docker;
-use drover_tests::fleet::{CliRun, Fleet, FleetHost, FleetOptions, now_ms};
+use drover_tests::fleet::{CliRun, Fleet, FleetHost, FleetOptions, Transport, now_ms};
 use drover_tests::load::{Load, LoadReport};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -537,6 +542,8 @@ struct Args {
     hosts: usize,
     batch: String,
     repeat: usize,
+    /// Compare the same deploy over mTLS and plaintext instead (see [`tls_cost`]).
+    tls_cost: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -544,15 +551,20 @@ fn parse_args() -> Result<Args, String> {
         hosts: 10,
         batch: "25%".into(),
         repeat: 1,
+        tls_cost: false,
     };
     let mut flags = Flags::from_env();
     while let Some(flag) = flags.flag() {
         match flag.as_str() {
             "--hosts" => a.hosts = flags.number_in(&flag, 1..=40)?,
             "--batch" => a.batch = flags.value(&flag)?,
-            "--repeat" => a.repeat = flags.number_in(&flag, 1..=10)?,
+            "--repeat" => a.repeat = flags.number_in(&flag, 1..=20)?,
+            "--tls-cost" => a.tls_cost = true,
             "-h" | "--help" => {
-                return Err("usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R]".into());
+                return Err(
+                    "usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -573,6 +585,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    if args.tls_cost {
+        return tls_cost(&args).await;
+    }
     let drover = drover_tests::process::bin_path("drover");
     let agent = drover_tests::process::bin_path("drover-agent");
     println!(
@@ -590,15 +605,17 @@ async fn run(args: Args) -> ExitCode {
         readiness_deadline: READY_DEADLINE,
         images: &[DemoImage::V1, DemoImage::V2],
         initial: Some(DemoImage::V1),
+        ..FleetOptions::default()
     })
     .await;
     on_abort_fleet(&fleet);
     println!(
-        "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {})",
+        "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {}, {:?})",
         started.elapsed().as_secs_f64(),
         fleet.registry().host(),
         fleet.haproxy().frontend_addr(),
-        fleet.controller_url()
+        fleet.controller_url(),
+        fleet.transport()
     );
     let scripts = Scripts::new(&fleet).await;
     let mut bench = Bench {
@@ -1035,5 +1052,284 @@ fn report(args: &Args, runs: &[Run]) {
     }
     println!(
         "method: Drover's events (`drover deploy --json`, ms timestamps from the controller) give each step; waits are: the pull (PREPARING→PREPARED, agents in parallel), per batch the slowest agent's ready_after_ms (command receipt→ready: Docker calls + readiness probe) and the slowest drain wait (\"drained in\") plus enable→UP (HAProxy). Overhead = wall − those waits: CLI start and follow, gRPC, store writes, the agent's work after ready (prune, state report), gaps between steps. The scripts use the same HAProxy runtime calls and 50 ms polls as Drover, the docker CLI for pull/stop/run, and the same /ready probe loop (100 ms). Every \"host\" is a loopback address on ONE Docker engine, so a batch's swaps share that engine and these 2 cores."
+    );
+}
+
+// ----- the cost of mTLS --------------------------------------------------------------
+
+/// One timed `drover deploy` of the mTLS comparison.
+struct TlsRun {
+    transport: Transport,
+    round: usize,
+    /// `drover deploy` process start to exit, ms.
+    cli: f64,
+    /// Deployment created → finished on the controller's clock, ms.
+    controller: f64,
+    /// The controller wall minus the waits on Docker, readiness and HAProxy, ms (NaN when
+    /// the events could not be split).
+    overhead: f64,
+    /// Those waits, ms: the pull, the batches' slowest ready_after, drain + enable→UP.
+    pull: f64,
+    docker_ready: f64,
+    lb: f64,
+    /// CPU the controller process used from before the deploy to its end, ms (NaN when
+    /// it could not be read).
+    controller_cpu: f64,
+    /// The same, summed over the fleet's agent processes.
+    agents_cpu: f64,
+    /// Failed requests of the load (keep-alive + close) / sent.
+    failed: u64,
+    sent: u64,
+}
+
+/// `--tls-cost`: the speed benchmark's deploy (N hosts, the spec's batches, under load)
+/// on two fleets at once, one with mTLS (the default: `ca init`, enrolled agents, the CLI
+/// with the admin certificate) and one with `--insecure-dev` everywhere. Deploys alternate
+/// between them, in the order mTLS, plaintext, plaintext, mTLS, ... so that drift of the
+/// shared machine falls on both; one untimed deploy per fleet first, so no timed deploy
+/// pulls. Prints every deploy, the medians per transport and their ratio (target: mTLS
+/// under 5 % slower).
+async fn tls_cost(args: &Args) -> ExitCode {
+    println!(
+        "bench_rollout --tls-cost: {} hosts per fleet, batches of {}, {} round(s) under load; {}",
+        args.hosts,
+        args.batch,
+        args.repeat,
+        drover_tests::process::bin_path("drover").display(),
+    );
+    let mut fleets = vec![];
+    for transport in [Transport::Mtls, Transport::InsecureDev] {
+        let started = Instant::now();
+        let fleet = Fleet::start(FleetOptions {
+            hosts: args.hosts,
+            batch_size: &args.batch,
+            readiness_deadline: READY_DEADLINE,
+            images: &[DemoImage::V1, DemoImage::V2],
+            initial: Some(DemoImage::V1),
+            transport,
+            ..FleetOptions::default()
+        })
+        .await;
+        on_abort_fleet(&fleet);
+        println!(
+            "{} fleet up on v1 in {:.1} s (controller {})",
+            transport_label(transport),
+            started.elapsed().as_secs_f64(),
+            fleet.controller_url()
+        );
+        fleets.push(fleet);
+    }
+    let mut runs = vec![];
+    let outcome = async {
+        for fleet in &fleets {
+            let d = fleet.deploy("v2").await;
+            if d.code != Some(0) {
+                return Err(format!("the warm-up deploy failed: {}", d.describe()));
+            }
+            fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        }
+        for round in 1..=args.repeat {
+            let version = if round % 2 == 1 { "v1" } else { "v2" };
+            let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let run = tls_deploy(&fleets[i], round, version).await?;
+                println!(
+                    "[{round}] {:<9} deploy →{version} under load: CLI {:.2} s, controller {:.2} s = pull {:.0} + Docker&readiness {:.0} + HAProxy {:.0} + overhead {:.0} ms; CPU controller {:.0} ms, agents {:.0} ms; failed {} of {} requests",
+                    transport_label(run.transport),
+                    run.cli / 1000.0,
+                    run.controller / 1000.0,
+                    run.pull,
+                    run.docker_ready,
+                    run.lb,
+                    run.overhead,
+                    run.controller_cpu,
+                    run.agents_cpu,
+                    run.failed,
+                    run.sent
+                );
+                runs.push(run);
+            }
+        }
+        Ok::<_, String>(())
+    }
+    .await;
+    tls_report(args, &runs);
+    drop(fleets);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_rollout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One timed deploy of `fleet` to `version` under load.
+async fn tls_deploy(fleet: &Fleet, round: usize, version: &str) -> Result<TlsRun, String> {
+    let cpu0 = fleet_cpu(fleet);
+    let cli_start_ms = now_ms();
+    let (d, ka, cl, _) = measure(fleet, true, fleet.deploy(version)).await;
+    let cpu = fleet_cpu(fleet);
+    if d.code != Some(0) {
+        return Err(format!(
+            "drover deploy ({}) failed: {}",
+            transport_label(fleet.transport()),
+            d.describe()
+        ));
+    }
+    let sp = split(&d, cli_start_ms);
+    let overhead = if sp.problem.is_some() {
+        f64::NAN
+    } else {
+        sp.overhead_controller()
+    };
+    fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+    Ok(TlsRun {
+        transport: fleet.transport(),
+        round,
+        cli: ms(d.took),
+        controller: sp.controller_wall,
+        overhead,
+        pull: sp.pull,
+        docker_ready: sp.docker_ready,
+        lb: sp.lb,
+        controller_cpu: cpu.0 - cpu0.0,
+        agents_cpu: cpu.1 - cpu0.1,
+        failed: ka.failed + cl.failed,
+        sent: ka.sent + cl.sent,
+    })
+}
+
+/// CPU time used so far, in ms, by the fleet's controller and, summed, by its agents
+/// (NaN where a process could not be read). The controller is found among this
+/// process's children by its `--listen` address.
+fn fleet_cpu(fleet: &Fleet) -> (f64, f64) {
+    let listen = fleet.controller_addr().to_string();
+    let controller = bench::child_pids().into_iter().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.contains(&b"serve".as_slice()) && args.contains(&listen.as_bytes())
+    });
+    let cpu = |pid: Option<u32>| {
+        pid.and_then(bench::cpu_seconds)
+            .map_or(f64::NAN, |s| s * 1000.0)
+    };
+    let agents = (0..fleet.hosts().len())
+        .map(|i| cpu(fleet.agent_pid(i)))
+        .sum();
+    (cpu(controller), agents)
+}
+
+/// What the report reads from a [`TlsRun`].
+type Measure = fn(&TlsRun) -> f64;
+
+fn transport_label(t: Transport) -> &'static str {
+    match t {
+        Transport::Mtls => "mTLS",
+        Transport::InsecureDev => "plaintext",
+    }
+}
+
+fn tls_report(args: &Args, runs: &[TlsRun]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let of = |t: Transport, f: Measure| -> Vec<f64> {
+        runs.iter()
+            .filter(|r| r.transport == t)
+            .map(f)
+            .filter(|v| !v.is_nan())
+            .collect()
+    };
+    // Per round, mTLS / plaintext of the two deploys run back to back.
+    let paired = |f: Measure| -> Vec<f64> {
+        (1..=args.repeat)
+            .filter_map(|round| {
+                let pick = |t: Transport| {
+                    runs.iter()
+                        .find(|r| r.round == round && r.transport == t)
+                        .map(f)
+                };
+                Some(pick(Transport::Mtls)? / pick(Transport::InsecureDev)?)
+            })
+            .filter(|v| v.is_finite())
+            .collect()
+    };
+    println!();
+    println!(
+        "=== bench_rollout --tls-cost: the cost of mTLS on a {}-host deploy, batches {}, under load (2 keep-alive + 2 close-per-request workers through HAProxy); {} round(s), mTLS and plaintext fleets side by side, deploys interleaved (mTLS, plaintext, plaintext, mTLS, ...); machine: {cores} cores, shared and noisy (ratios, not absolutes) ===",
+        args.hosts, args.batch, args.repeat
+    );
+    println!(
+        "  {:<5} {:<9} {:>8} {:>13} {:>12} {:>12}",
+        "round", "transport", "CLI s", "controller s", "overhead ms", "failed/sent"
+    );
+    for r in runs {
+        println!(
+            "  {:<5} {:<9} {:>8.2} {:>13.2} {:>12.0} {:>12}",
+            r.round,
+            transport_label(r.transport),
+            r.cli / 1000.0,
+            r.controller / 1000.0,
+            r.overhead,
+            format!("{}/{}", r.failed, r.sent)
+        );
+    }
+    let rows: [(&str, Measure); 8] = [
+        ("CLI wall (drover deploy start → exit)", |r| r.cli),
+        ("controller wall (created → finished)", |r| r.controller),
+        ("  waiting on the pull (agents in parallel)", |r| r.pull),
+        (
+            "  waiting on Docker and readiness (slowest per batch)",
+            |r| r.docker_ready,
+        ),
+        ("  waiting on HAProxy (drain, enable→UP)", |r| r.lb),
+        ("controller CPU during the deploy", |r| r.controller_cpu),
+        ("agents' CPU during the deploy (all hosts)", |r| {
+            r.agents_cpu
+        }),
+        (
+            "controller overhead (wall − Docker/readiness/HAProxy waits)",
+            |r| r.overhead,
+        ),
+    ];
+    println!("medians (ms) and mTLS / plaintext");
+    for (what, f) in rows {
+        let (t, p) = (of(Transport::Mtls, f), of(Transport::InsecureDev, f));
+        let (mt, mp) = (median(&t), median(&p));
+        let pairs = paired(f);
+        println!(
+            "  {what:<62}: mTLS {mt:>7.0} | plaintext {mp:>7.0} | ratio of medians {:.3} ({:+.1} %, {:+.0} ms) | paired ratios: median {:.3}, range {:.2}–{:.2}",
+            mt / mp,
+            100.0 * (mt / mp - 1.0),
+            mt - mp,
+            median(&pairs),
+            pairs.iter().copied().fold(f64::NAN, f64::min),
+            pairs.iter().copied().fold(f64::NAN, f64::max),
+        );
+    }
+    let (t, p) = (
+        median(&of(Transport::Mtls, |r| r.cli)),
+        median(&of(Transport::InsecureDev, |r| r.cli)),
+    );
+    println!(
+        "  target: mTLS under 5 % slower (CLI wall, ratio of medians {:.3}): {}",
+        t / p,
+        verdict(t / p < 1.05)
+    );
+    let cpu_delta =
+        |f: Measure| median(&of(Transport::Mtls, f)) - median(&of(Transport::InsecureDev, f));
+    let (d_ctl, d_agents) = (cpu_delta(|r| r.controller_cpu), cpu_delta(|r| r.agents_cpu));
+    println!(
+        "  CPU that mTLS adds per deploy (medians): controller {d_ctl:+.0} ms, agents {d_agents:+.0} ms (all {} hosts) = {:.2} % of the plaintext deploy's CLI wall: at most what mTLS can add to the deploy's time, were none of it hidden behind the waits (less noisy than the wall ratio)",
+        args.hosts,
+        100.0 * (d_ctl + d_agents) / p
+    );
+    let failed: u64 = runs.iter().map(|r| r.failed).sum();
+    println!(
+        "  failed requests under load, all deploys: {failed}   target 0: {}",
+        verdict(failed == 0 && !runs.is_empty())
+    );
+    println!(
+        "method: two fleets of {} real agents each (one shared Docker engine), one enrolled over mTLS and one --insecure-dev, both up for the whole run; each round deploys both to the same version, back to back, alternating which goes first; every timed deploy swaps images already present (one untimed deploy per fleet first). Overhead as in the default run: the controller's wall time minus the pull, each batch's slowest ready_after and drain/enable→UP waits.",
+        args.hosts
     );
 }

@@ -1,6 +1,6 @@
 //! The demo behind `bash tests/demo.sh`: a whole fleet on this machine (a registry with
-//! htpasswd auth, HAProxy, a controller and four agents, each host on its own
-//! 127.0.0.N), the demo app at v1 everywhere, then `drover deploy --version v2` with its
+//! htpasswd auth, HAProxy, a controller and four agents enrolled with join tokens, all
+//! over mutual TLS, each host on its own 127.0.0.N), the demo app at v1 everywhere, then `drover deploy --version v2` with its
 //! live progress on this terminal while HTTP load goes through HAProxy. It prints how many
 //! requests were sent during the deploy and how many failed, and removes everything it
 //! started, also on Ctrl-C or SIGTERM.
@@ -49,13 +49,18 @@ async fn run() -> ExitCode {
         readiness_deadline: Duration::from_secs(30),
         images: &[DemoImage::V1, DemoImage::V2],
         initial: Some(DemoImage::V1),
+        ..Default::default()
     })
     .await;
     say(&format!(
         "fleet ready in {:.1}s:",
         started.elapsed().as_secs_f64()
     ));
-    println!("    controller   {}", fleet.controller_url());
+    println!(
+        "    controller   {} (mutual TLS; fleet CA and admin certificate in {})",
+        fleet.controller_url(),
+        fleet.pki().dir.display()
+    );
     println!("    registry     {}", fleet.registry().addr);
     println!(
         "    HAProxy      http://{} (backend {})",
