@@ -36,7 +36,7 @@ pub use runtime::{ContainerRuntime, RuntimeError};
 use commands::CommandContext;
 use connection::{Link, Transport};
 use docker::DockerRuntime;
-use drover_shared::tls::SwappableCert;
+use drover_shared::tls::{self, SwappableCert};
 use executor::Executor;
 use futures::FutureExt;
 use renewal::Renewer;
@@ -91,7 +91,7 @@ pub async fn run_with_runtime<R: ContainerRuntime>(
             .certified_key()
             .map_err(IdentityError::Internal)?;
         let cert = SwappableCert::new(key);
-        let client = identity::mtls_client(&established.ca_pem, cert.clone()).map_err(|e| {
+        let client = tls::client_config(&established.ca_pem, Some(cert.clone())).map_err(|e| {
             IdentityError::CaCert {
                 path: config.ca_cert.clone(),
                 reason: e.to_string(),

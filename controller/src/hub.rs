@@ -530,6 +530,11 @@ impl AgentChannel for AgentChannelService {
         admission::check_name(certified.as_ref(), &hello.name)
             .map_err(|s| refused(&hello.name, s))?;
         let enrolled_labels = certified.and_then(|c| c.labels);
+        // A stream lasts no longer than the certificate it was opened with.
+        let expires = tls
+            .as_ref()
+            .and_then(|t| t.peer.as_ref())
+            .map(|p| expiry_instant(p.not_after_unix));
         let name = hello.name.clone();
         let (tx, rx) = mpsc::channel(settings.queue_depth);
         let welcome = ControllerMessage {
@@ -552,8 +557,15 @@ impl AgentChannel for AgentChannelService {
         // response stream ends with it when the last sender (ours and the slot's) drops.
         tokio::spawn(
             async move {
-                let reason =
-                    read_agent(&hub, &name, &mut inbound, settings.lost_after, &removed).await;
+                let reason = read_agent(
+                    &hub,
+                    &name,
+                    &mut inbound,
+                    settings.lost_after,
+                    &removed,
+                    expires,
+                )
+                .await;
                 hub.close_session(&name, session);
                 drop(tx);
                 warn!(reason = %reason, "agent stream closed");
@@ -564,19 +576,39 @@ impl AgentChannel for AgentChannelService {
     }
 }
 
-/// Reads one agent's stream until it ends; returns why it ended.
+/// When a certificate valid until `not_after_unix` expires, on the monotonic clock.
+fn expiry_instant(not_after_unix: i64) -> tokio::time::Instant {
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let left = u64::try_from(not_after_unix.saturating_sub(now_unix)).unwrap_or(0);
+    // Far-future certificates (a CA-signed operator one, say) must not overflow Instant.
+    tokio::time::Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
+}
+
+/// Reads one agent's stream until it ends; returns why it ended. `expires`: when the
+/// certificate the stream was opened with stops being valid (none in plaintext).
 async fn read_agent(
     hub: &AgentHub,
     name: &str,
     inbound: &mut Streaming<AgentMessage>,
     lost_after: Duration,
     removed: &CancellationToken,
+    expires: Option<tokio::time::Instant>,
 ) -> String {
+    let expired = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     loop {
         let next = tokio::select! {
             m = tokio::time::timeout(lost_after, inbound.message()) => m,
             () = hub.inner.shutdown.cancelled() => return "controller shutting down".to_string(),
             () = removed.cancelled() => return "host removed from the fleet".to_string(),
+            () = &mut expired => return "the agent's certificate expired".to_string(),
         };
         let message = match next {
             Err(_) => return format!("no message for {lost_after:?}: agent declared lost"),

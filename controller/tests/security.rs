@@ -12,6 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use drover_controller::hub::HubSettings;
 use drover_controller::server::{Security, ServeSettings, TlsSettings, run};
 use drover_proto::v1 as proto;
 use drover_proto::v1::agent_channel_client::AgentChannelClient;
@@ -84,6 +85,11 @@ impl Drop for Controller {
 impl Controller {
     /// A new CA in a PKI directory (as `drover ca init` leaves it) and a controller on it.
     async fn start() -> Self {
+        Self::start_with(Duration::from_secs(3600), HubSettings::default()).await
+    }
+
+    /// As [`Controller::start`], issuing agent certificates valid for `agent_ttl`.
+    async fn start_with(agent_ttl: Duration, hub: HubSettings) -> Self {
         logs();
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
@@ -104,11 +110,11 @@ impl Controller {
                 Duration::from_secs(3600),
             )
             .unwrap();
-        let security = TlsSettings::load(&pki, vec![], Duration::from_secs(3600)).unwrap();
+        let security = TlsSettings::load(&pki, vec![], agent_ttl).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let settings = ServeSettings {
-            hub: Default::default(),
+            hub,
             deployer: Default::default(),
             database: dir.path().join("drover.db"),
             shutdown_grace: Duration::from_secs(1),
@@ -254,7 +260,11 @@ async fn connect_agent(
     labels: &[(&str, &str)],
     received: Received,
 ) -> Result<FakeAgent, tonic::Status> {
-    let mut client = AgentChannelClient::new(c.channel(Some(cert)).await.unwrap());
+    let channel = c
+        .channel(Some(cert))
+        .await
+        .map_err(tonic::Status::unavailable)?;
+    let mut client = AgentChannelClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     tx.send(proto::AgentMessage {
         body: Some(agent_message::Body::Hello(proto::Hello {
@@ -639,6 +649,42 @@ async fn agents_enroll_once_and_removed_agents_stay_out() {
             "a join token was logged"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stream_ends_when_its_certificate_expires() {
+    // Heartbeats are not what ends this stream: the fake agent sends none, and the
+    // controller would wait a minute before declaring it lost.
+    let hub = HubSettings {
+        lost_after: Duration::from_secs(60),
+        ..HubSettings::default()
+    };
+    let c = Controller::start_with(Duration::from_secs(3), hub).await;
+    let token = c.join_token(&[("role", "web")]).await;
+    let cert = c.enroll(&token, "web-exp").await.unwrap();
+    let received = Received::default();
+    let agent = connect_agent(&c, &cert, "web-exp", &[], received.clone())
+        .await
+        .unwrap();
+    c.wait_hosts(1).await;
+
+    // Issued for 3 s: the stream must not outlive it by more than scheduling slack.
+    tokio::time::timeout(Duration::from_secs(8), agent.closed)
+        .await
+        .expect("the stream closes when the certificate expires")
+        .unwrap();
+    assert!(c.wait_hosts(0).await.iter().all(|h| !h.connected));
+    let logged = log_text();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("web-exp") && l.contains("the agent's certificate expired")),
+        "no log line names the host and the expiry"
+    );
+    // And the expired certificate does not open a new one.
+    connect_agent(&c, &cert, "web-exp", &[], received)
+        .await
+        .expect_err("an expired certificate is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,3 +258,70 @@ async fn a_swapped_certificate_is_used_from_the_next_handshake() {
         }
     }
 }
+
+#[tokio::test]
+async fn sessions_are_never_resumed_so_a_renewed_certificate_is_seen_at_once() {
+    let (ca, ca_pem) = new_ca();
+    let server = ca.issue_controller(&[], HOUR).unwrap();
+    let agent = |ttl| {
+        ca.issue(
+            &Identity::Agent {
+                name: "web-1".into(),
+            },
+            ttl,
+        )
+        .unwrap()
+    };
+    let (first, second) = (agent(HOUR), agent(2 * HOUR));
+    let cert = swappable(&first);
+    // One server and one client configuration for both connections, as in production:
+    // with resumption, the second connection would carry the first one's certificate.
+    let server_config = tls::server_config(&ca_pem, swappable(&server)).unwrap();
+    let client_config = tls::client_config(&ca_pem, Some(cert.clone())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = tokio_rustls::TlsAcceptor::from(Arc::clone(&server_config))
+                .accept(tcp)
+                .await
+                .unwrap();
+            let conn = s.get_ref().1;
+            let peer = PeerCertificate::parse(&conn.peer_certificates().unwrap()[0]).unwrap();
+            seen.push((conn.handshake_kind(), peer.not_after_unix));
+            s.write_all(b"ok").await.unwrap();
+            s.shutdown().await.unwrap();
+        }
+        seen
+    });
+    for next in [Some(&second), None] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from(tls::CONTROLLER_SERVER_NAME).unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(Arc::clone(&client_config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        assert_eq!(buf, b"ok");
+        assert_eq!(
+            s.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        if let Some(k) = next {
+            cert.replace(tls::certified_key(&k.cert_pem, &k.key_pem).unwrap());
+        }
+    }
+    let seen = accepting.await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|(kind, _)| *kind == Some(rustls::HandshakeKind::Full)),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].1 > seen[0].1,
+        "the second connection presented the renewed certificate: {seen:?}"
+    );
+}

@@ -21,9 +21,8 @@ use std::time::Duration;
 use drover_shared::backoff::Backoff;
 use drover_shared::proto::EnrollRequest;
 use drover_shared::proto::enrollment_client::EnrollmentClient;
-use drover_shared::tls::{self, Identity, SwappableCert};
+use drover_shared::tls::{self, Identity};
 use rustls::ClientConfig;
-use rustls::client::Resumption;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
@@ -225,19 +224,6 @@ pub fn is_refusal(code: tonic::Code) -> bool {
     )
 }
 
-/// The mutual-TLS client configuration presenting `cert`. Sessions are never resumed: a
-/// resumed TLS 1.3 session carries the client certificate of the session it resumes, so
-/// the controller would keep seeing the old certificate after a renewal.
-pub fn mtls_client(
-    ca_pem: &str,
-    cert: SwappableCert,
-) -> Result<Arc<ClientConfig>, tls::TlsConfigError> {
-    let shared = tls::client_config(ca_pem, Some(cert))?;
-    let mut config = ClientConfig::clone(&shared);
-    config.resumption = Resumption::disabled();
-    Ok(Arc::new(config))
-}
-
 /// A client of the Enrollment service over TLS with `client`.
 pub async fn enrollment_client(
     controller: &str,
@@ -348,8 +334,12 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Wrappers often repeat their source's text; say each thing once.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = s.source();
     }
     out

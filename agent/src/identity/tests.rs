@@ -222,3 +222,24 @@ fn refusals_exit_with_their_own_code_and_say_what_to_do() {
     }
     assert!(!is_refusal(tonic::Code::Unavailable));
 }
+
+#[test]
+fn an_error_chain_says_each_cause_once() {
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        // Like hyper's and tonic's wrappers: repeats its source's text.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let e = Wrapper(std::io::Error::other("connection refused"));
+    assert_eq!(source_chain(&e), "transport error: connection refused");
+    let plain = std::io::Error::other("connection refused");
+    assert_eq!(source_chain(&plain), "connection refused");
+}

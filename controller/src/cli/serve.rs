@@ -93,9 +93,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let metrics = if args.metrics_listen.is_empty() {
         None
     } else {
@@ -105,11 +104,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 args.metrics_listen
             )
         })?;
-        Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-        )
+        Some(listen(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?)
     };
     let registry_credentials = match &args.registry_auth_file {
         None => RegistryCredentials::default(),
@@ -154,4 +149,22 @@ pub(crate) async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM received, shutting down"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
     }
+}
+
+/// How many connections may wait to be accepted. The operating system's usual 128 is too
+/// few when a whole fleet reconnects at once (after a controller restart, say): the
+/// surplus SYNs are dropped and those agents wait a full TCP retransmission timeout.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (the kernel still caps it at
+/// `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -11,16 +11,22 @@
 //!
 //! Both ends' own certificates sit behind [`SwappableCert`], so a renewed certificate
 //! is used from the next handshake on without a restart.
+//!
+//! TLS sessions are never resumed, at either end: a resumed TLS 1.3 session carries the
+//! client certificate of the session it resumes, so a renewed, expired or revoked
+//! certificate would go on being accepted. Every connection is a full handshake.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
@@ -175,6 +181,9 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(cert));
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: neither tickets nor a session cache (see the module docs).
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
@@ -200,6 +209,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
 
