@@ -7,11 +7,12 @@
 say() { printf '==> %s\n' "$*"; }
 die() { printf '%s: %s\n' "$0" "$*" >&2; exit 1; }
 
-# --- system packages: registry, htpasswd, HAProxy --------------------------------
+# --- system packages: registry, htpasswd, HAProxy, ss ----------------------------
 missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them: install them by hand"
@@ -21,8 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         sudo="sudo"
     fi
     $sudo apt-get update -qq || die "apt-get update failed: cannot install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy docker-registry apache2-utils \
-        || die "apt-get install haproxy docker-registry apache2-utils failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" \
+        || die "apt-get install ${missing[*]} failed"
 fi
 
 # --- Docker engine ---------------------------------------------------------------

@@ -578,12 +578,13 @@ impl AgentChannel for AgentChannelService {
 
 /// When a certificate valid until `not_after_unix` expires, on the monotonic clock.
 fn expiry_instant(not_after_unix: i64) -> tokio::time::Instant {
-    let now_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let left = u64::try_from(not_after_unix.saturating_sub(now_unix)).unwrap_or(0);
+    let left_ms = u64::try_from(not_after_unix)
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_sub(crate::store::now_ms());
     // Far-future certificates (a CA-signed operator one, say) must not overflow Instant.
-    tokio::time::Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
+    const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+    tokio::time::Instant::now() + Duration::from_millis(left_ms.min(TEN_YEARS_MS))
 }
 
 /// Reads one agent's stream until it ends; returns why it ended. `expires`: when the

@@ -206,6 +206,18 @@ impl Controller {
         })
     }
 
+    /// Enrolls `name` with a fresh `role=web` token and connects it as the only agent;
+    /// returns once the controller lists it as connected.
+    async fn join(&self, name: &str, received: &Received) -> (KeyAndCert, FakeAgent) {
+        let token = self.join_token(&[("role", "web")]).await;
+        let cert = self.enroll(&token, name).await.unwrap();
+        let agent = connect_agent(self, &cert, name, &[], received.clone())
+            .await
+            .unwrap();
+        self.wait_hosts(1).await;
+        (cert, agent)
+    }
+
     async fn wait_hosts(&self, connected: usize) -> Vec<proto::HostInfo> {
         let mut client = self.admin().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -660,13 +672,8 @@ async fn an_agent_stream_ends_when_its_certificate_expires() {
         ..HubSettings::default()
     };
     let c = Controller::start_with(Duration::from_secs(3), hub).await;
-    let token = c.join_token(&[("role", "web")]).await;
-    let cert = c.enroll(&token, "web-exp").await.unwrap();
     let received = Received::default();
-    let agent = connect_agent(&c, &cert, "web-exp", &[], received.clone())
-        .await
-        .unwrap();
-    c.wait_hosts(1).await;
+    let (cert, agent) = c.join("web-exp", &received).await;
 
     // Issued for 3 s: the stream must not outlive it by more than scheduling slack.
     tokio::time::timeout(Duration::from_secs(8), agent.closed)
@@ -715,13 +722,8 @@ async fn secrets_travel_only_inside_the_swap() {
         "BAD-NAME",
     );
 
-    let token = c.join_token(&[("role", "web")]).await;
-    let cert = c.enroll(&token, "web-1").await.unwrap();
     let received = Received::default();
-    let _agent = connect_agent(&c, &cert, "web-1", &[], received.clone())
-        .await
-        .unwrap();
-    c.wait_hosts(1).await;
+    let (_, _agent) = c.join("web-1", &received).await;
 
     let deployer = c.api_token("ci", "deployer").await;
     let mut ci = c.operator(None, Some(&deployer)).await;

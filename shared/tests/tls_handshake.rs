@@ -61,6 +61,14 @@ async fn connect(
     client: Option<&KeyAndCert>,
 ) -> Result<(), String> {
     let config = tls::client_config(ca_pem, client.map(swappable)).unwrap();
+    connect_with(addr, config).await.map(drop)
+}
+
+/// Connects with `config` and reads until the server closes; Ok when it said "ok".
+async fn connect_with(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(tls::CONTROLLER_SERVER_NAME).unwrap();
     let mut s = tokio_rustls::TlsConnector::from(config)
@@ -72,7 +80,7 @@ async fn connect(
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
     if buf == b"ok" {
-        Ok(())
+        Ok(s)
     } else {
         Err(format!("server said {buf:?}"))
     }
@@ -244,14 +252,7 @@ async fn a_swapped_certificate_is_used_from_the_next_handshake() {
         (serial_of(&second), None),
     ] {
         let (addr, seen) = serve_once(&ca_pem, &server).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from(tls::CONTROLLER_SERVER_NAME).unwrap();
-        let mut s = tokio_rustls::TlsConnector::from(Arc::clone(&config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
+        connect_with(addr, Arc::clone(&config)).await.unwrap();
         assert_eq!(seen.await.unwrap().unwrap().unwrap().serial, expected);
         if let Some(k) = next {
             cert.replace(tls::certified_key(&k.cert_pem, &k.key_pem).unwrap());
@@ -297,15 +298,9 @@ async fn sessions_are_never_resumed_so_a_renewed_certificate_is_seen_at_once() {
         seen
     });
     for next in [Some(&second), None] {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from(tls::CONTROLLER_SERVER_NAME).unwrap();
-        let mut s = tokio_rustls::TlsConnector::from(Arc::clone(&client_config))
-            .connect(name, tcp)
+        let s = connect_with(addr, Arc::clone(&client_config))
             .await
             .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        assert_eq!(buf, b"ok");
         assert_eq!(
             s.get_ref().1.handshake_kind(),
             Some(rustls::HandshakeKind::Full)

@@ -151,9 +151,10 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// How many connections may wait to be accepted. The operating system's usual 128 is too
-/// few when a whole fleet reconnects at once (after a controller restart, say): the
-/// surplus SYNs are dropped and those agents wait a full TCP retransmission timeout.
+/// How many connections may wait to be accepted. The usual default (128, as std and
+/// tokio bind) is too few when a whole fleet reconnects at once (after a controller
+/// restart, say): the surplus SYNs are dropped and those agents wait a full TCP
+/// retransmission timeout.
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`] (the kernel still caps it at
@@ -167,4 +168,31 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_listener_queues_a_whole_fleet_reconnecting_at_once() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // `ss` shows a listening socket's backlog in its Send-Q column.
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) is installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no backlog in {text:?}"));
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(LISTEN_BACKLOG);
+        assert_eq!(backlog, LISTEN_BACKLOG.min(cap));
+    }
 }
