@@ -355,6 +355,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Locked { .. } => Status::aborted(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
         other => {
             tracing::error!(error = %other, "store failure");
             Status::internal("the controller's state database failed; see the controller's log")
@@ -378,6 +379,7 @@ fn state_proto(s: DeploymentState) -> proto::DeploymentState {
         DeploymentState::AwaitingPromotion => P::AwaitingPromotion,
         DeploymentState::Cancelled => P::Cancelled,
         DeploymentState::Skipped => P::Skipped,
+        DeploymentState::Held => P::Held,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The states of a deployment and of each host in it, the same words in the database,
-//! the operator API and the CLI. Transitions are checked here and only here.
+//! the operator API and the CLI. Which state may follow which is decided by the state machine
+//! (`rollout::machine`) and nowhere else.
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal,)+ } fallback $fb:ident) => {
@@ -38,8 +39,12 @@ string_enum! {
         /// Stopped at a safe point (by an operator, or after a failure with
         /// `on_failure = "pause"`); hosts already done stay; `drover resume` continues.
         Paused => "paused",
-        /// Waiting for its start time (`--at`) or for a deploy window to open.
+        /// Not started: waiting for its start time (`--at`) or for a deploy window to
+        /// open before its first stage. Nothing has been touched; cancelling is safe.
         Scheduled => "scheduled",
+        /// Started, and held between stages by a closed deploy window. Hosts have changed
+        /// and the service stays locked; an abort rolls them back.
+        Held => "held",
         /// A stage is done; its canary hosts are being watched against the rest.
         Baking => "baking",
         /// A stage is done and baked; waiting for `drover promote`.
@@ -69,38 +74,6 @@ impl DeploymentState {
     /// Hosts may be moving (a rollout task is acting on the fleet).
     pub fn is_active(self) -> bool {
         matches!(self, Self::Preparing | Self::Rolling | Self::RollingBack)
-    }
-
-    /// Whether moving to `next` is allowed.
-    pub fn can_become(self, next: Self) -> bool {
-        use DeploymentState::*;
-        matches!(
-            (self, next),
-            (
-                Scheduled,
-                Pending | Preparing | Rolling | Cancelled | Skipped | Failed | RollingBack
-            ) | (
-                Pending,
-                Preparing | Rolling | Failed | Cancelled | Scheduled
-            ) | (Preparing, Rolling | Failed)
-                | (
-                    Rolling,
-                    Succeeded
-                        | RollingBack
-                        | Paused
-                        | Failed
-                        | Baking
-                        | AwaitingPromotion
-                        | Scheduled
-                )
-                | (
-                    Baking,
-                    Rolling | RollingBack | AwaitingPromotion | Paused | Failed
-                )
-                | (AwaitingPromotion, Rolling | RollingBack | Paused | Failed)
-                | (Paused, Rolling | RollingBack | Failed)
-                | (RollingBack, RolledBack | Failed)
-        )
     }
 }
 
@@ -207,14 +180,10 @@ mod tests {
     }
 
     #[test]
-    fn transitions() {
+    fn terminal_and_active() {
         use DeploymentState::*;
-        assert!(Pending.can_become(Preparing));
-        assert!(Rolling.can_become(RollingBack));
-        assert!(!Succeeded.can_become(Rolling));
-        assert!(!Pending.can_become(Succeeded));
         assert!(Succeeded.is_terminal() && !Rolling.is_terminal() && !Paused.is_terminal());
-        assert!(Scheduled.can_become(Cancelled) && !Rolling.can_become(Cancelled));
-        assert!(Paused.can_become(Rolling) && AwaitingPromotion.can_become(RollingBack));
+        assert!(!Held.is_terminal() && !Held.is_active());
+        assert_eq!(DeploymentState::parse("held"), Held);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
 mod secret_rows;
@@ -58,6 +59,25 @@ pub enum StoreError {
     /// No deployment with that id.
     #[error("no deployment {0:?}; list them with `drover history`")]
     NotFound(String),
+    /// A transition computed from a state the deployment is no longer in (an operator
+    /// request racing the rollout task, or a second writer): refused, nothing written.
+    #[error(
+        "deployment {id} is {actual}, not {expected}: the change to {wanted} was refused; see `drover status {id}`"
+    )]
+    Stale {
+        /// The deployment.
+        id: String,
+        /// The state the transition was computed from.
+        expected: DeploymentState,
+        /// The state it would have written.
+        wanted: DeploymentState,
+        /// The state the row is in.
+        actual: DeploymentState,
+    },
+    /// The state machine does not allow that event in the deployment's state: a
+    /// rollout step out of order. Nothing was written.
+    #[error("{0}; nothing was written")]
+    Refused(#[from] crate::rollout::machine::Refused),
     /// A blocking task panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
@@ -345,29 +365,43 @@ impl Store {
         .await
     }
 
-    /// Moves a deployment to `state`; a terminal state releases the service lock.
-    pub async fn set_state(
+    /// Writes a checked transition as a compare-and-set: only if the deployment is still
+    /// in the state the transition was computed from. Releases the service lock in the
+    /// same write when the transition says so. A stale transition is refused with
+    /// [`StoreError::Stale`] and nothing is written.
+    pub async fn transition(
         &self,
         id: &str,
-        state: DeploymentState,
+        t: Transition,
         error: Option<String>,
         message: &str,
     ) -> Result<(), StoreError> {
         let (id, message) = (id.to_string(), message.to_string());
         self.with(move |c| {
             let tx = c.transaction()?;
-            let finished = state.is_terminal().then(now_ms);
+            let finished = t.to().is_terminal().then(now_ms);
             let n = tx.execute(
-                "UPDATE deployments SET state = ?2, error = COALESCE(?3, error), finished_ms = ?4 WHERE id = ?1",
-                params![id, state.as_str(), error, finished],
+                "UPDATE deployments SET state = ?2, error = COALESCE(?3, error), finished_ms = ?4 WHERE id = ?1 AND state = ?5",
+                params![id, t.to().as_str(), error, finished, t.from().as_str()],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(id));
+                let actual: Option<String> = tx
+                    .query_row("SELECT state FROM deployments WHERE id = ?1", params![id], |r| r.get(0))
+                    .optional()?;
+                return Err(match actual {
+                    None => StoreError::NotFound(id),
+                    Some(actual) => StoreError::Stale {
+                        id,
+                        expected: t.from(),
+                        wanted: t.to(),
+                        actual: DeploymentState::parse(&actual),
+                    },
+                });
             }
-            if state.is_terminal() {
+            if t.lock() == LockEffect::Release {
                 tx.execute("DELETE FROM service_locks WHERE deployment_id = ?1", params![id])?;
             }
-            insert_event(&tx, &id, "", &message, None, Some(state))?;
+            insert_event(&tx, &id, "", &message, None, Some(t.to()))?;
             tx.commit()?;
             Ok(())
         })

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::canary::{Counters, evaluate};
 use super::control::Go;
+use super::machine::Event;
 use super::run::{Result, Rollout};
 use crate::state::{Control, DeploymentState, HostPhase};
 
@@ -39,7 +40,10 @@ impl Rollout {
             },
             humantime::format_duration(interval)
         );
-        self.transition(DeploymentState::Baking, None, &msg).await?;
+        // A rollout resumed by a new controller may already be baking this stage.
+        if self.d.state != DeploymentState::Baking {
+            self.advance(Event::Bake, None, &msg).await?;
+        }
         let all: Vec<String> = canary.iter().chain(&baseline).cloned().collect();
         let start = self.counters(&all).await;
         let seen = self.containers(&canary, 0).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::info;
 
+use super::machine::Event;
 use super::run::{Result, Rollout};
 use crate::state::{Control, DeploymentState};
 
@@ -71,7 +72,6 @@ impl Rollout {
             Control::None => Ok(Go::Continue),
             Control::Abort => Ok(Go::Abort(self.abort_reason())),
             Control::Pause => {
-                let before = self.d.state;
                 let hold = self
                     .d
                     .hold
@@ -80,12 +80,8 @@ impl Rollout {
                 let msg = format!(
                     "paused at a safe point ({hold}); nothing is drained; `drover resume` continues"
                 );
-                self.transition(DeploymentState::Paused, None, &msg).await?;
-                let go = self.wait_paused().await?;
-                if go == Go::Continue && before != DeploymentState::Paused {
-                    self.transition(before, None, "resumed").await?;
-                }
-                Ok(go)
+                self.advance(Event::Pause, None, &msg).await?;
+                self.wait_paused().await
             }
         }
     }
@@ -97,8 +93,7 @@ impl Rollout {
             match self.d.control {
                 Control::Abort => return Ok(Go::Abort(self.abort_reason())),
                 Control::None => {
-                    self.transition(DeploymentState::Rolling, None, "resumed")
-                        .await?;
+                    self.advance(Event::Resume, None, "resumed").await?;
                     return Ok(Go::Continue);
                 }
                 Control::Pause => self.nap(RECHECK).await,
@@ -122,8 +117,10 @@ impl Rollout {
             .store
             .set_hold(&self.d.id, Some(msg.clone()))
             .await?;
-        self.transition(DeploymentState::AwaitingPromotion, None, &msg)
-            .await?;
+        // A rollout resumed by a new controller may already be waiting at this gate.
+        if self.d.state != DeploymentState::AwaitingPromotion {
+            self.advance(Event::AwaitPromotion, None, &msg).await?;
+        }
         loop {
             self.refresh().await?;
             if self.d.promoted >= i64::from(stage) {

@@ -5,6 +5,7 @@
 mod bake;
 mod canary;
 mod control;
+pub mod machine;
 mod plan;
 mod run;
 mod schedule_wait;
@@ -30,6 +31,7 @@ use crate::secrets::{SecretsError, Vault};
 use crate::spec::{ServiceSpec, SpecError};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
+use machine::Event;
 
 pub use plan::batches;
 
@@ -445,23 +447,24 @@ impl Deployer {
                 if d.state == DeploymentState::Cancelled {
                     return Ok(());
                 }
-                if !matches!(
-                    d.state,
-                    DeploymentState::Scheduled | DeploymentState::Pending
-                ) {
-                    return Err(DeployError::Control(format!(
-                        "cannot cancel deployment {id}: it has started ({}); use `drover abort {id}` to stop it and roll back",
-                        d.state
-                    )));
+                let started = || {
+                    DeployError::Control(format!(
+                        "cannot cancel deployment {id}: it has started; use `drover abort {id}` to stop it and roll back"
+                    ))
+                };
+                let Ok(t) = machine::apply(d.state, Event::Cancel) else {
+                    return Err(started());
+                };
+                let msg = format!("cancelled by {by}");
+                match store.transition(id, t, Some(msg.clone()), &msg).await {
+                    Ok(()) => {}
+                    // The rollout took its first step meanwhile: it owns the state now.
+                    Err(StoreError::Stale { actual, .. }) if !actual.is_terminal() => {
+                        return Err(started());
+                    }
+                    Err(StoreError::Stale { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
                 }
-                store
-                    .set_state(
-                        id,
-                        DeploymentState::Cancelled,
-                        Some(format!("cancelled by {by}")),
-                        &format!("cancelled by {by}"),
-                    )
-                    .await?;
             }
             // Already past every gate: a repeated promote has nothing left to do.
             Action::Promote if d.state == DeploymentState::Succeeded => return Ok(()),
@@ -511,16 +514,22 @@ impl Deployer {
                     .await?;
             }
             Action::Abort => {
-                if d.state == DeploymentState::Scheduled {
-                    store
-                        .set_state(
-                            id,
-                            DeploymentState::Cancelled,
-                            Some(format!("aborted by {by} before it started")),
-                            &format!("aborted by {by} before it started"),
-                        )
-                        .await?;
-                } else {
+                // Not started (`Scheduled`, never `Held`): nothing to roll back, so the
+                // abort ends it here. If the rollout started meanwhile, the compare-and-set
+                // refuses and the abort becomes a request the rollout task applies, with
+                // the rollback under the service lock.
+                let msg = format!("aborted by {by} before it started");
+                let ended = match machine::apply(d.state, Event::Cancel) {
+                    Ok(t) if d.state == DeploymentState::Scheduled => {
+                        match store.transition(id, t, Some(msg.clone()), &msg).await {
+                            Ok(()) => true,
+                            Err(StoreError::Stale { .. }) => false,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    _ => false,
+                };
+                if !ended {
                     store
                         .request(
                             id,

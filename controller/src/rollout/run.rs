@@ -17,6 +17,7 @@ use futures::future::join_all;
 use tracing::{info, warn};
 
 use super::control::{Go, Start};
+use super::machine::{self, Event};
 use super::stages::{Promotion, ResolvedStage};
 use super::{Shared, load_balancer};
 use crate::hub::HubError;
@@ -104,19 +105,29 @@ impl Rollout {
         self.hosts.iter().find(|h| h.host == name)
     }
 
-    pub(super) async fn transition(
+    /// Applies `event` through the state machine and writes the transition as a
+    /// compare-and-set; the only way a rollout changes its deployment's state. A refused
+    /// or stale transition is an error, and nothing is written.
+    pub(super) async fn advance(
         &mut self,
-        next: DeploymentState,
+        event: Event,
         error: Option<String>,
         message: &str,
     ) -> Result<()> {
-        if self.d.state != next && !self.d.state.can_become(next) {
-            warn!(from = %self.d.state, to = %next, "unexpected state change");
-        }
-        self.shared
+        let t = machine::apply(self.d.state, event)?;
+        if let Err(e) = self
+            .shared
             .store
-            .set_state(&self.d.id, next, error, message)
-            .await?;
+            .transition(&self.d.id, t, error, message)
+            .await
+        {
+            if let StoreError::Stale { actual, .. } = &e {
+                warn!(error = %e, "the deployment changed under the rollout");
+                self.d.state = *actual;
+            }
+            return Err(e);
+        }
+        let next = t.to();
         self.d.state = next;
         if next.is_terminal() {
             let took = crate::store::now_ms().saturating_sub(self.d.created_ms);
@@ -175,14 +186,13 @@ impl Rollout {
             DeploymentState::Pending | DeploymentState::Preparing
         ) {
             if self.d.kind == DeploymentKind::Deploy {
-                let msg = format!("pulling {} on {} hosts", self.d.image, self.hosts.len());
-                self.transition(DeploymentState::Preparing, None, &msg)
-                    .await?;
+                if self.d.state == DeploymentState::Pending {
+                    let msg = format!("pulling {} on {} hosts", self.d.image, self.hosts.len());
+                    self.advance(Event::Prepare, None, &msg).await?;
+                }
                 if let Err(f) = self.prepare().await? {
                     let msg = format!("pull failed before any host was drained: {}", f.message);
-                    return self
-                        .transition(DeploymentState::Failed, Some(msg.clone()), &msg)
-                        .await;
+                    return self.advance(Event::Fail, Some(msg.clone()), &msg).await;
                 }
             }
             let msg = format!(
@@ -195,8 +205,7 @@ impl Rollout {
                     n => format!(" over {n} stages"),
                 }
             );
-            self.transition(DeploymentState::Rolling, None, &msg)
-                .await?;
+            self.advance(Event::Roll, None, &msg).await?;
         }
         let reason = loop {
             if self.d.state == DeploymentState::RollingBack {
@@ -216,17 +225,14 @@ impl Rollout {
             match self.roll_stages().await? {
                 Go::Continue => {
                     let msg = format!("every host runs {} and is in rotation", self.d.version);
-                    return self
-                        .transition(DeploymentState::Succeeded, None, &msg)
-                        .await;
+                    return self.advance(Event::Succeed, None, &msg).await;
                 }
                 Go::Abort(reason) => break reason,
                 Go::Fail(reason) if self.spec.rollout.on_failure == OnFailure::Pause => {
                     let msg = format!(
                         "paused after a failure (on_failure = pause): {reason}; `drover resume` retries, `drover abort` rolls back"
                     );
-                    self.transition(DeploymentState::Paused, Some(reason), &msg)
-                        .await?;
+                    self.advance(Event::Pause, Some(reason), &msg).await?;
                     match self.wait_paused().await? {
                         Go::Continue => continue,
                         Go::Abort(reason) | Go::Fail(reason) => break reason,
@@ -237,19 +243,18 @@ impl Rollout {
         };
         if self.d.state != DeploymentState::RollingBack {
             let msg = format!("rolling back every changed host: {reason}");
-            self.transition(DeploymentState::RollingBack, Some(reason.clone()), &msg)
+            self.advance(Event::BeginRollback, Some(reason.clone()), &msg)
                 .await?;
         }
         let undone = self.roll_back_changed().await?;
         if undone {
             let msg = format!("rolled back: {reason}");
-            self.transition(DeploymentState::RolledBack, Some(reason), &msg)
+            self.advance(Event::FinishRollback, Some(reason), &msg)
                 .await
         } else {
             let msg =
                 format!("failed, and some hosts could not be rolled back (see hosts): {reason}");
-            self.transition(DeploymentState::Failed, Some(reason), &msg)
-                .await
+            self.advance(Event::Fail, Some(reason), &msg).await
         }
     }
 
@@ -293,8 +298,7 @@ impl Rollout {
                 self.d.stage = stage + 1;
                 if self.d.state != DeploymentState::Rolling {
                     let msg = format!("stage {} of {}", stage + 2, stages);
-                    self.transition(DeploymentState::Rolling, None, &msg)
-                        .await?;
+                    self.advance(Event::Promote, None, &msg).await?;
                 }
             }
         }
@@ -873,20 +877,14 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => {
             let msg = format!("the recorded spec no longer parses: {e}");
-            return shared
-                .store
-                .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
-                .await;
+            return fail_before_start(&shared, &d, &msg).await;
         }
     };
     let lb = match load_balancer(&spec, &shared.settings) {
         Ok(lb) => lb,
         Err(e) => {
             let msg = e.to_string();
-            return shared
-                .store
-                .set_state(&d.id, DeploymentState::Failed, Some(msg.clone()), &msg)
-                .await;
+            return fail_before_start(&shared, &d, &msg).await;
         }
     };
     if d.epoch > 1 {
@@ -910,11 +908,30 @@ pub(crate) async fn run(
         lb,
         auth,
     };
-    tokio::select! {
+    let r = tokio::select! {
         r = rollout.drive() => r,
         () = shared.shutdown.cancelled() => {
             info!("controller shutting down; the deployment resumes on the next start");
             Ok(())
         }
+    };
+    match r {
+        // An operator ended it first (a cancel that won the race with the first step):
+        // the rollout has nothing left to do, and did nothing.
+        Err(StoreError::Stale { actual, .. }) if actual.is_terminal() => {
+            info!(state = %actual, "the deployment was ended by an operator; the rollout stops");
+            Ok(())
+        }
+        other => other,
     }
+}
+
+/// Fails a deployment whose rollout could not even begin (its recorded spec or load
+/// balancer no longer resolves).
+async fn fail_before_start(shared: &Shared, d: &Deployment, msg: &str) -> Result<()> {
+    let t = machine::apply(d.state, Event::Fail)?;
+    shared
+        .store
+        .transition(&d.id, t, Some(msg.to_string()), msg)
+        .await
 }

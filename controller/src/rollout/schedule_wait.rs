@@ -8,6 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::control::{Go, Start};
+use super::machine::Event;
 use super::run::{Result, Rollout};
 use crate::schedule::{MissedDecision, Schedule, missed_decision};
 use crate::state::{Control, DeploymentState};
@@ -47,8 +48,7 @@ impl Rollout {
                             schedule.missed.missed,
                             humantime::format_duration(schedule.missed.limit())
                         );
-                        self.transition(DeploymentState::Skipped, Some(msg.clone()), &msg)
-                            .await?;
+                        self.advance(Event::Skip, Some(msg.clone()), &msg).await?;
                         return Ok(Start::Ended);
                     }
                 }
@@ -58,7 +58,7 @@ impl Rollout {
             Go::Continue => {}
             Go::Abort(_) | Go::Fail(_) => return Ok(Start::Ended),
         }
-        self.transition(DeploymentState::Pending, None, "start time reached")
+        self.advance(Event::StartTimeReached, None, "start time reached")
             .await?;
         Ok(Start::Go)
     }
@@ -67,10 +67,9 @@ impl Rollout {
     pub(super) async fn wait_window(&mut self, stage: u32) -> Result<Go> {
         let schedule = self.schedule();
         let go = self.hold_for_window(&schedule, stage).await?;
-        if go == Go::Continue && self.d.state == DeploymentState::Scheduled {
+        if go == Go::Continue && self.d.state == DeploymentState::Held {
             let msg = format!("deploy window open: stage {} starts", stage + 1);
-            self.transition(DeploymentState::Rolling, None, &msg)
-                .await?;
+            self.advance(Event::WindowOpened, None, &msg).await?;
         }
         Ok(go)
     }
@@ -118,11 +117,15 @@ impl Rollout {
                     .store
                     .set_hold(&self.d.id, Some(msg.clone()))
                     .await?;
-                if self.d.state == DeploymentState::Scheduled {
+                // Before the first stage the deployment is still `Scheduled` (nothing
+                // touched); a rollout resumed by a new controller may already be `Held`.
+                if matches!(
+                    self.d.state,
+                    DeploymentState::Scheduled | DeploymentState::Held
+                ) {
                     self.note("", &msg).await?;
                 } else {
-                    self.transition(DeploymentState::Scheduled, None, &msg)
-                        .await?;
+                    self.advance(Event::HoldForWindow, None, &msg).await?;
                 }
             }
             let wait = opens.map_or(Duration::from_secs(60), |t| until(now, t));

@@ -1,4 +1,5 @@
 use super::*;
+use crate::rollout::machine::{self, Event};
 use crate::state::Control;
 
 fn deployment(id: &str, service: &str) -> Deployment {
@@ -60,10 +61,91 @@ async fn lock_is_held_until_terminal() {
     assert!(msg.contains("d-1") && msg.contains("ops@box"), "{msg}");
     // Another service is not affected.
     s.create(deployment("d-3", "api"), vec![]).await.unwrap();
-    s.set_state("d-1", DeploymentState::Succeeded, None, "done")
+    step(&s, "d-1", Event::Roll).await.unwrap();
+    // A transition that does not end the deployment keeps the lock.
+    s.create(deployment("d-2", "web"), vec![])
         .await
-        .unwrap();
+        .unwrap_err();
+    step(&s, "d-1", Event::Succeed).await.unwrap();
     s.create(deployment("d-2", "web"), vec![]).await.unwrap();
+}
+
+/// Applies `event` to the deployment's current state, as the rollout task does.
+async fn step(s: &Store, id: &str, event: Event) -> Result<(), StoreError> {
+    let (d, _) = s.get(id).await?;
+    let t = machine::apply(d.state, event).expect("allowed by the machine");
+    s.transition(id, t, None, &format!("{event:?}")).await
+}
+
+#[tokio::test]
+async fn a_stale_transition_is_refused_and_nothing_is_written() {
+    let (s, _dir) = store().await;
+    s.create(deployment("d-1", "web"), vec![]).await.unwrap();
+    // Computed while the deployment was pending...
+    let cancel = machine::apply(DeploymentState::Pending, Event::Cancel).unwrap();
+    // ...but the rollout moved it on first.
+    step(&s, "d-1", Event::Prepare).await.unwrap();
+    let err = s
+        .transition("d-1", cancel, None, "cancel")
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Stale {
+            expected,
+            actual,
+            wanted,
+            ..
+        } => {
+            assert_eq!(*expected, DeploymentState::Pending);
+            assert_eq!(*actual, DeploymentState::Preparing);
+            assert_eq!(*wanted, DeploymentState::Cancelled);
+        }
+        other => panic!("expected a stale refusal, got {other}"),
+    }
+    assert!(err.to_string().contains("drover status d-1"), "{err}");
+    let (d, _) = s.get("d-1").await.unwrap();
+    assert_eq!(d.state, DeploymentState::Preparing);
+    assert_eq!(d.finished_ms, None);
+    // The refused terminal transition did not release the lock.
+    s.create(deployment("d-2", "web"), vec![])
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn of_two_concurrent_transitions_exactly_one_wins() {
+    let (s, _dir) = store().await;
+    for i in 0..200 {
+        let id = format!("d-{i}");
+        s.create(deployment(&id, &format!("svc-{i}")), vec![])
+            .await
+            .unwrap();
+        // An operator's cancel and the rollout's first step, both computed from Pending.
+        let cancel = machine::apply(DeploymentState::Pending, Event::Cancel).unwrap();
+        let prepare = machine::apply(DeploymentState::Pending, Event::Prepare).unwrap();
+        let (a, b) = tokio::join!(
+            s.transition(&id, cancel, None, "cancel"),
+            s.transition(&id, prepare, None, "prepare"),
+        );
+        assert!(a.is_ok() != b.is_ok(), "iteration {i}: {a:?} / {b:?}");
+        let loser = a.err().or(b.err()).unwrap();
+        assert!(matches!(loser, StoreError::Stale { .. }), "{loser}");
+        let (d, _) = s.get(&id).await.unwrap();
+        let lock_free = s
+            .create(
+                deployment(&format!("{id}-next"), &format!("svc-{i}")),
+                vec![],
+            )
+            .await
+            .is_ok();
+        match d.state {
+            // Cancel won: the lock went with it.
+            DeploymentState::Cancelled => assert!(lock_free, "iteration {i}"),
+            // The rollout won: the deployment keeps its lock.
+            DeploymentState::Preparing => assert!(!lock_free, "iteration {i}"),
+            other => panic!("iteration {i}: unexpected state {other}"),
+        }
+    }
 }
 
 #[tokio::test]
