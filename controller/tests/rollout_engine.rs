@@ -785,3 +785,106 @@ impl NowMs for drover_controller::schedule::ManualClock {
         self.now().as_millisecond() as u64
     }
 }
+
+#[tokio::test]
+async fn abort_while_a_window_holds_between_stages_rolls_back_under_the_lock() {
+    // Monday 2026-11-23 02:00 UTC: the window (02:00-03:00) is open for the canary stage.
+    let clock = manual_clock("2026-11-23T02:00:00Z");
+    let c =
+        Controller::start_with(clock.shared(), tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let log = c.fleet(3, Script::default()).await;
+    let mut client = c.client().await;
+    let staged = format!(
+        "{}\n[[schedule.windows]]\ndays = [\"mon-sun\"]\nstart = \"02:00\"\nend = \"03:00\"\ntime_zone = \"UTC\"\n",
+        spec("").replace(
+            "[rollout]\nbatch_size = 2\n",
+            "[rollout]\nbatch_size = 1\n[[rollout.stage]]\nhosts = \"1\"\npromotion = \"manual\"\n[[rollout.stage]]\nhosts = \"100%\"\n",
+        )
+    );
+    let id = start_deploy(&mut client, staged, "v2", 0).await;
+    wait_state(&mut client, &id, proto::DeploymentState::AwaitingPromotion).await;
+    // The window closes while the canary waits; the promoted rollout is then held.
+    clock.advance(Duration::from_secs(3600));
+    control(&mut client, &id, proto::ControlAction::Promote, "gina")
+        .await
+        .unwrap();
+    let d = wait_state(&mut client, &id, proto::DeploymentState::Held).await;
+    assert!(d.hold.contains("deploy window"), "{}", d.hold);
+    // Held is not "not started": a schedule cancel is refused and says to abort.
+    let err = control(&mut client, &id, proto::ControlAction::Cancel, "gina")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("drover abort"), "{}", err.message());
+    // The service stays locked while held.
+    let second = client
+        .deploy(proto::DeployRequest {
+            spec_toml: spec(""),
+            version: "v3".into(),
+            requested_by: "hank".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), tonic::Code::Aborted, "{}", second.message());
+    control(&mut client, &id, proto::ControlAction::Abort, "gina")
+        .await
+        .unwrap();
+    let d = wait_state(&mut client, &id, proto::DeploymentState::RolledBack).await;
+    let rolled_back: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, k, _)| *k == "rollback")
+        .cloned()
+        .collect();
+    assert_eq!(
+        rolled_back.len(),
+        1,
+        "the canary went back: {rolled_back:?}"
+    );
+    assert_eq!(
+        phases(&d)
+            .values()
+            .filter(|p| **p == proto::HostPhase::RolledBack)
+            .count(),
+        1
+    );
+    // Only the transition that ended it released the lock.
+    start_deploy(&mut client, spec(""), "v3", 0).await;
+}
+
+#[tokio::test]
+async fn a_cancel_racing_a_fresh_deploy_either_wins_cleanly_or_is_refused() {
+    let c = Controller::start().await;
+    let log = c.fleet(2, Script::default()).await;
+    let mut client = c.client().await;
+    let (mut cancelled, mut refused) = (0, 0);
+    for i in 0..20 {
+        let before = log.lock().unwrap().len();
+        let id = start_deploy(&mut client, spec(""), &format!("v{i}"), 0).await;
+        match control(&mut client, &id, proto::ControlAction::Cancel, "ivan").await {
+            Ok(_) => {
+                cancelled += 1;
+                wait_state(&mut client, &id, proto::DeploymentState::Cancelled).await;
+                assert_eq!(
+                    log.lock().unwrap().len(),
+                    before,
+                    "a cancelled deployment sent nothing to any host"
+                );
+            }
+            Err(status) => {
+                refused += 1;
+                assert!(
+                    status.message().contains("has started"),
+                    "{}",
+                    status.message()
+                );
+                wait_state(&mut client, &id, proto::DeploymentState::Succeeded).await;
+            }
+        }
+    }
+    // Either way the lock was released exactly once: the next deploy starts.
+    let last = start_deploy(&mut client, spec(""), "v-last", 0).await;
+    wait_state(&mut client, &last, proto::DeploymentState::Succeeded).await;
+    assert_eq!(cancelled + refused, 20);
+}
