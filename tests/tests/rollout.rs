@@ -492,7 +492,7 @@ async fn an_agent_lost_before_its_batch_leaves_its_host_reported_and_the_rest_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_controller_killed_mid_deploy_resumes_it_to_the_end() {
+async fn a_controller_killed_mid_deploy_resumes_it_and_the_following_cli_reconnects() {
     let mut fleet = Fleet::start(FleetOptions::default()).await;
     let traffic = Traffic::start(&fleet).await;
 
@@ -512,10 +512,27 @@ async fn a_controller_killed_mid_deploy_resumes_it_to_the_end() {
     let killed_at = Instant::now();
     fleet.restart_controller().await;
     let back_after = killed_at.elapsed();
-    // The CLI that followed the deploy lost its stream and says how to pick it up.
-    let lost = deploy.finish(CLI_TIMEOUT).await;
-    assert_ne!(lost.code, Some(0), "{}", lost.describe());
-    assert!(lost.stderr.contains(&id), "{}", lost.describe());
+    // The CLI that followed the deploy says it lost the controller, reconnects, and
+    // follows the resumed deployment to its success: exit 0, never a false failure.
+    let followed = deploy.finish(CLI_TIMEOUT).await;
+    assert_eq!(followed.code, Some(0), "{}", followed.describe());
+    assert_eq!(
+        field(&followed.final_snapshot(), "state"),
+        "succeeded",
+        "{}",
+        followed.describe()
+    );
+    let notices: Vec<String> = followed
+        .json()
+        .iter()
+        .filter(|v| v["type"] == "notice")
+        .map(|v| v["message"].to_string())
+        .collect();
+    assert!(
+        notices.iter().any(|m| m.contains("lost the controller"))
+            && notices.iter().any(|m| m.contains("reconnected")),
+        "{notices:?}"
+    );
 
     let status = fleet.drover(&["status", &id, "--json"]).await;
     traffic.more(200).await;

@@ -87,12 +87,21 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
         .await;
     let info = match response {
         Ok(r) => r.into_inner().deployment.unwrap_or_default(),
-        Err(status) => {
+        Err(status) if super::is_refusal(status.code()) => {
             eprintln!(
                 "error: deploy refused, nothing was changed: {}",
                 status.message()
             );
             return Ok(EXIT_REFUSED);
+        }
+        Err(status) => {
+            return Err(super::Lost(format!(
+                "lost the controller after sending the deploy request ({}: {}); it may have recorded and started the deployment: look with `drover history --service {}` and follow it with `drover status ID`",
+                status.code(),
+                status.message(),
+                spec.service.name
+            ))
+            .into());
         }
     };
     if at_ms > 0 && !args.json {

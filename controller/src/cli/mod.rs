@@ -88,6 +88,30 @@ pub const DEFAULT_PKI_DIR: &str = "/etc/drover/pki";
 /// Exit code when the controller (or the CLI itself) refused a request: nothing changed.
 pub const EXIT_REFUSED: i32 = 2;
 
+/// Exit code when the controller was lost after a request was sent and did not come
+/// back in time: the outcome is unknown to this CLI (the message says how to learn it).
+pub const EXIT_LOST: i32 = 3;
+
+/// The controller went away after a request was sent: what happened is not known here.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Lost(pub String);
+
+/// Whether a status means the controller refused the request before recording anything.
+pub fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument
+            | FailedPrecondition
+            | PermissionDenied
+            | AlreadyExists
+            | Aborted
+            | Unauthenticated
+            | NotFound
+    )
+}
+
 /// How long the CLI waits for the controller's TCP and TLS handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -305,6 +329,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
             eprintln!("error: {e:#}");
             Ok(EXIT_REFUSED)
+        }
+        Err(e) if e.downcast_ref::<Lost>().is_some() => {
+            eprintln!("error: {e:#}");
+            Ok(EXIT_LOST)
         }
         other => other,
     }

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::time::Duration;
+
+use drover_shared::backoff::Backoff;
 
 use drover_proto::v1::{
     DeploymentEvent, DeploymentInfo, DeploymentState, HostPhase, WatchRequest, watch_event,
@@ -40,25 +43,78 @@ pub async fn follow(
     id: &str,
     mode: Mode,
 ) -> anyhow::Result<DeploymentInfo> {
-    let mut stream = client
-        .watch(WatchRequest {
-            id: id.to_string(),
-            after_seq: 0,
-        })
-        .await
-        .map_err(|s| super::rpc_error(&format!("following deployment {id}"), &s))?
-        .into_inner();
     let mut view = View::new(mode);
-    while let Some(msg) = stream.message().await.map_err(|s| {
-        anyhow::anyhow!(
-            "lost the controller while following {id}: {}; resume with `drover status {id}`",
-            s.message()
-        )
-    })? {
-        match msg.body {
-            Some(watch_event::Body::Snapshot(s)) => view.snapshot(&s),
-            Some(watch_event::Body::Event(e)) => view.event(&e),
-            None => {}
+    let mut after_seq = 0;
+    // Set while the controller is unreachable: when it went, and why.
+    let mut lost: Option<(tokio::time::Instant, String)> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let watched = client
+            .watch(WatchRequest {
+                id: id.to_string(),
+                after_seq,
+            })
+            .await;
+        let mut stream = match watched {
+            Ok(s) => s.into_inner(),
+            Err(s) if lost.is_none() && super::is_refusal(s.code()) => {
+                return Err(super::rpc_error(&format!("following deployment {id}"), &s));
+            }
+            Err(s) => {
+                let since = lost.get_or_insert_with(|| {
+                    view.note(&format!(
+                        "lost the controller ({}); reconnecting for up to {}",
+                        s.message(),
+                        humantime::format_duration(RECONNECT_FOR)
+                    ));
+                    (tokio::time::Instant::now(), s.message().to_string())
+                });
+                if since.0.elapsed() > RECONNECT_FOR {
+                    return Err(super::Lost(format!(
+                        "lost the controller while following {id} ({}) and it did not come back within {}; the deployment goes on without this terminal: follow it with `drover status {id}`",
+                        since.1,
+                        humantime::format_duration(RECONNECT_FOR)
+                    ))
+                    .into());
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        if lost.take().is_some() {
+            view.note("reconnected to the controller; following again");
+            backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        }
+        let ended = loop {
+            match stream.message().await {
+                Ok(Some(msg)) => match msg.body {
+                    Some(watch_event::Body::Snapshot(s)) if after_seq == 0 => view.snapshot(&s),
+                    Some(watch_event::Body::Snapshot(_)) => {}
+                    Some(watch_event::Body::Event(e)) => {
+                        after_seq = after_seq.max(e.seq);
+                        view.event(&e);
+                    }
+                    None => {}
+                },
+                // The controller closes the stream when the deployment has ended...
+                Ok(None) => break None,
+                Err(s) => break Some(s),
+            }
+        };
+        if ended.is_none() {
+            // ...or when it shuts down: only a final state means the end.
+            let info = client
+                .get_deployment(drover_proto::v1::GetDeploymentRequest { id: id.to_string() })
+                .await;
+            match info {
+                Ok(info) if is_final(info.get_ref().state) => break,
+                // Closed while still running (the controller stopping): watch again.
+                Ok(_) => tokio::time::sleep(backoff.next_delay()).await,
+                Err(s) if super::is_refusal(s.code()) => {
+                    return Err(super::rpc_error(&format!("reading deployment {id}"), &s));
+                }
+                Err(_) => {}
+            }
         }
     }
     view.finish();
@@ -68,6 +124,22 @@ pub async fn follow(
         .map_err(|s| super::rpc_error(&format!("reading deployment {id}"), &s))?
         .into_inner();
     Ok(info)
+}
+
+/// How long `follow` keeps trying to reach a controller that went away (a restart, a
+/// failover) before it gives up and says how to follow the deployment later.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// A state after which nothing more happens to a deployment.
+fn is_final(state: i32) -> bool {
+    matches!(
+        DeploymentState::try_from(state).unwrap_or_default(),
+        DeploymentState::Succeeded
+            | DeploymentState::Failed
+            | DeploymentState::RolledBack
+            | DeploymentState::Cancelled
+            | DeploymentState::Skipped
+    )
 }
 
 struct View {
@@ -157,6 +229,20 @@ impl View {
                     };
                     h.set_message(format!("{state}{}", e.message));
                 }
+            }
+        }
+    }
+
+    /// Something the CLI itself has to say (the controller went away, came back).
+    fn note(&self, message: &str) {
+        match self.mode {
+            Mode::Json => println!(
+                "{}",
+                serde_json::json!({ "type": "notice", "message": message })
+            ),
+            Mode::Lines => eprintln!("drover: {message}"),
+            Mode::Bars => {
+                let _ = self.multi.println(format!("drover: {message}"));
             }
         }
     }
