@@ -47,7 +47,8 @@ pub async fn follow(
     let mut after_seq = 0;
     // Set while the controller is unreachable: when it went, and why.
     let mut lost: Option<(tokio::time::Instant, String)> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let fresh_backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = fresh_backoff();
     loop {
         let watched = client
             .watch(WatchRequest {
@@ -83,9 +84,10 @@ pub async fn follow(
         };
         if lost.take().is_some() {
             view.note("reconnected to the controller; following again");
-            backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+            backoff = fresh_backoff();
         }
-        let ended = loop {
+        // Whether the controller closed the stream (rather than the connection failing).
+        let closed = loop {
             match stream.message().await {
                 Ok(Some(msg)) => match msg.body {
                     Some(watch_event::Body::Snapshot(s)) if after_seq == 0 => view.snapshot(&s),
@@ -97,11 +99,11 @@ pub async fn follow(
                     None => {}
                 },
                 // The controller closes the stream when the deployment has ended...
-                Ok(None) => break None,
-                Err(s) => break Some(s),
+                Ok(None) => break true,
+                Err(_) => break false,
             }
         };
-        if ended.is_none() {
+        if closed {
             // ...or when it shuts down: only a final state means the end.
             let info = client
                 .get_deployment(drover_proto::v1::GetDeploymentRequest { id: id.to_string() })
@@ -131,7 +133,7 @@ pub async fn follow(
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// A state after which nothing more happens to a deployment.
-fn is_final(state: i32) -> bool {
+pub fn is_final(state: i32) -> bool {
     matches!(
         DeploymentState::try_from(state).unwrap_or_default(),
         DeploymentState::Succeeded

@@ -1,6 +1,6 @@
 //! `drover status [ID]`: follow a deployment from any terminal (the newest by default).
 
-use drover_proto::v1::{DeploymentState, GetDeploymentRequest};
+use drover_proto::v1::GetDeploymentRequest;
 
 use super::ClientArgs;
 use super::progress::{self, Mode};
@@ -30,15 +30,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
         .map_err(|s| super::rpc_error("status", &s))?
         .into_inner();
     let mode = Mode::pick(args.json);
-    let terminal = matches!(
-        DeploymentState::try_from(info.state).unwrap_or_default(),
-        DeploymentState::Succeeded
-            | DeploymentState::Failed
-            | DeploymentState::RolledBack
-            | DeploymentState::Cancelled
-            | DeploymentState::Skipped
-    );
-    if args.no_follow || terminal {
+    if args.no_follow || progress::is_final(info.state) {
         if !args.json {
             progress::print_events(&mut client, &info.id).await?;
         }
