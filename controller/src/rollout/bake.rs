@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::canary::{Counters, evaluate};
 use super::control::Go;
+use super::flight::{Result, Rollout};
 use super::machine::Event;
-use super::run::{Result, Rollout};
 use crate::state::{Control, DeploymentState, HostPhase};
 
 impl Rollout {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tracing::info;
 
+use super::flight::{Result, Rollout};
 use super::machine::Event;
-use super::run::{Result, Rollout};
 use crate::state::{Control, DeploymentState};
 
 /// What a rollout does after a wait or a step.

@@ -3,13 +3,16 @@
 //! owns every rollout task and resumes unfinished deployments when the controller starts.
 
 mod bake;
+mod batch;
 mod canary;
 mod control;
+mod drive;
+mod flight;
 pub mod machine;
 mod plan;
-mod run;
 mod schedule_wait;
 pub mod stages;
+mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,7 +425,7 @@ impl Deployer {
         self.shared.tasks.spawn(
             async move {
                 let id = d.id.clone();
-                if let Err(e) = run::run(shared.clone(), d, auth).await {
+                if let Err(e) = drive::run(shared.clone(), d, auth).await {
                     error!(deployment = %id, error = %e, "deployment bookkeeping failed; it will resume on the next start");
                 }
                 shared.notify();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::control::{Go, Start};
+use super::flight::{Result, Rollout};
 use super::machine::Event;
-use super::run::{Result, Rollout};
 use crate::schedule::{MissedDecision, Schedule, missed_decision};
 use crate::state::{Control, DeploymentState};
 

@@ -1,0 +1,315 @@
+//! One batch (drain, swap, ready, enable, for its hosts in parallel), and the restores
+//! after a failure, in parallel too.
+//!
+//! The plan's batch size is also its promise about capacity: never more hosts out of
+//! rotation at once. A host left drained (its agent lost mid-command, or it could not be
+//! put back) stays out until an operator acts, so it uses that budget: later batches and
+//! rollbacks take fewer hosts at a time, or none.
+
+use futures::future::join_all;
+
+use super::flight::{Result, Rollout};
+use super::steps::{HostFailure, fmt_ms};
+use crate::state::{DeploymentKind, HostPhase};
+
+impl Rollout {
+    /// Hosts left drained by this deployment, besides `these`: out of rotation until an
+    /// operator acts.
+    fn left_drained(&self, these: &[String]) -> Vec<String> {
+        self.hosts_where(|h| h.phase == HostPhase::LeftDrained && !these.contains(&h.host))
+    }
+
+    /// How many hosts the plan allows out of rotation at once.
+    fn per_batch(&self) -> usize {
+        self.spec
+            .rollout
+            .batch_size
+            .hosts_per_batch(self.hosts.len())
+    }
+
+    /// How many of `these` hosts may be out of rotation at once now.
+    fn budget(&self, these: &[String]) -> usize {
+        self.per_batch()
+            .saturating_sub(self.left_drained(these).len())
+    }
+
+    /// The hosts left drained besides `these`, and what that does to the plan's budget.
+    fn budget_used(&self, these: &[String]) -> String {
+        let drained = self.left_drained(these);
+        format!(
+            "{} left drained, out of rotation, and the plan allows {} out at once",
+            drained.join(", "),
+            self.per_batch(),
+        )
+    }
+
+    /// Why none of `these` hosts may leave rotation.
+    fn over_budget(&self, these: &[String]) -> String {
+        format!(
+            "{}; put {} back in rotation first (see `drover hosts`)",
+            self.budget_used(these),
+            if self.left_drained(these).len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
+        )
+    }
+
+    /// Drain, swap, ready, enable for the hosts of one batch that are not done yet, in
+    /// parts when hosts left drained use some of the budget. The error is the reason
+    /// the rollout stops.
+    pub(super) async fn roll_batch(&mut self, batch: u32) -> Result<Result<(), String>> {
+        let todo = self.hosts_where(|h| h.batch == batch && h.phase != HostPhase::Done);
+        if todo.is_empty() {
+            return Ok(Ok(()));
+        }
+        let names = todo.join(", ");
+        let msg = format!("batch {}/{}: {names}", batch + 1, self.batch_count());
+        self.note("", &msg).await?;
+        if let Some(reason) = self.lost_before_batch(&todo).await? {
+            return Ok(Err(reason));
+        }
+        let budget = self.budget(&todo);
+        if budget == 0 {
+            let reason = format!(
+                "batch {} not started: {}",
+                batch + 1,
+                self.over_budget(&todo)
+            );
+            return Ok(Err(reason));
+        }
+        if budget < todo.len() {
+            let msg = format!(
+                "{budget} of {} at a time: {}",
+                todo.len(),
+                self.budget_used(&todo)
+            );
+            self.note("", &msg).await?;
+        }
+        for part in todo.chunks(budget) {
+            if let Err(f) = self.roll_hosts(part).await? {
+                return Ok(Err(f.message));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// A host whose agent is gone is not drained: it keeps serving its current version,
+    /// and the batch fails (within the reconnect grace it may come back). Returns the
+    /// reason when any is gone.
+    async fn lost_before_batch(&mut self, todo: &[String]) -> Result<Option<String>> {
+        let hub = self.shared.hub.clone();
+        let grace = self.shared.settings.reconnect_grace;
+        let waits = todo.iter().map(|h| {
+            let hub = hub.clone();
+            async move { hub.wait_connected(h, grace).await.err() }
+        });
+        let lost: Vec<(String, String)> = todo
+            .iter()
+            .zip(join_all(waits).await)
+            .filter_map(|(h, e)| {
+                let e = e?;
+                let msg = format!("{e}; not touched: it stays in rotation on its current version");
+                Some((h.clone(), msg))
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        for (h, msg) in &lost {
+            self.set_host_phase(h, HostPhase::Failed, Some(msg.clone()), msg)
+                .await?;
+        }
+        for h in todo.iter().filter(|h| !lost.iter().any(|(l, _)| l == *h)) {
+            self.note(h, "untouched: another host of its batch is unreachable")
+                .await?;
+        }
+        let reasons: Vec<&str> = lost.iter().map(|(_, m)| m.as_str()).collect();
+        Ok(Some(reasons.join("; ")))
+    }
+
+    /// Drain, swap, ready, enable for `hosts`, all at once.
+    async fn roll_hosts(&mut self, hosts: &[String]) -> Result<Result<(), HostFailure>> {
+        self.set_phase(hosts, HostPhase::Draining, None, "draining")
+            .await?;
+        let drains = join_all(hosts.iter().map(|h| self.drain(h))).await;
+        let mut failed: Vec<HostFailure> = vec![];
+        let mut swap_now = vec![];
+        for (host, r) in hosts.iter().zip(drains) {
+            match r {
+                Ok(msg) => {
+                    self.note(host, &msg).await?;
+                    swap_now.push(host.clone());
+                }
+                Err(f) => failed.push(f),
+            }
+        }
+        if !failed.is_empty() {
+            // Nothing was swapped: put every drained host back.
+            self.restore(hosts, &failed).await?;
+            return Ok(Err(failed.remove(0)));
+        }
+        let verb = if self.d.kind == DeploymentKind::Rollback {
+            "rolling back"
+        } else {
+            "swapping"
+        };
+        let msg = format!("{verb} to {}", self.d.version);
+        self.set_phase(&swap_now, HostPhase::Swapping, None, &msg)
+            .await?;
+        let swaps = join_all(swap_now.iter().map(|h| self.swap(h))).await;
+        let mut ready = vec![];
+        for (host, r) in swap_now.iter().zip(swaps) {
+            match r {
+                Ok(ms) => {
+                    let msg = format!("{} ready after {}; enabling", self.d.version, fmt_ms(ms));
+                    self.set_host_phase(host, HostPhase::Enabling, None, &msg)
+                        .await?;
+                    ready.push(host.clone());
+                }
+                Err(f) => failed.push(f),
+            }
+        }
+        let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
+        let mut done = vec![];
+        for (host, r) in ready.iter().zip(enables) {
+            match r {
+                Ok(()) => done.push(host.clone()),
+                Err(f) => failed.push(f),
+            }
+        }
+        for _ in &done {
+            self.shared.metrics.host_swapped();
+        }
+        let msg = format!("runs {} and is in rotation", self.d.version);
+        self.set_phase(&done, HostPhase::Done, None, &msg).await?;
+        if failed.is_empty() {
+            return Ok(Ok(()));
+        }
+        self.restore(&[], &failed).await?;
+        Ok(Err(failed.remove(0)))
+    }
+
+    /// Puts failed hosts (restored to their previous version by their agent) and the
+    /// other drained hosts in `also_drained` back in rotation, all at once; a host whose
+    /// state is unknown is left drained and says so.
+    async fn restore(&mut self, also_drained: &[String], failed: &[HostFailure]) -> Result<()> {
+        for f in failed.iter().filter(|f| !f.can_reenable()) {
+            let msg = format!(
+                "{}; left drained on the load balancer: check the host, then `drover rollback {}` or redeploy",
+                f.message, self.d.service
+            );
+            self.set_host_phase(
+                &f.host,
+                HostPhase::LeftDrained,
+                Some(f.message.clone()),
+                &msg,
+            )
+            .await?;
+        }
+        // (host, why it failed: None for a drained host of the batch that was not)
+        let back: Vec<(&str, Option<&HostFailure>)> = failed
+            .iter()
+            .filter(|f| f.can_reenable())
+            .map(|f| (f.host.as_str(), Some(f)))
+            .chain(
+                also_drained
+                    .iter()
+                    .filter(|h| !failed.iter().any(|f| &f.host == *h))
+                    .map(|h| (h.as_str(), None)),
+            )
+            .collect();
+        let enables = join_all(back.iter().map(|(h, _)| self.enable(h))).await;
+        for ((host, why), r) in back.into_iter().zip(enables) {
+            let (phase, error, msg) = match (why, r) {
+                (Some(f), Ok(())) => (
+                    HostPhase::Failed,
+                    Some(f.message.clone()),
+                    format!(
+                        "{}; back on its previous version and in rotation",
+                        f.message
+                    ),
+                ),
+                (Some(f), Err(e)) => (
+                    HostPhase::LeftDrained,
+                    Some(f.message.clone()),
+                    format!("{}; re-enabling failed too: {}", f.message, e.message),
+                ),
+                (None, Ok(())) => (
+                    HostPhase::Prepared,
+                    None,
+                    "untouched and back in rotation".to_string(),
+                ),
+                (None, Err(e)) => (HostPhase::LeftDrained, Some(e.message.clone()), e.message),
+            };
+            self.set_host_phase(host, phase, error, &msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns every host this deployment changed to its previous version, as many at a
+    /// time as the budget allows. True when every host is back where it was (none is
+    /// left drained).
+    pub(super) async fn roll_back_changed(&mut self) -> Result<bool> {
+        // Hosts a previous controller was already rolling back are out of rotation: first.
+        let mut todo = self.hosts_where(|h| h.phase == HostPhase::RollingBack);
+        todo.extend(self.hosts_where(|h| h.phase.is_changed()));
+        let mut all_back = true;
+        while !todo.is_empty() {
+            let resumed = todo
+                .iter()
+                .take_while(|h| {
+                    self.host(h)
+                        .is_some_and(|h| h.phase == HostPhase::RollingBack)
+                })
+                .count();
+            let n = self.budget(&todo).max(resumed).min(todo.len());
+            if n == 0 {
+                let reason = format!("not rolled back: {}", self.over_budget(&todo));
+                for host in std::mem::take(&mut todo) {
+                    let phase = self.host(&host).map_or(HostPhase::Done, |h| h.phase);
+                    let msg = format!("still runs {}, {reason}", self.d.version);
+                    self.set_host_phase(&host, phase, Some(reason.clone()), &msg)
+                        .await?;
+                }
+                return Ok(false);
+            }
+            let part: Vec<String> = todo.drain(..n).collect();
+            all_back &= self.roll_back(&part).await?;
+        }
+        // A host left drained is not back either: its state is unknown.
+        Ok(all_back && self.left_drained(&[]).is_empty())
+    }
+
+    /// Drain, undo, enable for `hosts`, all at once. True when every one is back.
+    async fn roll_back(&mut self, hosts: &[String]) -> Result<bool> {
+        let msg = "returning to the previous version";
+        self.set_phase(hosts, HostPhase::RollingBack, None, msg)
+            .await?;
+        let this = &*self;
+        let undos = join_all(hosts.iter().map(|h| async move {
+            this.drain(h).await?;
+            let version = this.undo(h).await?;
+            this.enable(h).await.map(|()| version)
+        }))
+        .await;
+        let mut all_back = true;
+        for (host, r) in hosts.iter().zip(undos) {
+            match r {
+                Ok(version) => {
+                    let msg = format!("back on {version} and in rotation");
+                    self.set_host_phase(host, HostPhase::RolledBack, None, &msg)
+                        .await?;
+                }
+                Err(f) => {
+                    all_back = false;
+                    let msg = format!("rollback failed: {}; left drained", f.message);
+                    self.set_host_phase(host, HostPhase::LeftDrained, Some(f.message), &msg)
+                        .await?;
+                }
+            }
+        }
+        Ok(all_back)
+    }
+}

@@ -1,0 +1,177 @@
+//! A deployment in flight, and the only code that writes its state.
+//!
+//! A rollout changes its deployment through [`Rollout::advance`] (a state-machine
+//! transition written as a compare-and-set), [`Rollout::set_phase`] (host phases) and
+//! [`Rollout::note`] (events); everything else reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::v1 as proto;
+use tracing::{info, warn};
+
+use super::Shared;
+use super::machine::{self, Event};
+use super::stages::{Promotion, ResolvedStage};
+use crate::lb::LoadBalancer;
+use crate::spec::ServiceSpec;
+use crate::state::{DeploymentKind, HostPhase};
+use crate::store::{Deployment, DeploymentHost, StoreError};
+
+/// A deployment in flight.
+pub(crate) struct Rollout {
+    pub(super) shared: Arc<Shared>,
+    pub(super) d: Deployment,
+    pub(super) spec: ServiceSpec,
+    pub(super) hosts: Vec<DeploymentHost>,
+    pub(super) lb: Option<LoadBalancer>,
+    pub(super) auth: Option<proto::RegistryAuth>,
+}
+
+pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl Rollout {
+    pub(super) fn fence(&self) -> proto::Fence {
+        proto::Fence {
+            deployment_id: self.d.id.clone(),
+            epoch: self.d.epoch,
+        }
+    }
+
+    pub(super) fn server(&self, host: &str) -> String {
+        self.spec
+            .load_balancer
+            .as_ref()
+            .map_or_else(|| host.to_string(), |l| l.server_for(host))
+    }
+
+    /// The spec's stage `stage` against this deployment's fleet.
+    fn resolved_stage(&self, stage: u32) -> Option<ResolvedStage> {
+        let stages = self
+            .spec
+            .rollout
+            .stages()
+            .ok()?
+            .resolve(self.hosts.len())
+            .ok()?;
+        stages.get(stage as usize).copied()
+    }
+
+    /// How long stage `stage` bakes before the next one.
+    pub(super) fn stage_bake(&self, stage: u32) -> Duration {
+        if self.d.kind == DeploymentKind::Rollback {
+            return Duration::ZERO;
+        }
+        self.resolved_stage(stage)
+            .map_or(Duration::ZERO, |s| s.bake)
+    }
+
+    /// Whether stage `stage` waits for `drover promote`.
+    pub(super) fn stage_is_manual(&self, stage: u32) -> bool {
+        self.d.kind == DeploymentKind::Deploy
+            && self
+                .resolved_stage(stage)
+                .is_some_and(|s| s.promotion == Promotion::Manual)
+    }
+
+    pub(super) fn stage_count(&self) -> u32 {
+        self.hosts.iter().map(|h| h.stage + 1).max().unwrap_or(0)
+    }
+
+    pub(super) fn batch_count(&self) -> u32 {
+        self.hosts.iter().map(|h| h.batch + 1).max().unwrap_or(0)
+    }
+
+    pub(super) fn host(&self, name: &str) -> Option<&DeploymentHost> {
+        self.hosts.iter().find(|h| h.host == name)
+    }
+
+    /// The names of this deployment's hosts that satisfy `keep`, in plan order.
+    pub(super) fn hosts_where(&self, keep: impl Fn(&DeploymentHost) -> bool) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| keep(h))
+            .map(|h| h.host.clone())
+            .collect()
+    }
+
+    /// Applies `event` through the state machine and writes the transition as a
+    /// compare-and-set; the only way a rollout changes its deployment's state. A refused
+    /// or stale transition is an error, and nothing is written.
+    pub(super) async fn advance(
+        &mut self,
+        event: Event,
+        error: Option<String>,
+        message: &str,
+    ) -> Result<()> {
+        let t = machine::apply(self.d.state, event)?;
+        if let Err(e) = self
+            .shared
+            .store
+            .transition(&self.d.id, t, error, message)
+            .await
+        {
+            if let StoreError::Stale { actual, .. } = &e {
+                warn!(error = %e, "the deployment changed under the rollout");
+                self.d.state = *actual;
+            }
+            return Err(e);
+        }
+        let next = t.to();
+        self.d.state = next;
+        if next.is_terminal() {
+            let took = crate::store::now_ms().saturating_sub(self.d.created_ms);
+            self.shared.metrics.deployment_finished(next, took);
+            self.shared.metrics.forget_deployment(&self.d.id);
+        }
+        info!(state = %next, "{message}");
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// Records `phase` for `hosts` (one store write for all of them).
+    pub(super) async fn set_phase(
+        &mut self,
+        hosts: &[String],
+        phase: HostPhase,
+        error: Option<String>,
+        message: &str,
+    ) -> Result<()> {
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .store
+            .set_hosts(&self.d.id, hosts, phase, error, message)
+            .await?;
+        for h in self.hosts.iter_mut().filter(|h| hosts.contains(&h.host)) {
+            h.phase = phase;
+        }
+        for h in hosts {
+            self.shared.metrics.host_phase(&self.d.id, h, phase);
+            info!(host = %h, phase = %phase, "{message}");
+        }
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// Records `phase` for one host.
+    pub(super) async fn set_host_phase(
+        &mut self,
+        host: &str,
+        phase: HostPhase,
+        error: Option<String>,
+        message: &str,
+    ) -> Result<()> {
+        self.set_phase(&[host.to_string()], phase, error, message)
+            .await
+    }
+
+    /// Records an event of the deployment (`host` empty: of the whole deployment).
+    pub(super) async fn note(&self, host: &str, message: &str) -> Result<()> {
+        self.shared.store.event(&self.d.id, host, message).await?;
+        info!(host, "{message}");
+        self.shared.notify();
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The host steps of a rollout: drain, enable, swap, undo, each one command or one
+//! load-balancer exchange, and what is known of the host when one fails.
+//!
+//! None of these writes to the store: [`flight`](super::flight) records what they did.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use drover_proto::v1 as proto;
+use drover_proto::v1::{command, command_result};
+use tracing::warn;
+
+use super::flight::Rollout;
+use crate::hub::HubError;
+use crate::state::DeploymentKind;
+
+/// What is known of a host after a step failed on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Left {
+    /// It runs what it ran before the step (untouched, or restored by its agent): safe
+    /// to put back in rotation.
+    AsBefore,
+    /// The agent answered but could not say it restored the previous container: the
+    /// host may serve neither version, so it stays drained.
+    Unknown,
+    /// The agent could not be reached: its state is unknown, it stays drained.
+    Lost,
+}
+
+/// Why a step failed on one host.
+#[derive(Debug, Clone)]
+pub(super) struct HostFailure {
+    pub(super) host: String,
+    /// Starts with the host's name.
+    pub(super) message: String,
+    pub(super) left: Left,
+}
+
+impl HostFailure {
+    pub(super) fn new(host: &str, left: Left, detail: impl Display) -> Self {
+        HostFailure {
+            host: host.to_string(),
+            message: format!("{host}: {detail}"),
+            left,
+        }
+    }
+
+    /// The host may be put back in rotation.
+    pub(super) fn can_reenable(&self) -> bool {
+        self.left == Left::AsBefore
+    }
+}
+
+impl Rollout {
+    /// Drains `host` on every load balancer and waits for its sessions to end.
+    pub(super) async fn drain(&self, host: &str) -> Result<String, HostFailure> {
+        let Some(lb) = &self.lb else {
+            return Ok("no load balancer configured".into());
+        };
+        let server = self.server(host);
+        let lb_fail = |e| HostFailure::new(host, Left::AsBefore, e);
+        lb.drain(&server).await.map_err(lb_fail)?;
+        let out = lb
+            .wait_drained(&server, self.spec.rollout.drain_timeout)
+            .await
+            .map_err(lb_fail)?;
+        Ok(if out.timed_out {
+            format!(
+                "drain timeout after {}: {} sessions left, going on",
+                fmt_ms(out.waited.as_millis() as u64),
+                out.sessions_left
+            )
+        } else {
+            format!("drained in {}", fmt_ms(out.waited.as_millis() as u64))
+        })
+    }
+
+    /// Puts `host` back in rotation and waits until every load balancer reports it UP
+    /// after fresh health checks.
+    pub(super) async fn enable(&self, host: &str) -> Result<(), HostFailure> {
+        let Some(lb) = &self.lb else { return Ok(()) };
+        let server = self.server(host);
+        let r = async {
+            // What HAProxy's checks saw before the swap is stale: UP must mean a fresh
+            // check passed against the container that runs now.
+            lb.expect_fresh_checks(&server).await?;
+            lb.enable(&server).await?;
+            lb.wait_up(&server, self.spec.rollout.up_timeout).await
+        };
+        r.await
+            .map_err(|e| HostFailure::new(host, Left::AsBefore, e))
+    }
+
+    /// How long a swap or an undo may take on the agent.
+    fn swap_timeout(&self) -> Duration {
+        self.spec.rollout.stop_timeout + self.spec.readiness.deadline * 2 + Duration::from_secs(30)
+    }
+
+    /// Moves `host` to this deployment's version; returns ms until ready.
+    pub(super) async fn swap(&self, host: &str) -> Result<u64, HostFailure> {
+        let advertise = self
+            .shared
+            .hub
+            .host(host)
+            .map(|h| h.advertise_address)
+            .unwrap_or_default();
+        let kind = if self.d.kind == DeploymentKind::Rollback {
+            command::Kind::Rollback(self.rollback_command(&self.d.version))
+        } else {
+            command::Kind::Swap(proto::SwapCommand {
+                spec: Some(
+                    self.spec
+                        .container(&self.d.pinned, &self.d.version, &advertise),
+                ),
+                readiness: Some(self.spec.probe()),
+                stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
+                keep_previous: self.spec.rollout.keep_previous,
+                secrets: self.secrets(host).await?,
+            })
+        };
+        let cmd = self.command(host, "swap", kind);
+        let r = self.send(host, cmd, self.swap_timeout()).await?;
+        match &r.output {
+            Some(command_result::Output::Swap(s)) => Ok(s.ready_after_ms),
+            Some(command_result::Output::Rollback(s)) => Ok(s.ready_after_ms),
+            _ => Err(failure(host, &r)),
+        }
+    }
+
+    /// Returns `host` to the version it ran before this deployment; returns that version.
+    pub(super) async fn undo(&self, host: &str) -> Result<String, HostFailure> {
+        let from = self
+            .host(host)
+            .map(|h| h.from_version.clone())
+            .unwrap_or_default();
+        if from.is_empty() {
+            let detail = format!("ran no earlier version of {} to return to", self.d.service);
+            return Err(HostFailure::new(host, Left::Unknown, detail));
+        }
+        let kind = command::Kind::Rollback(self.rollback_command(&from));
+        let cmd = self.command(host, "undo", kind);
+        let r = self.send(host, cmd, self.swap_timeout()).await?;
+        match (&r.output, &r.error) {
+            (Some(command_result::Output::Rollback(_)), _) => Ok(from),
+            // Already on that version (the swap never happened): nothing to undo.
+            (_, Some(e))
+                if e.kind == proto::ErrorKind::NothingToRollBack as i32
+                    && e.restored.as_ref().is_some_and(|s| s.version == from) =>
+            {
+                Ok(from)
+            }
+            _ => Err(failure(host, &r)),
+        }
+    }
+
+    fn rollback_command(&self, to_version: &str) -> proto::RollbackCommand {
+        proto::RollbackCommand {
+            service: self.d.service.clone(),
+            readiness: Some(self.spec.probe()),
+            stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
+            to_version: to_version.to_string(),
+        }
+    }
+
+    /// A command of this deployment to `host`, under its fence; `step` makes the id
+    /// unique per step and stable across resends.
+    pub(super) fn command(&self, host: &str, step: &str, kind: command::Kind) -> proto::Command {
+        proto::Command {
+            command_id: format!("{}/{step}/{host}", self.d.id),
+            fence: Some(self.fence()),
+            kind: Some(kind),
+        }
+    }
+
+    /// The spec's secrets, opened for one swap on `host` (`None` when it names none).
+    /// Nothing was touched on the host when this fails; the message names the secret.
+    async fn secrets(&self, host: &str) -> Result<Option<proto::Secrets>, HostFailure> {
+        let names = &self.spec.secrets.names;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let values = self
+            .shared
+            .vault
+            .open_all(&self.d.service, names)
+            .await
+            .map_err(|e| HostFailure::new(host, Left::AsBefore, e))?;
+        let (delivery, mount_path) = self.spec.secrets_delivery();
+        Ok(Some(proto::Secrets {
+            delivery: delivery as i32,
+            mount_path,
+            values,
+        }))
+    }
+
+    /// Sends a command; if the agent is gone, waits for it to come back (within the
+    /// reconnect grace) and sends the same command id again.
+    pub(super) async fn send(
+        &self,
+        host: &str,
+        cmd: proto::Command,
+        timeout: Duration,
+    ) -> Result<proto::CommandResult, HostFailure> {
+        let hub = &self.shared.hub;
+        let lost = |e: HubError| HostFailure::new(host, Left::Lost, e);
+        match hub.send(host, cmd.clone(), timeout).await {
+            Ok(r) => Ok(r),
+            Err(HubError::Disconnected { .. } | HubError::NotConnected { .. }) => {
+                warn!(host, command = %cmd.command_id, "agent gone mid-command; waiting for it to reconnect");
+                hub.wait_connected(host, self.shared.settings.reconnect_grace)
+                    .await
+                    .map_err(lost)?;
+                hub.send(host, cmd, timeout).await.map_err(lost)
+            }
+            Err(e) => Err(lost(e)),
+        }
+    }
+}
+
+/// A command result that carries an error (or an unexpected output), as a failure.
+pub(super) fn failure(host: &str, r: &proto::CommandResult) -> HostFailure {
+    let Some(e) = &r.error else {
+        let detail = format!(
+            "the agent answered command {} without a result",
+            r.command_id
+        );
+        return HostFailure::new(host, Left::Unknown, detail);
+    };
+    let kind = proto::ErrorKind::try_from(e.kind).unwrap_or_default();
+    let mut detail = e.message.clone();
+    if !e.log_tail.is_empty() {
+        let tail: Vec<_> = e.log_tail.iter().rev().take(5).rev().cloned().collect();
+        detail.push_str(&format!(" (last log lines: {})", tail.join(" | ")));
+    }
+    // The agent restores the previous container on every failure it can name; an
+    // internal or Docker failure may have left the host half swapped.
+    let restored = e.restored.is_some()
+        || !matches!(
+            kind,
+            proto::ErrorKind::Internal | proto::ErrorKind::DockerUnavailable
+        );
+    let left = if restored {
+        Left::AsBefore
+    } else {
+        Left::Unknown
+    };
+    HostFailure::new(host, left, detail)
+}
+
+pub(super) fn fmt_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
