@@ -6,6 +6,9 @@
 #
 #   tests/bench.sh                    # agent and rollout
 #   tests/bench.sh agent              # only bench_agent (or: rollout, tls)
+#   tests/bench.sh watch              # bench_watch: a Watch stream's / checkpoint's
+#                                     # store reads on a 2,000-host (SIMULATED)
+#                                     # deployment, own row vs every host row
 #   tests/bench.sh tls                # the cost of mTLS: bench_rollout --tls-cost (the
 #                                     # 10-host deploy over mTLS vs --insecure-dev,
 #                                     # interleaved) and bench_handshake (1,000 SIMULATED
@@ -32,8 +35,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls)" ;;
+        agent | rollout | tls | watch) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, watch)" ;;
     esac
 done
 
@@ -124,6 +127,10 @@ for b in "$@"; do
             say "bench_handshake ${args[*]}  (open files: $(ulimit -Sn); log: $out/tls-handshake-$stamp.txt)"
             "$target/release/bench_handshake" "${args[@]}" 2>&1 \
                 | tee "$out/tls-handshake-$stamp.txt" || status=1
+            ;;
+        watch)
+            say "bench_watch  (log: $out/watch-$stamp.txt)"
+            "$target/release/bench_watch" 2>&1 | tee "$out/watch-$stamp.txt" || status=1
             ;;
     esac
 done

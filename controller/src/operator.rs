@@ -305,8 +305,8 @@ impl Operator for OperatorService {
                             return;
                         }
                     }
-                    match store.get(&id).await {
-                        Ok((d, _)) if d.state.is_terminal() => {
+                    match store.deployment(&id).await {
+                        Ok(d) if d.state.is_terminal() => {
                             // Events written with the final state are already sent.
                             if store
                                 .events(&id, seq)

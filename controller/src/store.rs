@@ -537,18 +537,18 @@ impl Store {
         .await
     }
 
+    /// A deployment's own row, without its hosts: what the rollout's checkpoints and
+    /// Watch streams read to learn its state, one indexed row however large the fleet.
+    pub async fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| deployment_by_id(c, &id)).await
+    }
+
     /// A deployment and its hosts.
     pub async fn get(&self, id: &str) -> Result<(Deployment, Vec<DeploymentHost>), StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            let d = c
-                .query_row(
-                    &format!("{SELECT_DEPLOYMENT} WHERE id = ?1"),
-                    params![id],
-                    deployment_row,
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let d = deployment_by_id(c, &id)?;
             let mut stmt = c.prepare_cached(
                 "SELECT host, batch, phase, from_version, to_version, error, started_ms, finished_ms, stage
                  FROM deployment_hosts WHERE deployment_id = ?1 ORDER BY batch, host",
@@ -666,6 +666,13 @@ impl Store {
 }
 
 const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error, stage, scheduled_ms, hold, control, promoted FROM deployments";
+
+fn deployment_by_id(c: &rusqlite::Connection, id: &str) -> Result<Deployment, StoreError> {
+    c.prepare_cached(&format!("{SELECT_DEPLOYMENT} WHERE id = ?1"))?
+        .query_row(params![id], deployment_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))
+}
 
 fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     Ok(Deployment {

@@ -36,7 +36,7 @@ const RECHECK: Duration = Duration::from_millis(500);
 impl Rollout {
     /// Re-reads what operators may have changed.
     pub(super) async fn refresh(&mut self) -> Result<()> {
-        let (d, _) = self.shared.store.get(&self.d.id).await?;
+        let d = self.shared.store.deployment(&self.d.id).await?;
         self.d.control = d.control;
         self.d.promoted = d.promoted;
         self.d.hold = d.hold;

@@ -437,7 +437,7 @@ impl Deployer {
     /// Applies an operator's request to deployment `id`; safe to repeat. Recorded in the
     /// deployment's history with who asked.
     pub async fn control(&self, id: &str, action: Action, by: &str) -> Result<(), DeployError> {
-        let (d, _) = self.shared.store.get(id).await?;
+        let d = self.shared.store.deployment(id).await?;
         let ended = |what: &str| {
             DeployError::Control(format!(
                 "cannot {what} deployment {id}: it already ended ({}); see `drover status {id}`",
