@@ -77,7 +77,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
     let mut client = args.client.client().await?;
     let response = client
         .deploy(DeployRequest {
-            spec_toml: text,
+            spec_toml: spec.to_toml(),
             version: args.version.clone().unwrap_or_default(),
             image: args.image.clone().unwrap_or_default(),
             requested_by: whoami(),

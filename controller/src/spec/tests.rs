@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -15,7 +17,15 @@ fn minimal_spec_gets_defaults() {
     let s = ServiceSpec::from_toml(MINIMAL).unwrap();
     assert_eq!(s.rollout.batch_size, BatchSize::Count(1));
     assert_eq!(s.rollout.on_failure, OnFailure::Rollback);
-    assert_eq!(s.readiness.path, "/ready");
+    assert_eq!(
+        s.readiness.kind,
+        ReadinessKind::Http {
+            path: "/ready".into(),
+            status: None
+        }
+    );
+    assert_eq!(s.service.restart, RestartPolicy::UnlessStopped);
+    assert_eq!(s.rollout.staging, None);
     let c = s.container("127.0.0.1:5000/demo@sha256:x", "v2", "10.0.0.5");
     assert_eq!(c.ports[0].host_ip, "0.0.0.0");
     assert_eq!(c.ports[0].host_port, 8080);
@@ -133,9 +143,11 @@ fn advertise_host_ip_uses_each_agent_address() {
 fn the_documented_example_parses() {
     let text = include_str!("../../../deploy/drover.example.toml");
     let s = ServiceSpec::from_toml(text).unwrap();
-    assert_eq!(s.rollout.stage.len(), 3);
-    assert_eq!(s.rollout.spread_by.as_deref(), Some("zone"));
-    assert_eq!(s.schedule.windows.len(), 1);
+    let stages = s.rollout.staging.as_ref().unwrap();
+    assert_eq!(stages.stages().len(), 3);
+    assert_eq!(stages.spread_by(), Some("zone"));
+    assert_eq!(s.schedule.windows.to_specs().len(), 1);
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
     assert_eq!(s.canary.interval, Duration::from_secs(5));
     assert!(s.registry.is_some() && s.load_balancer.is_some());
 }
