@@ -208,3 +208,40 @@ fn one_spread_by_key_for_the_whole_rollout() {
     let err = spec(Some(" "), None, None).validate().unwrap_err();
     assert!(err.to_string().contains("`rollout.spread_by`"), "{err}");
 }
+
+#[test]
+fn the_canonical_form_is_short_unless_a_stage_bakes_or_waits() {
+    let plain = parse("[rollout]\nstages = [1, \"10%\", \"100%\"]\nspread_by = \"zone\"")
+        .unwrap()
+        .validate()
+        .unwrap();
+    let spec = plain.to_spec();
+    assert_eq!(
+        spec.stages,
+        Some(vec![
+            StageSize::Count(1),
+            StageSize::Percent(10),
+            StageSize::Percent(100)
+        ])
+    );
+    assert!(spec.stage.is_empty());
+    assert_eq!(spec.validate().unwrap(), plain);
+
+    let long = parse(
+        "[[rollout.stage]]\nhosts = \"1\"\nbake = \"1m\"\nspread_by = \"zone\"\n[[rollout.stage]]\nhosts = \"100%\"\npromotion = \"manual\"",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let spec = long.to_spec();
+    assert_eq!(spec.stages, None);
+    assert_eq!(spec.stage.len(), 2);
+    assert_eq!(spec.spread_by.as_deref(), Some("zone"));
+    assert!(
+        spec.stage.iter().all(|s| s.spread_by.is_none()),
+        "said once, in [rollout]"
+    );
+    assert_eq!(spec.validate().unwrap(), long);
+    let back: StagesSpec = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(back, spec);
+}
