@@ -294,7 +294,7 @@ impl Deployer {
             version: previous.version.clone(),
             image: previous.image.clone(),
             pinned: previous.pinned.clone(),
-            spec: current.spec.clone(),
+            spec: spec.to_toml(),
             state: DeploymentState::Pending,
             epoch: 1,
             requested_by: requested_by.to_string(),
