@@ -5,8 +5,10 @@
 //! stores, which parses back to the same spec. See `deploy/drover.example.toml` for every
 //! key documented.
 //!
-//! Each section's module holds the section as written (`Raw*`, private) and as parsed,
-//! and the conversion between the two; this module checks what spans sections.
+//! A section with keys that need parsing beyond their TOML type keeps its form as
+//! written (`Raw*`, private) next to its parsed form and the conversion both ways, in its
+//! own module; sections whose keys are typed as written (`[canary]`, `[secrets]`,
+//! `[registry]`) are used as they are. This module checks what spans sections.
 
 mod readiness;
 mod rollout;
