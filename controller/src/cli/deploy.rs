@@ -77,7 +77,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
     let mut client = args.client.client().await?;
     let response = client
         .deploy(DeployRequest {
-            spec_toml: text,
+            // The canonical form of what was just checked, not the file's own spelling.
+            spec_toml: spec.to_toml(),
             version: args.version.clone().unwrap_or_default(),
             image: args.image.clone().unwrap_or_default(),
             requested_by: whoami(),

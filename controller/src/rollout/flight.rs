@@ -47,13 +47,7 @@ impl Rollout {
 
     /// The spec's stage `stage` against this deployment's fleet.
     fn resolved_stage(&self, stage: u32) -> Option<ResolvedStage> {
-        let stages = self
-            .spec
-            .rollout
-            .stages()
-            .ok()?
-            .resolve(self.hosts.len())
-            .ok()?;
+        let stages = self.spec.rollout.stages().resolve(self.hosts.len());
         stages.get(stage as usize).copied()
     }
 

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use drover_proto::v1 as proto;
 use drover_shared::image::ImageRef;
-use drover_shared::labels::Selector;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -203,7 +202,6 @@ impl Deployer {
     /// Validates `req` against the live fleet, records the deployment and starts it.
     pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
         let spec = req.spec;
-        spec.validate()?;
         let image = match &req.image {
             Some(i) => i.clone(),
             None => {
@@ -227,12 +225,7 @@ impl Deployer {
         let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub, &id, true)?;
         let now = self.shared.clock.now();
         let scheduled_ms = req.at_ms.filter(|at| *at as i64 > now.as_millisecond());
-        let windows_closed = !spec
-            .schedule
-            .validate()
-            .map_err(SpecError::from)?
-            .windows
-            .is_open(now);
+        let windows_closed = !spec.schedule.windows.is_open(now);
         let state = if scheduled_ms.is_some() || windows_closed {
             DeploymentState::Scheduled
         } else {
@@ -304,7 +297,7 @@ impl Deployer {
             version: previous.version.clone(),
             image: previous.image.clone(),
             pinned: previous.pinned.clone(),
-            spec: current.spec.clone(),
+            spec: spec.to_toml(),
             state: DeploymentState::Pending,
             epoch: 1,
             requested_by: requested_by.to_string(),
@@ -344,10 +337,7 @@ impl Deployer {
 
     /// Hosts matching the spec's selector, all connected, known to every load balancer.
     async fn targets(&self, spec: &ServiceSpec) -> Result<Vec<String>, DeployError> {
-        let selector = Selector::parse(&spec.targets.selector).map_err(|e| SpecError::Invalid {
-            key: "targets.selector",
-            reason: e.to_string(),
-        })?;
+        let selector = &spec.targets.selector;
         let all = self.shared.hub.hosts();
         let matching: Vec<_> = all.iter().filter(|h| selector.matches(&h.labels)).collect();
         let lost: Vec<_> = matching
@@ -358,7 +348,7 @@ impl Deployer {
         if !lost.is_empty() {
             return Err(DeployError::Targets(format!(
                 "selector {:?} matches hosts that are not connected: {}; bring their agents back or narrow the selector",
-                spec.targets.selector,
+                selector.to_string(),
                 lost.join(", ")
             )));
         }
@@ -370,7 +360,7 @@ impl Deployer {
                 .collect();
             return Err(DeployError::Targets(format!(
                 "selector {:?} matches no connected host (connected: {}); check targets.selector and the agents' --label flags",
-                spec.targets.selector,
+                selector.to_string(),
                 if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -595,17 +585,15 @@ fn plan_hosts(
     staged: bool,
 ) -> Result<Vec<DeploymentHost>, DeployError> {
     let batch_size = spec.rollout.batch_size;
-    let staged = staged && (spec.rollout.stages.is_some() || !spec.rollout.stage.is_empty());
-    let plan: Vec<Vec<Vec<String>>> = if staged {
-        let stages = spec.rollout.stages().map_err(SpecError::from)?;
+    let staging = spec.rollout.staging.as_ref().filter(|_| staged);
+    let plan: Vec<Vec<Vec<String>>> = if let Some(stages) = staging {
         let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = targets
             .iter()
             .map(|h| (h.clone(), hub.host(h).map(|s| s.labels).unwrap_or_default()))
             .collect();
-        let order = stages::pick_order(&labelled, stages.spread_by.as_deref(), seed);
+        let order = stages::pick_order(&labelled, stages.spread_by(), seed);
         let sizes: Vec<usize> = stages
             .resolve(targets.len())
-            .map_err(SpecError::from)?
             .iter()
             .map(|s| s.hosts)
             .collect();

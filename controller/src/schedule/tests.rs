@@ -375,6 +375,50 @@ mod spec {
         assert_eq!(open_on(&["tue", "tue-tue"]), ["tue"]);
         assert_eq!(open_on(&["sun-sat"]).len(), 7);
     }
+
+    #[test]
+    fn the_canonical_form_parses_back_to_the_same_schedule() {
+        let spec = ScheduleSpec {
+            windows: vec![
+                window(
+                    Some(&["fri-mon", " WED "]),
+                    "9:05",
+                    "2:00",
+                    " Europe/Berlin ",
+                ),
+                window(Some(&["sun-sat"]), "02:00", "04:00", "UTC"),
+                window(None, "12:00", "13:00", "America/New_York"),
+            ],
+            missed: Missed::Skip,
+            missed_grace: Duration::from_secs(90),
+        };
+        let schedule = spec.validate().unwrap();
+        let canonical = schedule.to_spec();
+        assert_eq!(
+            canonical.windows,
+            [
+                window(
+                    Some(&["mon", "wed", "fri", "sat", "sun"]),
+                    "09:05",
+                    "02:00",
+                    "Europe/Berlin"
+                ),
+                window(None, "02:00", "04:00", "UTC"),
+                window(None, "12:00", "13:00", "America/New_York"),
+            ]
+        );
+        assert_eq!(
+            (canonical.missed, canonical.missed_grace),
+            (Missed::Skip, Duration::from_secs(90))
+        );
+        assert_eq!(canonical.validate().unwrap(), schedule);
+        assert_eq!(canonical.validate().unwrap().to_spec(), canonical);
+        assert_ne!(
+            windows(&[window(None, "12:00", "13:00", "UTC")]),
+            windows(&[window(None, "12:00", "13:00", "Europe/London")]),
+            "windows in different zones differ"
+        );
+    }
 }
 
 mod windows {

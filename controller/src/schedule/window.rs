@@ -148,7 +148,7 @@ pub enum WindowError {
 }
 
 /// A validated `[schedule]` section.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schedule {
     /// When rollouts may run.
     pub windows: Windows,
@@ -166,6 +166,17 @@ impl ScheduleSpec {
                 grace: self.missed_grace,
             },
         })
+    }
+}
+
+impl Schedule {
+    /// The canonical `[schedule]` section: parses back to this schedule.
+    pub fn to_spec(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            windows: self.windows.to_specs(),
+            missed: self.missed.missed,
+            missed_grace: self.missed.grace,
+        }
     }
 }
 
@@ -241,7 +252,19 @@ pub struct Window {
     end: Time,
     /// Zone of the days and times.
     tz: TimeZone,
+    /// The zone's name as given (trimmed), which `tz` was looked up by.
+    zone: String,
 }
+
+/// Windows are equal when they are written the same: same days, times and zone name.
+impl PartialEq for Window {
+    fn eq(&self, other: &Self) -> bool {
+        (self.days, self.start, self.end, &self.zone)
+            == (other.days, other.start, other.end, &other.zone)
+    }
+}
+
+impl Eq for Window {}
 
 /// How a wall-clock edge that a DST change skips or repeats maps to an instant.
 #[derive(Clone, Copy)]
@@ -270,7 +293,8 @@ impl Window {
                 time: spec.start.clone(),
             });
         }
-        let tz = TimeZone::get(spec.time_zone.trim()).map_err(|_| WindowError::UnknownZone {
+        let zone = spec.time_zone.trim().to_string();
+        let tz = TimeZone::get(&zone).map_err(|_| WindowError::UnknownZone {
             key: format!("{key}.time_zone"),
             zone: spec.time_zone.clone(),
         })?;
@@ -279,7 +303,27 @@ impl Window {
             start,
             end,
             tz,
+            zone,
         })
+    }
+
+    /// The canonical `[[schedule.windows]]` entry: parses back to this window.
+    pub fn to_spec(&self) -> WindowSpec {
+        let hhmm = |t: Time| format!("{:02}:{:02}", t.hour(), t.minute());
+        let days = (self.days != EVERY_DAY).then(|| {
+            DAY_NAMES
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| self.days & (1 << i) != 0)
+                .map(|(_, &(short, _))| short.to_string())
+                .collect()
+        });
+        WindowSpec {
+            days,
+            start: hhmm(self.start),
+            end: hhmm(self.end),
+            time_zone: self.zone.clone(),
+        }
     }
 
     /// The window opening on `day`, as `[open, close)`; `None` on other weekdays and when
@@ -337,7 +381,7 @@ impl Window {
 }
 
 /// Every configured window; open when any one is. No windows means always open.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Windows {
     windows: Vec<Window>,
 }
@@ -351,6 +395,11 @@ impl Windows {
             .map(|(i, w)| Window::validate(w, &format!("schedule.windows[{i}]")))
             .collect::<Result<_, _>>()?;
         Ok(Self { windows })
+    }
+
+    /// The canonical `[[schedule.windows]]` entries.
+    pub fn to_specs(&self) -> Vec<WindowSpec> {
+        self.windows.iter().map(Window::to_spec).collect()
     }
 
     /// True when no window is configured (rollouts may run at any time).
@@ -420,10 +469,13 @@ const DAY_NAMES: [(&str, &str); 7] = [
     ("sun", "sunday"),
 ];
 
+/// Bit set of every weekday.
+const EVERY_DAY: u8 = 0x7f;
+
 /// Days as a bit set (bit 0 = Monday); `None` is every day.
 fn parse_days(days: Option<&[String]>, key: &str) -> Result<u8, WindowError> {
     let Some(days) = days else {
-        return Ok(0x7f);
+        return Ok(EVERY_DAY);
     };
     if days.is_empty() {
         return Err(WindowError::NoDays {

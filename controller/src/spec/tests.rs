@@ -1,3 +1,7 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::stages::Promotion;
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -15,7 +19,15 @@ fn minimal_spec_gets_defaults() {
     let s = ServiceSpec::from_toml(MINIMAL).unwrap();
     assert_eq!(s.rollout.batch_size, BatchSize::Count(1));
     assert_eq!(s.rollout.on_failure, OnFailure::Rollback);
-    assert_eq!(s.readiness.path, "/ready");
+    assert_eq!(
+        s.readiness.kind,
+        ReadinessKind::Http {
+            path: "/ready".into(),
+            status: None
+        }
+    );
+    assert_eq!(s.service.restart, RestartPolicy::UnlessStopped);
+    assert_eq!(s.rollout.staging, None);
     let c = s.container("127.0.0.1:5000/demo@sha256:x", "v2", "10.0.0.5");
     assert_eq!(c.ports[0].host_ip, "0.0.0.0");
     assert_eq!(c.ports[0].host_port, 8080);
@@ -133,9 +145,11 @@ fn advertise_host_ip_uses_each_agent_address() {
 fn the_documented_example_parses() {
     let text = include_str!("../../../deploy/drover.example.toml");
     let s = ServiceSpec::from_toml(text).unwrap();
-    assert_eq!(s.rollout.stage.len(), 3);
-    assert_eq!(s.rollout.spread_by.as_deref(), Some("zone"));
-    assert_eq!(s.schedule.windows.len(), 1);
+    let stages = s.rollout.staging.as_ref().unwrap();
+    assert_eq!(stages.stages().len(), 3);
+    assert_eq!(stages.spread_by(), Some("zone"));
+    assert_eq!(s.schedule.windows.to_specs().len(), 1);
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
     assert_eq!(s.canary.interval, Duration::from_secs(5));
     assert!(s.registry.is_some() && s.load_balancer.is_some());
 }
@@ -243,4 +257,310 @@ fn bad_secrets_sections_are_refused_with_the_key() {
     let err = ServiceSpec::from_toml(&format!("{MINIMAL}\n[secrets]\ndelivery = \"vault\"\n"))
         .unwrap_err();
     assert!(err.to_string().contains("vault"), "{err}");
+}
+
+/// A spec touching every typed key, in forms other than the canonical one.
+const EVERYTHING: &str = r#"
+[service]
+name = "web"
+image = "127.0.0.1:5000/demo"
+port = 8080
+host_port = 18080
+host_ip = "::1"
+restart = "always"
+mounts = ["/srv/config:/config:ro", "/srv/data:/data:rw", "/srv/cache:/cache"]
+env = { LISTEN = "0.0.0.0:8080" }
+labels = { team = "storefront" }
+command = ["/app", "--serve"]
+
+[targets]
+selector = " role=web, zone!=b ,canary"
+
+[readiness]
+kind = "http"
+path = "/healthz"
+status = 204
+
+[rollout]
+batch_size = 2
+spread_by = "zone"
+
+[[rollout.stage]]
+hosts = 1
+bake = "5m"
+promotion = "manual"
+spread_by = "zone"
+
+[[rollout.stage]]
+hosts = "100%"
+
+[load_balancer]
+runtime = ["unix:/run/haproxy/admin.sock"]
+backend = "web"
+
+[schedule]
+missed = "skip"
+missed_grace = "1m"
+
+[[schedule.windows]]
+days = ["fri-mon", "wednesday"]
+start = "22:00"
+end = "2:00"
+time_zone = " Europe/Berlin "
+
+[secrets]
+names = ["TOKEN"]
+delivery = "env"
+
+[registry]
+username = "ci"
+password_env = "REGISTRY_PASSWORD"
+"#;
+
+#[test]
+fn the_canonical_form_round_trips_every_typed_key() {
+    let s = ServiceSpec::from_toml(EVERYTHING).unwrap();
+    let stored = s.to_toml();
+    let again = ServiceSpec::from_toml(&stored).unwrap();
+    assert_eq!(again, s, "{stored}");
+    assert_eq!(
+        again.to_toml(),
+        stored,
+        "the canonical form is a fixed point"
+    );
+    // What was written in another form is stored in the canonical one.
+    for canonical in [
+        r#"restart = "always""#,
+        r#""/srv/data:/data""#,
+        r#"selector = "role=web,zone!=b,canary""#,
+        r#"host_ip = "::1""#,
+        r#"days = ["mon", "wed", "fri", "sat", "sun"]"#,
+        r#"end = "02:00""#,
+        r#"time_zone = "Europe/Berlin""#,
+        r#"hosts = "1""#,
+        r#"promotion = "manual""#,
+        r#"kind = "haproxy""#,
+    ] {
+        assert!(stored.contains(canonical), "{canonical} in {stored}");
+    }
+    assert_eq!(stored.matches("spread_by").count(), 1, "{stored}");
+}
+
+#[test]
+fn typed_keys_are_parsed_once() {
+    let s = ServiceSpec::from_toml(EVERYTHING).unwrap();
+    assert_eq!(s.service.restart, RestartPolicy::Always);
+    assert_eq!(s.service.host_ip, HostIp::Ip("::1".parse().unwrap()));
+    assert_eq!(
+        s.service.mounts[1],
+        Mount {
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            read_only: false
+        }
+    );
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let selector = &s.targets.selector;
+    assert!(selector.matches(&labels(&[("role", "web"), ("canary", ""), ("zone", "a")])));
+    assert!(!selector.matches(&labels(&[("role", "web"), ("canary", ""), ("zone", "b")])));
+    let stages = s.rollout.staging.as_ref().unwrap();
+    assert_eq!(stages.spread_by(), Some("zone"));
+    assert_eq!(stages.stages()[0].promotion, Promotion::Manual);
+    assert_eq!(s.rollout.stages(), *stages);
+    assert_eq!(s.schedule.missed.missed, crate::schedule::Missed::Skip);
+    assert!(!s.schedule.windows.is_empty());
+    assert_eq!(
+        s.load_balancer.as_ref().unwrap().kind,
+        LoadBalancerKind::Haproxy
+    );
+}
+
+#[test]
+fn typed_keys_reach_the_wire() {
+    let s = ServiceSpec::from_toml(EVERYTHING).unwrap();
+    let c = s.container("img@sha256:x", "v2", "127.0.0.9");
+    assert_eq!(c.restart_policy, proto::RestartPolicy::Always as i32);
+    assert_eq!(c.ports[0].host_ip, "::1");
+    assert_eq!(c.ports[0].host_port, 18080);
+    let mounts: Vec<(&str, &str, bool)> = c
+        .mounts
+        .iter()
+        .map(|m| (m.source.as_str(), m.target.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/srv/config", "/config", true),
+            ("/srv/data", "/data", false),
+            ("/srv/cache", "/cache", false)
+        ]
+    );
+    assert!(
+        c.mounts
+            .iter()
+            .all(|m| m.kind == proto::MountKind::Bind as i32)
+    );
+    let http = s.probe();
+    assert_eq!(
+        http.kind,
+        Some(proto::readiness_probe::Kind::Http(proto::HttpProbe {
+            path: "/healthz".into(),
+            expected_status: 204,
+            port: 8080
+        }))
+    );
+    for (kind, probe) in [
+        (
+            "tcp",
+            proto::readiness_probe::Kind::Tcp(proto::TcpProbe { port: 8080 }),
+        ),
+        (
+            "docker",
+            proto::readiness_probe::Kind::DockerHealth(proto::DockerHealthProbe {}),
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[readiness]\nkind = \"{kind}\"\npath = \"/ignored\"\n");
+        let s = ServiceSpec::from_toml(&text).unwrap();
+        assert_eq!(s.probe().kind, Some(probe), "{kind}");
+        let stored = s.to_toml();
+        assert!(!stored.contains("/ignored"), "{stored}");
+        assert_eq!(ServiceSpec::from_toml(&stored).unwrap(), s);
+    }
+    // The default restart policy is sent as itself, never as "unspecified".
+    let plain = ServiceSpec::from_toml(MINIMAL).unwrap();
+    assert_eq!(
+        plain.container("i", "v", "a").restart_policy,
+        proto::RestartPolicy::UnlessStopped as i32
+    );
+}
+
+#[test]
+fn bad_typed_values_name_the_key_and_the_value() {
+    let service = |extra: &str| MINIMAL.replace("port = 8080", &format!("port = 8080\n{extra}"));
+    let section = |text: &str| format!("{MINIMAL}\n{text}\n");
+    for (text, key, value) in [
+        (
+            service("restart = \"sometimes\""),
+            "service.restart",
+            "sometimes",
+        ),
+        (
+            service("mounts = [\"/a:/b\", \"data:/data\"]"),
+            "service.mounts[1]",
+            "data:/data",
+        ),
+        (
+            service("mounts = [\"/a:/b:rx\"]"),
+            "service.mounts[0]",
+            "/a:/b:rx",
+        ),
+        (MINIMAL.replace("8080", "0"), "service.port", "1 to 65535"),
+        (
+            section("[readiness]\nkind = \"grpc\""),
+            "readiness.kind",
+            "grpc",
+        ),
+        (
+            section("[readiness]\npath = \"ready\""),
+            "readiness.path",
+            "ready",
+        ),
+        (
+            section("[readiness]\nstatus = 700"),
+            "readiness.status",
+            "700",
+        ),
+        (
+            section(
+                "[load_balancer]\nkind = \"nginx\"\nruntime = [\"127.0.0.1:9999\"]\nbackend = \"web\"",
+            ),
+            "load_balancer.kind",
+            "nginx",
+        ),
+        (
+            section("[load_balancer]\nruntime = []\nbackend = \"web\""),
+            "load_balancer.runtime",
+            "at least one",
+        ),
+        (
+            MINIMAL.replace("role=web", "role=web,bad key"),
+            "targets.selector",
+            "bad key",
+        ),
+    ] {
+        let err = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains(value),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_stored_spec_with_every_default_written_parses() {
+    // The shape `to_toml` has always written: every default spelled out, including a
+    // path and a status for a tcp probe.
+    let stored = r#"
+[service]
+name = "web"
+image = "127.0.0.1:5000/demo"
+port = 8080
+host_ip = "0.0.0.0"
+command = []
+restart = "unless-stopped"
+network = ""
+mounts = []
+
+[service.env]
+
+[service.labels]
+
+[targets]
+selector = "role=web"
+
+[readiness]
+kind = "tcp"
+path = "/ready"
+status = 0
+interval = "200ms"
+timeout = "2s"
+success_threshold = 1
+deadline = "1m"
+
+[rollout]
+batch_size = "1"
+stop_timeout = "10s"
+drain_timeout = "30s"
+up_timeout = "1m"
+pull_timeout = "5m"
+on_failure = "rollback"
+keep_previous = 3
+stages = ["1", "100%"]
+
+[canary]
+interval = "5s"
+max_error_rate = 0.01
+max_error_ratio = 2.0
+max_response_time_ratio = 3.0
+min_response_time_ms = 50
+min_requests = 20
+max_restarts = 0
+
+[schedule]
+missed = "run"
+missed_grace = "15m"
+"#;
+    let s = ServiceSpec::from_toml(stored).unwrap();
+    assert_eq!(s.readiness.kind, ReadinessKind::Tcp);
+    assert_eq!(
+        s.rollout.stages().stages().len(),
+        2,
+        "the short form is staged"
+    );
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
 }
