@@ -83,6 +83,7 @@ pub async fn hand_over<R: ContainerRuntime>(
     let mut failure = match outcome {
         Ok(ready_after) => {
             info!(container = %cand.name, ready_after_ms = ready_after.as_millis() as u64, "ready");
+            ctx.ready.record(&cand.name).await;
             return Ok(ready_after);
         }
         Err(f) => f,
