@@ -112,14 +112,17 @@ pub async fn hand_over<R: ContainerRuntime>(
             wait_until_ready(rt, old, h.probe).await
         }
         .await;
-        if let Err(e) = restored {
-            failure.message = format!(
-                "{}; restoring {} ({}) also failed: {}",
-                failure.message,
-                old.name,
-                old.version(),
-                e.message
-            );
+        match restored {
+            Ok(_) => ctx.ready.record(&old.name).await,
+            Err(e) => {
+                failure.message = format!(
+                    "{}; restoring {} ({}) also failed: {}",
+                    failure.message,
+                    old.name,
+                    old.version(),
+                    e.message
+                );
+            }
         }
     }
     failure.restored = Some(Box::new(service_state(ctx, h.service).await));
