@@ -332,3 +332,19 @@ async fn reconciliation_is_idempotent_and_survives_its_own_interruption() {
     );
     assert_eq!(f.versions(), (vec!["v1".into()], vec!["v1".into()]));
 }
+
+#[test]
+fn a_running_candidate_gets_what_is_left_of_its_deadline_counted_from_its_start() {
+    let ago = |s| Some(SystemTime::now() - Duration::from_secs(s));
+    let left = |started| left_of_deadline(Some(probe()), started).map(|p| p.deadline_ms);
+    // probe(): a 200 ms deadline.
+    assert_eq!(left(None), Some(200));
+    assert_eq!(left(ago(3600)), Some(1), "one check is always made");
+    let long = ReadinessProbe {
+        deadline_ms: 15_000,
+        ..probe()
+    };
+    let ms = left_of_deadline(Some(long), ago(5)).unwrap().deadline_ms;
+    assert!((9_000..=10_000).contains(&ms), "{ms}");
+    assert_eq!(left_of_deadline(None, ago(5)), None, "running is enough");
+}
