@@ -120,6 +120,11 @@ async fn an_agent_killed_mid_swap_serves_one_version_again_and_hosts_tells_the_t
         "{addr} is ready again"
     );
     let logs = fleet.agent_logs(0);
+    let steps: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("commands::reconcile") || l.contains("reconciled"))
+        .collect();
+    eprintln!("what the restarted agent did:\n{}", steps.join("\n"));
     for words in [
         "running but never reported ready: an interrupted handover",
         "not ready: undoing the interrupted handover",
