@@ -120,8 +120,9 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
 
-    /// Directory holding this agent's certificate (agent.crt, 0644) and private key
-    /// (agent.key, 0600) [default: /var/lib/drover-agent].
+    /// Directory holding this agent's certificate (agent.crt, 0644), private key
+    /// (agent.key, 0600) and the ready records of its containers (ready/)
+    /// [default: /var/lib/drover-agent].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

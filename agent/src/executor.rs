@@ -289,6 +289,9 @@ mod tests {
             agent: "h1".into(),
             keep_previous: 1,
             secrets: crate::secrets::SecretsDir::new("/nonexistent/drover-test-secrets"),
+            ready: crate::commands::record::ReadyRecords::new(std::path::Path::new(
+                "/nonexistent/drover-test-state",
+            )),
         })
     }
 
@@ -457,6 +460,7 @@ mod tests {
             agent: "h1".into(),
             keep_previous: 1,
             secrets: ex.context().secrets.clone(),
+            ready: ex.context().ready.clone(),
         });
         let creates = rt.creates.load(Ordering::SeqCst);
         let again = restarted.execute(swap("s2", "v2", 1), None).await;

@@ -120,15 +120,17 @@ pub async fn run_with_runtime<R: ContainerRuntime>(
         agent: config.name.clone(),
         keep_previous: config.keep_previous,
         secrets,
+        ready: commands::record::ReadyRecords::new(&config.state_dir),
     });
-    // Seed epochs from container labels; the hello on every connect does it again.
+    // Seed epochs from container labels (the hello on every connect does it again), and
+    // finish or undo what a swap interrupted by the agent's death left half done, before
+    // the first hello reports the host's state.
     let ctx = executor.context();
     match ctx.runtime.list_managed(&ctx.agent).await {
         Ok(containers) => {
             info!(containers = containers.len(), "adopted managed containers");
             executor.observe(&containers);
-            let live: HashSet<String> = containers.into_iter().map(|c| c.name).collect();
-            commands::remove_orphan_secrets(ctx, &live).await;
+            reconcile(ctx).await;
         }
         Err(e) => {
             warn!(error = %e, "Docker is unavailable at start; will report it to the controller")
@@ -149,6 +151,30 @@ pub async fn run_with_runtime<R: ContainerRuntime>(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Reconciles every service, then removes the secrets and ready records of containers
+/// that no longer exist.
+async fn reconcile<R: ContainerRuntime>(ctx: &CommandContext<R>) {
+    match commands::reconcile::all(ctx).await {
+        Ok(services) => {
+            for (service, outcome) in services {
+                match outcome.serving() {
+                    Some(container) => info!(service, container, ?outcome, "reconciled"),
+                    None => warn!(service, "reconciled: nothing runs"),
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot reconcile the services at start"),
+    }
+    match ctx.runtime.list_managed(&ctx.agent).await {
+        Ok(containers) => {
+            let live: HashSet<String> = containers.into_iter().map(|c| c.name).collect();
+            commands::remove_orphan_secrets(ctx, &live).await;
+            ctx.ready.forget_missing(&live).await;
+        }
+        Err(e) => warn!(error = %e, "cannot list the containers to clean up after"),
+    }
 }
 
 #[cfg(test)]

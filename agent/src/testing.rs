@@ -34,6 +34,11 @@ pub struct FakeRuntime {
     pub created: Mutex<Vec<CreateSpec>>,
     /// When set, starting a container fails as if its process could not run.
     pub fail_starts: AtomicBool,
+    /// Versions whose containers report an unhealthy HEALTHCHECK once started (others
+    /// report healthy), for a Docker-health readiness probe that never passes.
+    pub unready_versions: Mutex<HashSet<String>>,
+    /// Number of container starts.
+    pub starts: AtomicUsize,
     clock: AtomicUsize,
 }
 
@@ -48,6 +53,8 @@ impl FakeRuntime {
             creates: AtomicUsize::new(0),
             created: Mutex::default(),
             fail_starts: AtomicBool::new(false),
+            unready_versions: Mutex::default(),
+            starts: AtomicUsize::new(0),
             clock: AtomicUsize::new(0),
         }
     }
@@ -65,6 +72,14 @@ impl FakeRuntime {
     /// Every container.
     pub fn containers(&self) -> Vec<ContainerInfo> {
         self.containers.lock().unwrap().clone()
+    }
+
+    /// Makes containers of `version` never pass a Docker-health probe once started.
+    pub fn never_ready(&self, version: &str) {
+        self.unready_versions
+            .lock()
+            .unwrap()
+            .insert(version.to_string());
     }
 
     fn tick(&self) -> SystemTime {
@@ -185,10 +200,17 @@ impl ContainerRuntime for FakeRuntime {
                 message: "exec: \"app\": executable file not found".into(),
             });
         }
+        self.starts.fetch_add(1, Ordering::SeqCst);
         let t = self.tick();
+        let unready = self.unready_versions.lock().unwrap().clone();
         self.update(id, |c| {
             c.state = RunState::Running;
             c.started_at = Some(t);
+            c.health = if unready.contains(c.version()) {
+                HealthState::Unhealthy
+            } else {
+                HealthState::Healthy
+            };
         })
     }
 

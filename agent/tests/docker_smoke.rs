@@ -158,6 +158,9 @@ async fn commands_against_real_docker() {
             agent: agent.clone(),
             keep_previous: 3,
             secrets: drover_agent::secrets::SecretsDir::new("/dev/shm/drover-smoke-secrets"),
+            ready: drover_agent::commands::record::ReadyRecords::new(std::path::Path::new(
+                "/dev/shm/drover-smoke-state",
+            )),
         },
         fence: Fence {
             deployment_id: "smoke".into(),

@@ -20,6 +20,11 @@ pub const COMMAND: &str = "drover.command";
 pub const DIGEST: &str = "drover.digest";
 /// The image reference as the operator wrote it.
 pub const IMAGE: &str = "drover.image";
+/// The readiness probe the container was swapped in with, so a restarted agent can
+/// check a container it finds running (absent: running is enough).
+pub const READINESS: &str = "drover.readiness";
+/// The stop grace (ms) the container was swapped in with.
+pub const STOP_GRACE: &str = "drover.stop-grace-ms";
 
 /// Is `key` reserved for Drover's own labels?
 pub fn is_reserved(key: &str) -> bool {

@@ -62,6 +62,39 @@ pub async fn containers_with_label(label: &str, value: &str) -> Vec<String> {
         .collect()
 }
 
+/// One container an agent manages, as `docker ps -a` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedContainer {
+    /// The container id (short).
+    pub id: String,
+    /// Docker's state word: `created`, `running`, `exited`, ...
+    pub state: String,
+    /// Its `drover.version` label.
+    pub version: String,
+}
+
+/// Every container of agent `agent` (label `drover.agent`), in any state, newest first.
+pub async fn managed_by(agent: &str) -> Vec<ManagedContainer> {
+    let filter = format!("label={}={agent}", drover_shared::labels::AGENT);
+    let format = format!(
+        "{{{{.ID}}}} {{{{.State}}}} {{{{.Label \"{}\"}}}}",
+        drover_shared::labels::VERSION
+    );
+    docker(&["ps", "-a", "--filter", &filter, "--format", &format])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(ManagedContainer {
+                id: f.next()?.to_string(),
+                state: f.next()?.to_string(),
+                version: f.next().unwrap_or_default().to_string(),
+            })
+        })
+        .collect()
+}
+
 /// `docker inspect` of one container, or `None` when it does not exist.
 pub async fn inspect_container(id: &str) -> Option<Value> {
     let out = docker(&["container", "inspect", id]).await.ok()?;

@@ -83,6 +83,7 @@ pub async fn hand_over<R: ContainerRuntime>(
     let mut failure = match outcome {
         Ok(ready_after) => {
             info!(container = %cand.name, ready_after_ms = ready_after.as_millis() as u64, "ready");
+            ctx.ready.record(&cand.name).await;
             return Ok(ready_after);
         }
         Err(f) => f,
@@ -111,14 +112,17 @@ pub async fn hand_over<R: ContainerRuntime>(
             wait_until_ready(rt, old, h.probe).await
         }
         .await;
-        if let Err(e) = restored {
-            failure.message = format!(
-                "{}; restoring {} ({}) also failed: {}",
-                failure.message,
-                old.name,
-                old.version(),
-                e.message
-            );
+        match restored {
+            Ok(_) => ctx.ready.record(&old.name).await,
+            Err(e) => {
+                failure.message = format!(
+                    "{}; restoring {} ({}) also failed: {}",
+                    failure.message,
+                    old.name,
+                    old.version(),
+                    e.message
+                );
+            }
         }
     }
     failure.restored = Some(Box::new(service_state(ctx, h.service).await));

@@ -1,6 +1,7 @@
 //! The four commands the controller sends (prepare, swap, rollback, inspect), each in its
 //! own module, and what they share: the [`CommandContext`] (runtime, host name, defaults)
-//! and the [`Job`] (command id, receipt time, progress reporting).
+//! and the [`Job`] (command id, receipt time, progress reporting). Also the
+//! [`reconcile`]iation run at start, which finishes or undoes an interrupted handover.
 //!
 //! Commands are reconcilers over Docker state: each reads what runs, acts, and on any
 //! failure leaves the previously running container running.
@@ -8,6 +9,8 @@
 pub mod handover;
 pub mod inspect;
 pub mod prepare;
+pub mod reconcile;
+pub mod record;
 pub mod rollback;
 pub mod spec;
 pub mod state;
@@ -41,16 +44,19 @@ pub struct CommandContext<R> {
     pub keep_previous: u32,
     /// Where file-delivered secrets live, one directory per container.
     pub secrets: SecretsDir,
+    /// Which containers became ready once (read when the agent starts again).
+    pub ready: record::ReadyRecords,
 }
 
 /// Removes a container and then its secrets directory (kept while the container exists,
-/// so a rollback to it finds its files).
+/// so a rollback to it finds its files) and its ready record.
 pub async fn remove_container<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     c: &ContainerInfo,
 ) -> Result<(), RuntimeError> {
     ctx.runtime.remove(&c.id).await?;
     remove_secrets(&ctx.secrets, &c.name).await;
+    ctx.ready.forget(&c.name).await;
     Ok(())
 }
 

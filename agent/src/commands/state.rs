@@ -1,6 +1,7 @@
 //! What runs per service, derived from container labels alone: the active container and
-//! the kept (stopped) ones, newest first, and their wire form (`ServiceState`). This is
-//! the agent's only "state"; Docker holds it.
+//! the kept (stopped) ones, newest first, and their wire form (`ServiceState`). Docker
+//! holds this state; the agent adds only which containers became ready once
+//! ([`super::record`]), which Docker cannot record on a container.
 
 use std::collections::BTreeMap;
 

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::handover::{self, Handover, OnFailure};
 use super::spec::{self, Origin};
-use super::{CommandContext, DEFAULT_STOP_GRACE, Job, state};
+use super::{CommandContext, DEFAULT_STOP_GRACE, Job, reconcile, record, state};
 use crate::error::CommandFailure;
 use crate::runtime::{ContainerInfo, ContainerRuntime, CreateSpec, MountSpec, MountType};
 use crate::secrets::{self, Delivery};
@@ -47,9 +47,19 @@ pub async fn swap<R: ContainerRuntime>(
             ),
         )
     })?;
-    let containers = state::of_service(rt.list_managed(&ctx.agent).await?, service);
+    let mut containers = state::of_service(rt.list_managed(&ctx.agent).await?, service);
 
-    // Repeated command (e.g. resent after an agent restart): the work is already done.
+    // Repeated command (e.g. resent after an agent restart). Its container runs but was
+    // never reported ready: the agent died mid-handover, so finish or undo that first.
+    if let Some(cur) = containers.current()
+        && cur.command() == job.command_id
+        && !ctx.ready.was_ready(&cur.name).await
+    {
+        info!(container = %cur.name, "this command's container runs but never became ready; reconciling first");
+        reconcile::service(ctx, containers).await;
+        containers = state::of_service(rt.list_managed(&ctx.agent).await?, service);
+    }
+    // The work is done (a reconciliation that undid it leaves another container current).
     if let Some(cur) = containers.current()
         && cur.command() == job.command_id
     {
@@ -92,7 +102,11 @@ pub async fn swap<R: ContainerRuntime>(
         fence,
         digest: &digest,
     };
+    let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
     let mut create = spec::create_spec(&checked, &origin);
+    create
+        .labels
+        .extend(record::handover_labels(cmd.readiness.as_ref(), stop_grace));
     let secret_files = deliver_secrets(ctx, &mut create, delivery).await?;
     info!(container = %create.name, image = %create.image, version = %checked.version, "creating");
     let id = match rt.create(&create).await {
@@ -124,7 +138,6 @@ pub async fn swap<R: ContainerRuntime>(
         }
     };
 
-    let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
     let ready_after = handover::hand_over(
         ctx,
         job,

@@ -47,6 +47,7 @@ fn fixture(fs_type: &str) -> Fixture {
             agent: "h1".into(),
             keep_previous: 1,
             secrets: SecretsDir::with_mountinfo(&root, &table),
+            ready: crate::commands::record::ReadyRecords::new(&dir.path().join("state")),
         },
         rt,
         root,

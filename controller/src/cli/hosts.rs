@@ -1,6 +1,6 @@
 //! `drover hosts`: the inventory of agents.
 
-use drover_proto::v1::{ContainerState, ListHostsRequest, RemoveHostRequest};
+use drover_proto::v1::{ContainerState, Health, ListHostsRequest, RemoveHostRequest, ServiceState};
 
 use super::ClientArgs;
 
@@ -56,6 +56,7 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
                     serde_json::json!({
                         "service": s.service, "version": s.version, "digest": s.digest,
                         "state": ContainerState::try_from(s.state).unwrap_or_default().as_str_name(),
+                        "health": Health::try_from(s.health).unwrap_or_default().as_str_name(),
                     })
                 })
                 .collect();
@@ -75,11 +76,7 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
     for h in &hosts {
         let mut labels: Vec<_> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
-        let services: Vec<_> = h
-            .services
-            .iter()
-            .map(|s| format!("{}@{}", s.service, s.version))
-            .collect();
+        let services: Vec<_> = h.services.iter().map(service_words).collect();
         let state = if h.connected { "connected" } else { "lost" };
         println!(
             "{:<20} {:<16} {:<10} {:<30} {}",
@@ -87,13 +84,34 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
             h.advertise_address,
             state,
             labels.join(","),
-            services.join(" ")
+            services.join(", ")
         );
     }
     if hosts.is_empty() {
         eprintln!("no hosts match; agents appear here once they connect");
     }
     Ok(0)
+}
+
+/// One service of a host in words: `web v2 running`, `web v1 exited` (the container
+/// that ran last, when none runs), `web: none running` (no container at all).
+fn service_words(s: &ServiceState) -> String {
+    let state = match ContainerState::try_from(s.state).unwrap_or_default() {
+        ContainerState::Absent => return format!("{}: none running", s.service),
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Restarting => "restarting",
+        ContainerState::Exited => "exited",
+        ContainerState::Paused => "paused",
+        ContainerState::Dead => "dead",
+        ContainerState::Unspecified => "in an unknown state",
+    };
+    let health = match Health::try_from(s.health).unwrap_or_default() {
+        Health::Unhealthy => " (unhealthy)",
+        Health::Starting => " (health starting)",
+        _ => "",
+    };
+    format!("{} {} {state}{health}", s.service, s.version)
 }
 
 async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {
@@ -116,4 +134,40 @@ async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {
         "to bring {name} back: `drover token create`, then start its agent with --token (after deleting its old certificate in the agent's state directory)"
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(version: &str, state: ContainerState, health: Health) -> ServiceState {
+        ServiceState {
+            service: "web".into(),
+            version: version.into(),
+            state: state as i32,
+            health: health as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn services_are_shown_with_the_state_of_their_container() {
+        let words = |v, s, h| service_words(&service(v, s, h));
+        assert_eq!(
+            words("v2", ContainerState::Running, Health::None),
+            "web v2 running"
+        );
+        assert_eq!(
+            words("v2", ContainerState::Running, Health::Unhealthy),
+            "web v2 running (unhealthy)"
+        );
+        assert_eq!(
+            words("v1", ContainerState::Exited, Health::None),
+            "web v1 exited"
+        );
+        assert_eq!(
+            words("", ContainerState::Absent, Health::Unspecified),
+            "web: none running"
+        );
+    }
 }
