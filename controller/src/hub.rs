@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use drover_proto::v1::agent_channel_server::{AgentChannel, AgentChannelServer};
 use drover_proto::v1::{
-    AgentMessage, Command, CommandProgress, CommandResult, ControllerMessage, Hello, ServiceState,
-    Welcome, agent_message, command_result, controller_message,
+    AgentMessage, Command, CommandProgress, CommandResult, ContainerState, ControllerMessage,
+    Health, Hello, ServiceState, Welcome, agent_message, command_result, controller_message,
 };
 use drover_shared::tls::TlsConnectInfo;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -660,4 +660,25 @@ pub async fn serve_agents_tls(
         .add_service(hub.grpc_service(Admission::Certificate))
         .serve_with_incoming_shutdown(drover_shared::tls::incoming(listener, config), shutdown)
         .await
+}
+
+/// One service of a host in words: `web v2 running`, `web v1 exited` (the container
+/// that ran last, when none runs), `web: none running` (no container at all).
+pub fn service_words(s: &ServiceState) -> String {
+    let state = match ContainerState::try_from(s.state).unwrap_or_default() {
+        ContainerState::Absent => return format!("{}: none running", s.service),
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Restarting => "restarting",
+        ContainerState::Exited => "exited",
+        ContainerState::Paused => "paused",
+        ContainerState::Dead => "dead",
+        ContainerState::Unspecified => "in an unknown state",
+    };
+    let health = match Health::try_from(s.health).unwrap_or_default() {
+        Health::Unhealthy => " (unhealthy)",
+        Health::Starting => " (health starting)",
+        _ => "",
+    };
+    format!("{} {} {state}{health}", s.service, s.version)
 }

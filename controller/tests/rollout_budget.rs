@@ -25,6 +25,17 @@ async fn controller() -> Controller {
     .await
 }
 
+/// A spec whose swaps give up on a lost agent quickly: the wait for an agent that
+/// vanished mid-swap is the reconnect grace plus the readiness deadline plus the stop
+/// timeout (an agent restarted mid-swap reconciles first, then reports).
+fn quick_spec(batch_size: &str) -> String {
+    let rollout = format!("{batch_size}\nstop_timeout = \"100ms\"\n");
+    format!(
+        "{}[readiness]\ninterval = \"50ms\"\ndeadline = \"100ms\"\n",
+        spec(&rollout).replacen("batch_size = 2\n", "", 1)
+    )
+}
+
 fn h1_vanishes_swapping_to_v2() -> Script {
     Script {
         vanish: vec![("h1".into(), "v2".into())],
@@ -48,12 +59,7 @@ async fn a_host_left_drained_by_a_lost_agent_uses_the_batch_budget() {
     // Batches of one, in name order: h0 moves to v2, then h1's agent vanishes mid-swap.
     let log = c.fleet(3, h1_vanishes_swapping_to_v2()).await;
     let mut client = c.client().await;
-    let d = deploy_and_wait(
-        &mut client,
-        spec("batch_size = 1").replace("batch_size = 2\n", ""),
-        "v2",
-    )
-    .await;
+    let d = deploy_and_wait(&mut client, quick_spec("batch_size = 1"), "v2").await;
 
     let phases = phases(&d);
     assert_eq!(phases["h1"], proto::HostPhase::LeftDrained, "{d:?}");
@@ -87,7 +93,7 @@ async fn with_room_in_the_budget_the_rollback_goes_on_beside_a_drained_host() {
     // Batches of two: h0 and h1 together; h1's agent vanishes, h0 moves to v2.
     let log = c.fleet(4, h1_vanishes_swapping_to_v2()).await;
     let mut client = c.client().await;
-    let d = deploy_and_wait(&mut client, spec(""), "v2").await;
+    let d = deploy_and_wait(&mut client, quick_spec("batch_size = 2"), "v2").await;
 
     let phases = phases(&d);
     assert_eq!(phases["h1"], proto::HostPhase::LeftDrained, "{d:?}");

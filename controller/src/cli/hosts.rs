@@ -1,8 +1,9 @@
 //! `drover hosts`: the inventory of agents.
 
-use drover_proto::v1::{ContainerState, Health, ListHostsRequest, RemoveHostRequest, ServiceState};
+use drover_proto::v1::{ContainerState, Health, ListHostsRequest, RemoveHostRequest};
 
 use super::ClientArgs;
+use crate::hub::service_words;
 
 /// Flags of `drover hosts`.
 #[derive(Debug, clap::Args)]
@@ -93,27 +94,6 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One service of a host in words: `web v2 running`, `web v1 exited` (the container
-/// that ran last, when none runs), `web: none running` (no container at all).
-fn service_words(s: &ServiceState) -> String {
-    let state = match ContainerState::try_from(s.state).unwrap_or_default() {
-        ContainerState::Absent => return format!("{}: none running", s.service),
-        ContainerState::Created => "created",
-        ContainerState::Running => "running",
-        ContainerState::Restarting => "restarting",
-        ContainerState::Exited => "exited",
-        ContainerState::Paused => "paused",
-        ContainerState::Dead => "dead",
-        ContainerState::Unspecified => "in an unknown state",
-    };
-    let health = match Health::try_from(s.health).unwrap_or_default() {
-        Health::Unhealthy => " (unhealthy)",
-        Health::Starting => " (health starting)",
-        _ => "",
-    };
-    format!("{} {} {state}{health}", s.service, s.version)
-}
-
 async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {
     let mut c = client.client().await?;
     let r = c
@@ -139,6 +119,7 @@ async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_proto::v1::ServiceState;
 
     fn service(version: &str, state: ContainerState, health: Health) -> ServiceState {
         ServiceState {

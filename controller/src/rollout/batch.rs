@@ -6,11 +6,41 @@
 //! put back) stays out until an operator acts, so it uses that budget: later batches and
 //! rollbacks take fewer hosts at a time, or none.
 
+use drover_proto::v1 as proto;
 use futures::future::join_all;
 
 use super::flight::{Result, Rollout};
-use super::steps::{HostFailure, fmt_ms};
+use super::steps::{HostFailure, Left, fmt_ms};
+use crate::hub::service_words;
 use crate::state::{DeploymentKind, HostPhase};
+
+/// A host's service as its agent reports it after coming back.
+struct Reported {
+    version: String,
+    /// In the words of `drover hosts`.
+    words: String,
+    /// Running and not unhealthy: HAProxy's fresh checks decide the rest.
+    serving: bool,
+}
+
+/// A drained host to put back in rotation.
+struct Back<'a> {
+    host: &'a str,
+    /// Why its step failed (None: a host of the batch that did not fail).
+    why: Option<&'a HostFailure>,
+    /// What its agent reports, when it was lost and came back.
+    reported: Option<Reported>,
+}
+
+impl<'a> Back<'a> {
+    fn failed(f: &'a HostFailure, reported: Option<Reported>) -> Self {
+        Back {
+            host: &f.host,
+            why: Some(f),
+            reported,
+        }
+    }
+}
 
 impl Rollout {
     /// Hosts left drained by this deployment, besides `these`: out of rotation until an
@@ -192,45 +222,66 @@ impl Rollout {
     }
 
     /// Puts failed hosts (restored to their previous version by their agent) and the
-    /// other drained hosts in `also_drained` back in rotation, all at once; a host whose
-    /// state is unknown is left drained and says so.
+    /// other drained hosts in `also_drained` back in rotation, all at once. A host whose
+    /// agent was lost is put back only if it has come back reporting the service
+    /// running; a host whose state is unknown is left drained and says so.
     async fn restore(&mut self, also_drained: &[String], failed: &[HostFailure]) -> Result<()> {
-        for f in failed.iter().filter(|f| !f.can_reenable()) {
-            let msg = format!(
-                "{}; left drained on the load balancer: check the host, then `drover rollback {}` or redeploy",
-                f.message, self.d.service
-            );
-            self.set_host_phase(
-                &f.host,
-                HostPhase::LeftDrained,
-                Some(f.message.clone()),
-                &msg,
-            )
-            .await?;
+        let mut back: Vec<Back<'_>> = vec![];
+        for f in failed {
+            if f.can_reenable() {
+                back.push(Back::failed(f, None));
+                continue;
+            }
+            let reported = (f.left == Left::Lost)
+                .then(|| self.reported(&f.host))
+                .flatten();
+            match reported {
+                Some(r) if r.serving => back.push(Back::failed(f, Some(r))),
+                r => {
+                    let why = r.map_or(String::new(), |r| {
+                        format!(" (its agent reports {})", r.words)
+                    });
+                    let msg = format!(
+                        "{}; left drained on the load balancer{why}: check the host, then `drover rollback {}` or redeploy",
+                        f.message, self.d.service
+                    );
+                    let error = Some(f.message.clone());
+                    self.set_host_phase(&f.host, HostPhase::LeftDrained, error, &msg)
+                        .await?;
+                }
+            }
         }
-        // (host, why it failed: None for a drained host of the batch that was not)
-        let back: Vec<(&str, Option<&HostFailure>)> = failed
-            .iter()
-            .filter(|f| f.can_reenable())
-            .map(|f| (f.host.as_str(), Some(f)))
-            .chain(
-                also_drained
-                    .iter()
-                    .filter(|h| !failed.iter().any(|f| &f.host == *h))
-                    .map(|h| (h.as_str(), None)),
-            )
-            .collect();
-        let enables = join_all(back.iter().map(|(h, _)| self.enable(h))).await;
-        for ((host, why), r) in back.into_iter().zip(enables) {
-            let (phase, error, msg) = match (why, r) {
-                (Some(f), Ok(())) => (
-                    HostPhase::Failed,
-                    Some(f.message.clone()),
-                    format!(
-                        "{}; back on its previous version and in rotation",
-                        f.message
-                    ),
-                ),
+        back.extend(
+            also_drained
+                .iter()
+                .filter(|h| !failed.iter().any(|f| &f.host == *h))
+                .map(|h| Back {
+                    host: h,
+                    why: None,
+                    reported: None,
+                }),
+        );
+        let enables = join_all(back.iter().map(|b| self.enable(b.host))).await;
+        for (b, r) in back.into_iter().zip(enables) {
+            let (phase, error, msg) = match (b.why, r) {
+                (Some(f), Ok(())) => {
+                    let (phase, state) = match &b.reported {
+                        None => (
+                            HostPhase::Failed,
+                            "back on its previous version".to_string(),
+                        ),
+                        Some(r) if r.version == self.d.version => (
+                            HostPhase::Done,
+                            format!("its agent came back and reports {}", r.words),
+                        ),
+                        Some(r) => (
+                            HostPhase::Failed,
+                            format!("its agent came back and reports {}", r.words),
+                        ),
+                    };
+                    let msg = format!("{}; {state}; in rotation", f.message);
+                    (phase, Some(f.message.clone()), msg)
+                }
                 (Some(f), Err(e)) => (
                     HostPhase::LeftDrained,
                     Some(f.message.clone()),
@@ -243,9 +294,30 @@ impl Rollout {
                 ),
                 (None, Err(e)) => (HostPhase::LeftDrained, Some(e.message.clone()), e.message),
             };
-            self.set_host_phase(host, phase, error, &msg).await?;
+            self.set_host_phase(b.host, phase, error, &msg).await?;
         }
         Ok(())
+    }
+
+    /// What the agent of `host` reports of this deployment's service now, if it is
+    /// connected again.
+    fn reported(&self, host: &str) -> Option<Reported> {
+        let h = self.shared.hub.host(host).filter(|h| h.connected)?;
+        let s = h.services.iter().find(|s| s.service == self.d.service);
+        let Some(s) = s else {
+            return Some(Reported {
+                version: String::new(),
+                words: format!("{}: none running", self.d.service),
+                serving: false,
+            });
+        };
+        let serving = s.state == proto::ContainerState::Running as i32
+            && s.health != proto::Health::Unhealthy as i32;
+        Some(Reported {
+            version: s.version.clone(),
+            words: service_words(s),
+            serving,
+        })
     }
 
     /// Returns every host this deployment changed to its previous version, as many at a

@@ -203,13 +203,20 @@ impl Rollout {
     ) -> Result<proto::CommandResult, HostFailure> {
         let hub = &self.shared.hub;
         let lost = |e: HubError| HostFailure::new(host, Left::Lost, e);
+        let mut grace = self.shared.settings.reconnect_grace;
+        if matches!(
+            cmd.kind,
+            Some(command::Kind::Swap(_) | command::Kind::Rollback(_))
+        ) {
+            // An agent restarted mid-swap first finishes or undoes it (probing the new
+            // container, or starting the previous one again), then reports.
+            grace += self.spec.readiness.deadline + self.spec.rollout.stop_timeout;
+        }
         match hub.send(host, cmd.clone(), timeout).await {
             Ok(r) => Ok(r),
             Err(HubError::Disconnected { .. } | HubError::NotConnected { .. }) => {
                 warn!(host, command = %cmd.command_id, "agent gone mid-command; waiting for it to reconnect");
-                hub.wait_connected(host, self.shared.settings.reconnect_grace)
-                    .await
-                    .map_err(lost)?;
+                hub.wait_connected(host, grace).await.map_err(lost)?;
                 hub.send(host, cmd, timeout).await.map_err(lost)
             }
             Err(e) => Err(lost(e)),
