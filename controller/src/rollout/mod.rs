@@ -2,6 +2,8 @@
 //! it batch by batch (see [`run`]). [`Deployer`] is the handle the operator API uses; it
 //! owns every rollout task and resumes unfinished deployments when the controller starts.
 
+mod actions;
+mod admit;
 mod bake;
 mod batch;
 mod canary;
@@ -31,11 +33,11 @@ use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
 use crate::spec::{ServiceSpec, SpecError};
-use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
+use crate::state::{Control, DeploymentKind, DeploymentState};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
-use machine::Event;
 
 pub use plan::batches;
+use plan::plan_hosts;
 
 /// Tunables of the rollout engine.
 #[derive(Debug, Clone)]
@@ -313,76 +315,6 @@ impl Deployer {
         self.start(d, hosts, None).await
     }
 
-    /// Refuses a spec that names secrets not set for its service.
-    async fn check_secrets(&self, spec: &ServiceSpec) -> Result<(), DeployError> {
-        let service = &spec.service.name;
-        let missing = self
-            .shared
-            .vault
-            .missing(service, &spec.secrets.names)
-            .await?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let commands: Vec<String> = missing
-            .iter()
-            .map(|n| format!("`drover secret set {service} {n}`"))
-            .collect();
-        Err(DeployError::MissingSecrets(format!(
-            "service {service} needs secrets that are not set: {}; set them first with {} (each value is read from stdin)",
-            missing.join(", "),
-            commands.join(", ")
-        )))
-    }
-
-    /// Hosts matching the spec's selector, all connected, known to every load balancer.
-    async fn targets(&self, spec: &ServiceSpec) -> Result<Vec<String>, DeployError> {
-        let selector = &spec.targets.selector;
-        let all = self.shared.hub.hosts();
-        let matching: Vec<_> = all.iter().filter(|h| selector.matches(&h.labels)).collect();
-        let lost: Vec<_> = matching
-            .iter()
-            .filter(|h| !h.connected)
-            .map(|h| h.name.as_str())
-            .collect();
-        if !lost.is_empty() {
-            return Err(DeployError::Targets(format!(
-                "selector {:?} matches hosts that are not connected: {}; bring their agents back or narrow the selector",
-                selector.to_string(),
-                lost.join(", ")
-            )));
-        }
-        if matching.is_empty() {
-            let known: Vec<_> = all
-                .iter()
-                .filter(|h| h.connected)
-                .map(|h| h.name.as_str())
-                .collect();
-            return Err(DeployError::Targets(format!(
-                "selector {:?} matches no connected host (connected: {}); check targets.selector and the agents' --label flags",
-                selector.to_string(),
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
-        let names: Vec<String> = matching.iter().map(|h| h.name.clone()).collect();
-        if let Some(lb) = load_balancer(spec, &self.shared.settings)? {
-            let servers: Vec<String> = names
-                .iter()
-                .map(|h| {
-                    spec.load_balancer
-                        .as_ref()
-                        .map_or(h.clone(), |l| l.server_for(h))
-                })
-                .collect();
-            lb.validate(&servers).await?;
-        }
-        Ok(names)
-    }
-
     async fn start(
         &self,
         d: Deployment,
@@ -424,121 +356,6 @@ impl Deployer {
         );
     }
 
-    /// Applies an operator's request to deployment `id`; safe to repeat. Recorded in the
-    /// deployment's history with who asked.
-    pub async fn control(&self, id: &str, action: Action, by: &str) -> Result<(), DeployError> {
-        let d = self.shared.store.deployment(id).await?;
-        let ended = |what: &str| {
-            DeployError::Control(format!(
-                "cannot {what} deployment {id}: it already ended ({}); see `drover status {id}`",
-                d.state
-            ))
-        };
-        let store = &self.shared.store;
-        match action {
-            Action::Cancel => {
-                if d.state == DeploymentState::Cancelled {
-                    return Ok(());
-                }
-                let started = || {
-                    DeployError::Control(format!(
-                        "cannot cancel deployment {id}: it has started; use `drover abort {id}` to stop it and roll back"
-                    ))
-                };
-                let Ok(t) = machine::apply(d.state, Event::Cancel) else {
-                    return Err(started());
-                };
-                let msg = format!("cancelled by {by}");
-                match store.transition(id, t, Some(msg.clone()), &msg).await {
-                    Ok(()) => {}
-                    // The rollout took its first step meanwhile: it owns the state now.
-                    Err(StoreError::Stale { actual, .. }) if !actual.is_terminal() => {
-                        return Err(started());
-                    }
-                    Err(StoreError::Stale { .. }) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            // Already past every gate: a repeated promote has nothing left to do.
-            Action::Promote if d.state == DeploymentState::Succeeded => return Ok(()),
-            // Already stopped: a repeated abort has nothing left to do.
-            Action::Abort
-                if matches!(
-                    d.state,
-                    DeploymentState::RolledBack
-                        | DeploymentState::Failed
-                        | DeploymentState::Cancelled
-                ) =>
-            {
-                return Ok(());
-            }
-            _ if d.state.is_terminal() => {
-                let verb = match action {
-                    Action::Promote => "promote",
-                    Action::Pause => "pause",
-                    Action::Resume => "resume",
-                    _ => "abort",
-                };
-                return Err(ended(verb));
-            }
-            Action::Promote => {
-                store
-                    .request(
-                        id,
-                        None,
-                        Some(d.stage),
-                        &format!("stage {} promoted by {by}", d.stage + 1),
-                    )
-                    .await?;
-            }
-            Action::Pause => {
-                store
-                    .request(
-                        id,
-                        Some(Control::Pause),
-                        None,
-                        &format!("pause requested by {by}"),
-                    )
-                    .await?;
-            }
-            Action::Resume => {
-                store
-                    .request(id, Some(Control::None), None, &format!("resumed by {by}"))
-                    .await?;
-            }
-            Action::Abort => {
-                // Not started (`Scheduled`, never `Held`): nothing to roll back, so the
-                // abort ends it here. If the rollout started meanwhile, the compare-and-set
-                // refuses and the abort becomes a request the rollout task applies, with
-                // the rollback under the service lock.
-                let msg = format!("aborted by {by} before it started");
-                let ended = match machine::apply(d.state, Event::Cancel) {
-                    Ok(t) if d.state == DeploymentState::Scheduled => {
-                        match store.transition(id, t, Some(msg.clone()), &msg).await {
-                            Ok(()) => true,
-                            Err(StoreError::Stale { .. }) => false,
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    _ => false,
-                };
-                if !ended {
-                    store
-                        .request(
-                            id,
-                            Some(Control::Abort),
-                            None,
-                            &format!("abort requested by {by}"),
-                        )
-                        .await?;
-                }
-            }
-        }
-        info!(deployment = %id, action = ?action, by, "operator request recorded");
-        self.shared.notify();
-        Ok(())
-    }
-
     /// Resumes every deployment a previous controller left unfinished, under a new epoch.
     pub async fn resume(&self) -> Result<usize, DeployError> {
         let unfinished = self.shared.store.unfinished().await?;
@@ -571,67 +388,6 @@ impl Deployer {
             error!("rollouts did not stop within {deadline:?}; they will resume on the next start");
         }
     }
-}
-
-/// Every target host's row: its stage and batch, and the version it runs now.
-/// A staged spec orders hosts once (spread over `spread_by`, seeded by `seed`); a
-/// rollback moves in plain batches, with no canary stage on the way back.
-fn plan_hosts(
-    spec: &ServiceSpec,
-    targets: &[String],
-    to_version: &str,
-    hub: &AgentHub,
-    seed: &str,
-    staged: bool,
-) -> Result<Vec<DeploymentHost>, DeployError> {
-    let batch_size = spec.rollout.batch_size;
-    let staging = spec.rollout.staging.as_ref().filter(|_| staged);
-    let plan: Vec<Vec<Vec<String>>> = if let Some(stages) = staging {
-        let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = targets
-            .iter()
-            .map(|h| (h.clone(), hub.host(h).map(|s| s.labels).unwrap_or_default()))
-            .collect();
-        let order = stages::pick_order(&labelled, stages.spread_by(), seed);
-        let sizes: Vec<usize> = stages
-            .resolve(targets.len())
-            .iter()
-            .map(|s| s.hosts)
-            .collect();
-        stages::plan_stages(order, &sizes, batch_size)
-    } else {
-        vec![batches(targets.to_vec(), batch_size)]
-    };
-    let mut rows = Vec::with_capacity(targets.len());
-    let mut batch = 0u32;
-    for (stage, stage_batches) in plan.into_iter().enumerate() {
-        for hosts in stage_batches {
-            for host in hosts {
-                let from_version = hub
-                    .host(&host)
-                    .and_then(|h| {
-                        h.services.into_iter().find(|s| {
-                            s.service == spec.service.name
-                                && s.state == proto::ContainerState::Running as i32
-                        })
-                    })
-                    .map(|s| s.version)
-                    .unwrap_or_default();
-                rows.push(DeploymentHost {
-                    host,
-                    batch,
-                    stage: stage as u32,
-                    phase: HostPhase::Pending,
-                    from_version,
-                    to_version: to_version.to_string(),
-                    error: None,
-                    started_ms: None,
-                    finished_ms: None,
-                });
-            }
-            batch += 1;
-        }
-    }
-    Ok(rows)
 }
 
 /// The spec's load balancer, if it has one.
