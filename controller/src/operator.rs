@@ -230,7 +230,8 @@ impl Operator for OperatorService {
             .await
             .map_err(store_status)?;
         if r.scheduled_only {
-            list.retain(|d| d.state == DeploymentState::Scheduled);
+            // Both wait for a time or a window: not started yet, or held between stages.
+            list.retain(|d| matches!(d.state, DeploymentState::Scheduled | DeploymentState::Held));
             list.truncate(limit as usize);
         }
         let mut deployments = Vec::with_capacity(list.len());

@@ -472,6 +472,23 @@ async fn abort_while_a_window_holds_between_stages_rolls_back_under_the_lock() {
         .unwrap();
     let d = wait_state(&mut client, &id, proto::DeploymentState::Held).await;
     assert!(d.hold.contains("deploy window"), "{}", d.hold);
+    // `drover schedule list` shows it: it waits for a window, like a scheduled one.
+    let listed = client
+        .list_deployments(proto::ListDeploymentsRequest {
+            scheduled_only: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deployments;
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.id == id && l.state == proto::DeploymentState::Held as i32),
+        "{listed:?}"
+    );
     // Held is not "not started": a schedule cancel is refused and says to abort.
     let err = control(&mut client, &id, proto::ControlAction::Cancel, "gina")
         .await

@@ -1,6 +1,7 @@
-//! `drover schedule list|cancel`: deployments waiting for their time or a deploy window.
+//! `drover schedule list|cancel`: deployments waiting for their time or a deploy window,
+//! not started yet or held between stages.
 
-use drover_proto::v1::{ControlAction, ListDeploymentsRequest};
+use drover_proto::v1::{ControlAction, DeploymentState, ListDeploymentsRequest};
 
 use super::ClientArgs;
 use super::control::{ControlArgs, run as control};
@@ -9,7 +10,8 @@ use super::progress::snapshot_json;
 /// `drover schedule ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum ScheduleCommand {
-    /// Deployments waiting for their start time or a deploy window.
+    /// Deployments waiting for their start time or a deploy window: not started yet, or
+    /// held between stages (a held one is rolled back by `drover abort ID`).
     List {
         #[command(flatten)]
         client: ClientArgs,
@@ -55,7 +57,10 @@ pub async fn run(cmd: ScheduleCommand) -> anyhow::Result<i32> {
         "ID", "SERVICE", "VERSION", "AT", "BY"
     );
     for d in &list {
-        let at = if d.scheduled_ms > 0 {
+        let held = d.state == DeploymentState::Held as i32;
+        let at = if held {
+            format!("held at stage {}/{}", d.stage + 1, d.stages.max(1))
+        } else if d.scheduled_ms > 0 {
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.scheduled_ms),
             )
@@ -63,9 +68,14 @@ pub async fn run(cmd: ScheduleCommand) -> anyhow::Result<i32> {
         } else {
             "next window".into()
         };
+        let waiting = if held {
+            format!("{}; `drover abort {}` rolls it back", d.hold, d.id)
+        } else {
+            d.hold.clone()
+        };
         println!(
-            "{:<16} {:<12} {:<10} {:<22} {:<20} {}",
-            d.id, d.service, d.version, at, d.requested_by, d.hold
+            "{:<16} {:<12} {:<10} {:<22} {:<20} {waiting}",
+            d.id, d.service, d.version, at, d.requested_by
         );
     }
     if list.is_empty() {
