@@ -5,7 +5,10 @@
 # measured in the same run, since the machine is shared and absolute times drift.
 #
 #   tests/bench.sh                    # agent and rollout
-#   tests/bench.sh agent              # only bench_agent (or: rollout, tls)
+#   tests/bench.sh agent              # only bench_agent (or: rollout, tls, restore, watch)
+#   tests/bench.sh restore            # bench_restore: a failed batch of 3 restored vs one
+#                                     # host's restore (never-ready deploys, interleaved)
+#   BENCH_RESTORE_ROUNDS=8 tests/bench.sh restore   # rounds of bench_restore (default 5)
 #   tests/bench.sh watch              # bench_watch: a Watch stream's / checkpoint's
 #                                     # store reads on a 2,000-host (SIMULATED)
 #                                     # deployment, own row vs every host row
@@ -35,8 +38,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | watch) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, watch)" ;;
+        agent | rollout | tls | restore | watch) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch)" ;;
     esac
 done
 
@@ -116,6 +119,12 @@ for b in "$@"; do
             args=(--repeat "${BENCH_REPEAT:-1}")
             say "bench_rollout ${args[*]}  (log: $out/rollout-$stamp.txt)"
             "$target/release/bench_rollout" "${args[@]}" 2>&1 | tee "$out/rollout-$stamp.txt" \
+                || status=1
+            ;;
+        restore)
+            args=(--rounds "${BENCH_RESTORE_ROUNDS:-5}")
+            say "bench_restore ${args[*]}  (log: $out/restore-$stamp.txt)"
+            "$target/release/bench_restore" "${args[@]}" 2>&1 | tee "$out/restore-$stamp.txt" \
                 || status=1
             ;;
         tls)

@@ -305,6 +305,49 @@ impl Samples {
     }
 }
 
+/// One trip of a server out of rotation and back, as the samples saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Excursion {
+    /// The first sample with its admin state not READY (drained or in maintenance).
+    pub left: Instant,
+    /// The first later sample with its admin state READY again (re-enabled; usually
+    /// still DOWN until fresh checks pass).
+    pub reenabled: Instant,
+    /// The first sample from `reenabled` on with it UP and READY: back in rotation.
+    pub up: Instant,
+}
+
+impl Samples {
+    /// `server`'s first trip out of rotation (by admin state) and back UP, if the samples
+    /// saw it end.
+    pub fn excursion(&self, server: &str) -> Option<Excursion> {
+        let mut left = None;
+        let mut reenabled = None;
+        for sample in &self.samples {
+            let Some((status, admin)) = sample.servers.get(server) else {
+                continue;
+            };
+            let ready = *admin == AdminState::Ready;
+            match (left, reenabled) {
+                (None, _) if !ready => left = Some(sample.at),
+                (Some(_), None) if ready => reenabled = Some(sample.at),
+                _ => {}
+            }
+            if let (Some(left), Some(reenabled)) = (left, reenabled)
+                && ready
+                && *status == OpStatus::Up
+            {
+                return Some(Excursion {
+                    left,
+                    reenabled,
+                    up: sample.at,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// Stops the sampler: [`SamplerGuard::stop`] returns what it recorded; drop aborts it.
 pub struct SamplerGuard {
     /// Tells the task to stop.

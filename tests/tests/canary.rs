@@ -17,17 +17,19 @@
 //! happen, it waits a bounded time for it and expects the wait to run out.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use drover_controller::lb::{AdminState, OpStatus};
 use drover_controller::schedule::ManualClock;
-use drover_controller::server::{ServeSettings, run as serve};
 use drover_proto::v1 as proto;
 use drover_proto::v1::operator_client::OperatorClient;
 use drover_shared::tls::{self, Identity, Role};
 use drover_tests::docker::docker;
-use drover_tests::fleet::{As, CLI_TIMEOUT, CliRun, Fleet, FleetOptions, now_ms, version_of};
+use drover_tests::fleet::{
+    As, CLI_TIMEOUT, CliRun, Fleet, FleetOptions, InProcessController, field, now_ms, phases,
+    version_of,
+};
 use drover_tests::haproxy::{Haproxy, HaproxyOptions, SamplerGuard, Samples};
 use drover_tests::load::{Load, LoadOptions, LoadReport};
 use drover_tests::{Agent, DemoImage, DockerCleanup, Registry, wait_until};
@@ -278,21 +280,6 @@ impl Seen {
 
 // ----- reading the CLI's JSON --------------------------------------------------------
 
-/// `name` as a JSON string field of `v`.
-fn field<'a>(v: &'a Value, name: &str) -> &'a str {
-    v[name].as_str().unwrap_or("")
-}
-
-/// Host name to phase, from a deployment snapshot.
-fn phases(snapshot: &Value) -> BTreeMap<String, String> {
-    snapshot["hosts"]
-        .as_array()
-        .expect("a snapshot lists its hosts")
-        .iter()
-        .map(|h| (field(h, "host").to_string(), field(h, "phase").to_string()))
-        .collect()
-}
-
 /// The host of batch 0: the canary (the fleets roll in batches of one).
 fn canary_of(snapshot: &Value) -> String {
     snapshot["hosts"]
@@ -368,53 +355,6 @@ async fn operator(url: &str) -> OperatorClient<tonic::transport::Channel> {
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     OperatorClient::new(channel)
-}
-
-/// `drover status ID --json --no-follow`: the deployment's snapshot now.
-async fn status(fleet: &Fleet, id: &str) -> Value {
-    fleet
-        .drover(&["status", id, "--json", "--no-follow"])
-        .await
-        .final_snapshot()
-}
-
-/// States a deployment never leaves.
-const TERMINAL: [&str; 5] = ["succeeded", "failed", "rolled_back", "cancelled", "skipped"];
-
-/// Waits until deployment `id` ends; returns its snapshot.
-async fn wait_terminal(fleet: &Fleet, id: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status(fleet, id).await;
-        if TERMINAL.contains(&field(&s, "state")) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deployment {id} did not end within {timeout:?}: {s}\n{}",
-            fleet.controller_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until deployment `id` is in `state`; panics with the last snapshot when the
-/// time runs out or the deployment ends in another state.
-async fn wait_state(fleet: &Fleet, id: &str, state: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status(fleet, id).await;
-        let now = field(&s, "state");
-        if now == state {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline && !TERMINAL.contains(&now),
-            "deployment {id} did not reach {state} (within {timeout:?}): {s}\n{}",
-            fleet.controller_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `drover <args>` as operator [`OPERATOR`] (a deployer's certificate from the fleet CA),
@@ -747,7 +687,7 @@ async fn deploy_to_the_gate(
             v["state"] == "awaiting_promotion"
         })
         .await;
-    let at_gate = status(fleet, &id).await;
+    let at_gate = fleet.status(&id).await;
     assert_eq!(field(&at_gate, "state"), "awaiting_promotion", "{at_gate}");
     let p = phases(&at_gate);
     assert_eq!(p[&canary], "done", "{at_gate}");
@@ -1012,11 +952,11 @@ async fn scheduled_deploys_fire_on_time_across_a_controller_kill_and_not_once_ca
         listed.describe()
     );
     assert_eq!(
-        field(&status(&fleet, &a).await, "state"),
+        field(&fleet.status(&a).await, "state"),
         "scheduled",
         "before its time"
     );
-    let a_done = wait_state(&fleet, &a, "succeeded", STEP_TIMEOUT).await;
+    let a_done = fleet.wait_state(&a, "succeeded", STEP_TIMEOUT).await;
     let fired = now_ms();
     let samples = sampler.stop().await;
     let seen = Seen {
@@ -1054,7 +994,7 @@ async fn scheduled_deploys_fire_on_time_across_a_controller_kill_and_not_once_ca
 
     // C's time has passed and it stayed cancelled, untouched.
     assert!(now_ms() > c_at);
-    let c_now = status(&fleet, &c).await;
+    let c_now = fleet.status(&c).await;
     assert_eq!(field(&c_now, "state"), "cancelled", "{c_now}");
     assert!(
         phases(&c_now).values().all(|p| p == "pending"),
@@ -1128,7 +1068,7 @@ async fn across_a_controller_kill(fleet: &mut Fleet, version: &str) -> AcrossKil
     .await;
     let restarted = now_ms();
     fleet.start_controller().await;
-    let snapshot = wait_terminal(fleet, &id, STEP_TIMEOUT).await;
+    let snapshot = fleet.wait_terminal(&id, STEP_TIMEOUT).await;
     let events = recorded_events(fleet, &id).await;
     let started = events
         .iter()
@@ -1207,106 +1147,6 @@ async fn schedule_list_shows_only_deployments_that_wait() {
 
 // ----- 5. a deploy window, with the controller in-process on a manual clock ----------
 
-/// The controller served in this process on a manual clock. Dropping it stops it.
-struct InProcessController {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl InProcessController {
-    async fn start(clock: &ManualClock, database: std::path::PathBuf) -> Self {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("address");
-        let settings = ServeSettings {
-            hub: Default::default(),
-            deployer: Default::default(),
-            database,
-            shutdown_grace: Duration::from_secs(2),
-            metrics: None,
-            clock: clock.shared(),
-            security: drover_controller::server::Security::InsecureDev,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            if let Err(e) = serve(listener, settings, async move {
-                let _ = stopped.await;
-            })
-            .await
-            {
-                eprintln!("in-process controller stopped: {e}");
-            }
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            server: Some(server),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The flags that connect an agent to it, keeping its state in `state_dir`.
-    fn agent_args(&self, state_dir: &std::path::Path) -> Vec<String> {
-        vec![
-            "--controller".into(),
-            self.url(),
-            "--insecure-dev".into(),
-            "--state-dir".into(),
-            state_dir.to_string_lossy().into_owned(),
-        ]
-    }
-
-    /// Stops it gracefully (bounded).
-    async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for InProcessController {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-    }
-}
-
-/// `n` distinct loopback addresses and one port free on all of them.
-fn loopback_ips_and_port(n: usize) -> (Vec<Ipv4Addr>, u16) {
-    for _ in 0..20 {
-        let mut ips: Vec<Ipv4Addr> = vec![];
-        while ips.len() < n {
-            let ip = drover_tests::loopback_host();
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
-        let port = drover_tests::free_port(ips[0]);
-        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
-            return (ips, port);
-        }
-    }
-    panic!("no port free on {n} loopback addresses after 20 tries");
-}
-
 /// A fleet around an in-process controller. Fields drop in declaration order: the
 /// controller, the agents, their containers, HAProxy, the registry, the directory.
 struct WindowFleet {
@@ -1326,7 +1166,7 @@ impl WindowFleet {
             .await
             .expect("building the demo images panicked");
         let role = drover_tests::unique_name("window");
-        let (ips, port) = loopback_ips_and_port(n);
+        let (ips, port) = drover_tests::fleet::loopback_ips_and_port(n);
         let hosts: Vec<(String, SocketAddr)> = ips
             .iter()
             .enumerate()

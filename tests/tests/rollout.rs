@@ -8,173 +8,17 @@
 //! parallel; each fleet removes its processes and containers when dropped, also when an
 //! assertion fails.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_controller::lb::{AdminState, OpStatus};
 use drover_proto::v1::DeployRequest;
-use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions};
-use drover_tests::haproxy::{SamplerGuard, Samples, StateSample};
-use drover_tests::load::{Load, LoadReport};
-use drover_tests::wait_until;
+use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, field, host_in_batch, phases};
+use drover_tests::traffic::Traffic;
 use serde_json::Value;
 use tokio::time::Instant;
 
-/// How often the sampler reads HAProxy's server states.
-const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// How long a deployment may take to show a given step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long the loads may take to answer a given number of requests.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// HTTP through HAProxy (keep-alive and not) and HAProxy's server states, recorded
-/// while a test acts.
-struct Traffic {
-    keep_alive: Load,
-    close: Load,
-    sampler: SamplerGuard,
-}
-
-/// What the traffic saw.
-struct Seen {
-    keep_alive: LoadReport,
-    close: LoadReport,
-    samples: Samples,
-}
-
-impl Traffic {
-    /// Starts sampling and both loads; returns once requests flow through HAProxy.
-    async fn start(fleet: &Fleet) -> Self {
-        let t = Self {
-            sampler: fleet.haproxy().sample_states(SAMPLE_EVERY),
-            keep_alive: fleet.load(true),
-            close: fleet.load(false),
-        };
-        t.more(50).await;
-        t
-    }
-
-    /// Waits until both loads answered `n` more requests.
-    async fn more(&self, n: u64) {
-        let (ka, cl) = (self.keep_alive.completed(), self.close.completed());
-        wait_until(
-            LOAD_TIMEOUT,
-            &format!("{n} more requests in both loads"),
-            || async { self.keep_alive.completed() >= ka + n && self.close.completed() >= cl + n },
-        )
-        .await;
-    }
-
-    async fn stop(self) -> Seen {
-        Seen {
-            keep_alive: self.keep_alive.stop().await,
-            close: self.close.stop().await,
-            samples: self.sampler.stop().await,
-        }
-    }
-}
-
-impl Seen {
-    /// The most servers HAProxy had out of rotation in one sample. Read from the
-    /// `show stat` status alone (`DRAIN`, `DOWN`, `MAINT` are out), which one command
-    /// returns atomically; the admin state comes from a second command and may be a
-    /// few microseconds newer.
-    fn max_out(&self) -> usize {
-        self.samples
-            .samples
-            .iter()
-            .map(|s| out_of(s).len())
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn requests(&self) -> u64 {
-        self.keep_alive.sent + self.close.sent
-    }
-
-    fn failed(&self) -> u64 {
-        self.keep_alive.failed + self.close.failed
-    }
-
-    fn summary(&self) -> String {
-        let max = self.max_out();
-        let first = self.samples.samples.first().map(|s| s.at);
-        // The first sample with the most servers out, and how each of them got there.
-        let worst = self
-            .samples
-            .samples
-            .iter()
-            .find(|s| max > 1 && out_of(s).len() == max)
-            .map(|s| {
-                let names = out_of(s);
-                let histories: Vec<String> = names
-                    .iter()
-                    .map(|n| format!("{n}: {:?}", self.samples.history(n)))
-                    .collect();
-                format!(
-                    "\n  at +{:?}: {:?}\n  {}",
-                    first.map(|f| s.at - f).unwrap_or_default(),
-                    s.servers,
-                    histories.join("\n  ")
-                )
-            })
-            .unwrap_or_default();
-        format!(
-            "keep-alive: {}\nclose: {}\nsamples: {}, max out of rotation {max} (status) / {} (status+admin), sampler errors {}{worst}",
-            self.keep_alive.summary(),
-            self.close.summary(),
-            self.samples.samples.len(),
-            self.samples.max_out_of_rotation(),
-            self.samples.errors.len()
-        )
-    }
-
-    fn assert_no_failed_request(&self) {
-        assert_eq!(self.keep_alive.failed, 0, "{}", self.summary());
-        assert_eq!(self.close.failed, 0, "{}", self.summary());
-        assert!(
-            self.keep_alive.ok > 0 && self.close.ok > 0,
-            "{}",
-            self.summary()
-        );
-    }
-}
-
-/// The servers out of rotation in one sample, by their `show stat` status.
-fn out_of(sample: &StateSample) -> Vec<&str> {
-    sample
-        .servers
-        .iter()
-        .filter(|(_, (status, _))| *status != OpStatus::Up)
-        .map(|(name, _)| name.as_str())
-        .collect()
-}
-
-/// `name` as a JSON string field of `v`.
-fn field<'a>(v: &'a Value, name: &str) -> &'a str {
-    v[name].as_str().unwrap_or("")
-}
-
-/// Host name to phase, from a deployment snapshot.
-fn phases(snapshot: &Value) -> BTreeMap<String, String> {
-    snapshot["hosts"]
-        .as_array()
-        .expect("a snapshot lists its hosts")
-        .iter()
-        .map(|h| (field(h, "host").to_string(), field(h, "phase").to_string()))
-        .collect()
-}
-
-/// The host planned for batch `batch` (from 0) in a snapshot; batches of one host.
-fn host_in_batch(snapshot: &Value, batch: u64) -> String {
-    snapshot["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .find(|h| h["batch"].as_u64() == Some(batch))
-        .map(|h| field(h, "host").to_string())
-        .unwrap_or_else(|| panic!("no host in batch {batch}: {snapshot}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use drover_controller::schedule::ManualClock;
+
 use crate::haproxy::{Haproxy, HaproxyOptions};
 use crate::pki::PkiDir;
 use crate::process::ChildGuard;
@@ -33,10 +35,14 @@ use crate::tmpfs::TmpfsDir;
 use crate::{DemoImage, DockerCleanup, Registry};
 
 mod cli;
+mod follow;
+mod in_process;
 mod observe;
 mod processes;
 
 pub use cli::{As, CliRun, RunningCli, Transcript};
+pub use follow::{TERMINAL, field, host_in_batch, phases};
+pub use in_process::InProcessController;
 pub use observe::version_of;
 
 /// The service every fleet runs.
@@ -93,6 +99,9 @@ pub struct FleetOptions<'a> {
     pub transport: Transport,
     /// `drover serve --agent-cert-ttl` (the controller's default when `None`).
     pub agent_cert_ttl: Option<Duration>,
+    /// Serve the controller in this process on this clock instead of running `drover
+    /// serve` (for deploy windows and schedules); needs [`Transport::InsecureDev`].
+    pub clock: Option<ManualClock>,
 }
 
 impl Default for FleetOptions<'_> {
@@ -105,6 +114,7 @@ impl Default for FleetOptions<'_> {
             initial: Some(DemoImage::V1),
             transport: Transport::Mtls,
             agent_cert_ttl: None,
+            clock: None,
         }
     }
 }
@@ -122,6 +132,9 @@ pub struct FleetHost {
 
 /// A running fleet. Fields drop in declaration order (see the module docs).
 pub struct Fleet {
+    /// The controller served in this process ([`FleetOptions::clock`]), instead of
+    /// `controller`.
+    in_process: Option<InProcessController>,
     /// `drover serve`; `None` while a test has it killed.
     controller: Option<ChildGuard>,
     /// One agent per host; `None` while a test has it killed.
@@ -165,6 +178,10 @@ impl Fleet {
     /// Builds the fleet; panics (cleaning up) if any part does not come up.
     pub async fn start(opts: FleetOptions<'_>) -> Self {
         assert!(opts.hosts > 0, "a fleet needs hosts");
+        assert!(
+            opts.clock.is_none() || opts.transport == Transport::InsecureDev,
+            "the in-process controller (FleetOptions::clock) serves plaintext only"
+        );
         tokio::task::spawn_blocking(crate::ensure_demo_images)
             .await
             .expect("building the demo images panicked");
@@ -197,6 +214,7 @@ impl Fleet {
             .expect("create the fleet's directory");
         std::fs::write(dir.path().join("agent.toml"), "").expect("write agent.toml");
         let mut fleet = Self {
+            in_process: None,
             controller: None,
             agents: hosts.iter().map(|_| None).collect(),
             dead: vec![],
@@ -219,7 +237,10 @@ impl Fleet {
         if fleet.transport == Transport::Mtls {
             fleet.ca_init().await;
         }
-        fleet.start_first_controller().await;
+        match &opts.clock {
+            Some(clock) => fleet.start_in_process(clock).await,
+            None => fleet.start_first_controller().await,
+        }
         let spec = fleet.spec_toml(opts.batch_size);
         std::fs::write(&fleet.spec, spec).expect("write the spec");
         for i in 0..fleet.hosts.len() {
@@ -509,7 +530,7 @@ fn free_addr() -> SocketAddr {
 }
 
 /// `n` distinct loopback addresses and one port free on all of them.
-fn loopback_ips_and_port(n: usize) -> (Vec<Ipv4Addr>, u16) {
+pub fn loopback_ips_and_port(n: usize) -> (Vec<Ipv4Addr>, u16) {
     for _ in 0..20 {
         let mut ips: Vec<Ipv4Addr> = vec![];
         while ips.len() < n {

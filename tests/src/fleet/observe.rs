@@ -53,6 +53,28 @@ impl Fleet {
             .collect()
     }
 
+    /// Every container (any state) host `i`'s agent manages, one line each: id, Docker
+    /// state, `drover.version` and `drover.deployment` labels; sorted. Two equal lists
+    /// mean no container of the host was created, removed, started or stopped between.
+    pub async fn containers(&self, i: usize) -> Vec<String> {
+        let agent = format!(
+            "label={}={}",
+            drover_shared::labels::AGENT,
+            self.hosts[i].name
+        );
+        let format = format!(
+            "{{{{.ID}}}} {{{{.State}}}} {{{{.Label \"{}\"}}}} {{{{.Label \"{}\"}}}}",
+            drover_shared::labels::VERSION,
+            drover_shared::labels::DEPLOYMENT
+        );
+        let out = crate::docker::docker(&["ps", "-a", "--filter", &agent, "--format", &format])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
     /// Asserts that every host answers `version` on its own address, HAProxy has them all
     /// UP and READY, requests through HAProxy reach only `version`, and `drover hosts`
     /// agrees (connected, one `web` service of `version`, running).

@@ -12,7 +12,12 @@ use drover_proto::v1::{HostInfo, ListHostsRequest};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::{As, CONNECT_TIMEOUT, Fleet, JOIN_TOKEN_TTL, Transport, free_addr, now_ms, sigkill};
+use drover_controller::schedule::ManualClock;
+
+use super::{
+    As, CONNECT_TIMEOUT, Fleet, InProcessController, JOIN_TOKEN_TTL, Transport, free_addr, now_ms,
+    sigkill,
+};
 use crate::agent::TEST_HEARTBEAT;
 use crate::process::{ChildGuard, bin_path};
 
@@ -85,6 +90,18 @@ impl Fleet {
     pub async fn launch_agent(&mut self, i: usize) {
         assert!(self.agents[i].is_none(), "agent {i} is already running");
         self.agents[i] = Some(self.spawn_agent(i).await);
+    }
+
+    /// Serves the controller in this process on `clock` (plaintext), and waits until it
+    /// answers.
+    pub(super) async fn start_in_process(&mut self, clock: &ManualClock) {
+        let c = InProcessController::start(clock, self.database_path()).await;
+        self.controller_addr = c.addr();
+        self.in_process = Some(c);
+        let answers = crate::poll(CONNECT_TIMEOUT, || async { self.list_hosts().await }).await;
+        if let Err(e) = answers {
+            panic!("the in-process controller does not answer: {e}");
+        }
     }
 
     pub(super) async fn start_first_controller(&mut self) {

@@ -1,0 +1,148 @@
+//! What a rollout test watches while it acts: two HTTP loads through HAProxy (one with
+//! keep-alive, one with a new connection per request) and a sampler of every server's
+//! state; [`Seen`] is what they recorded, with the invariants the tests assert on it.
+
+use std::time::Duration;
+
+use drover_controller::lb::OpStatus;
+
+use crate::fleet::Fleet;
+use crate::haproxy::{SamplerGuard, Samples, StateSample};
+use crate::load::{Load, LoadReport};
+use crate::wait_until;
+
+/// How often the sampler reads HAProxy's server states.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How long the loads may take to answer a given number of requests.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP through HAProxy (keep-alive and not) and HAProxy's server states, recorded
+/// while a test acts.
+pub struct Traffic {
+    keep_alive: Load,
+    close: Load,
+    sampler: SamplerGuard,
+}
+
+/// What the traffic saw.
+pub struct Seen {
+    /// The keep-alive load.
+    pub keep_alive: LoadReport,
+    /// The load with a new connection per request.
+    pub close: LoadReport,
+    /// HAProxy's server states, every [`SAMPLE_EVERY`].
+    pub samples: Samples,
+}
+
+impl Traffic {
+    /// Starts sampling and both loads; returns once requests flow through HAProxy.
+    pub async fn start(fleet: &Fleet) -> Self {
+        let t = Self {
+            sampler: fleet.haproxy().sample_states(SAMPLE_EVERY),
+            keep_alive: fleet.load(true),
+            close: fleet.load(false),
+        };
+        t.more(50).await;
+        t
+    }
+
+    /// Waits until both loads answered `n` more requests.
+    pub async fn more(&self, n: u64) {
+        let (ka, cl) = (self.keep_alive.completed(), self.close.completed());
+        wait_until(
+            LOAD_TIMEOUT,
+            &format!("{n} more requests in both loads"),
+            || async { self.keep_alive.completed() >= ka + n && self.close.completed() >= cl + n },
+        )
+        .await;
+    }
+
+    /// Stops both loads and the sampler.
+    pub async fn stop(self) -> Seen {
+        Seen {
+            keep_alive: self.keep_alive.stop().await,
+            close: self.close.stop().await,
+            samples: self.sampler.stop().await,
+        }
+    }
+}
+
+impl Seen {
+    /// The most servers HAProxy had out of rotation in one sample. Read from the
+    /// `show stat` status alone (`DRAIN`, `DOWN`, `MAINT` are out), which one command
+    /// returns atomically; the admin state comes from a second command and may be a
+    /// few microseconds newer.
+    pub fn max_out(&self) -> usize {
+        self.samples
+            .samples
+            .iter()
+            .map(|s| out_of(s).len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Requests sent by both loads.
+    pub fn requests(&self) -> u64 {
+        self.keep_alive.sent + self.close.sent
+    }
+
+    /// Requests that failed in both loads.
+    pub fn failed(&self) -> u64 {
+        self.keep_alive.failed + self.close.failed
+    }
+
+    /// Both loads and the samples in a few lines, with the first sample that had the
+    /// most servers out and how each of them got there.
+    pub fn summary(&self) -> String {
+        let max = self.max_out();
+        let first = self.samples.samples.first().map(|s| s.at);
+        let worst = self
+            .samples
+            .samples
+            .iter()
+            .find(|s| max > 1 && out_of(s).len() == max)
+            .map(|s| {
+                let names = out_of(s);
+                let histories: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("{n}: {:?}", self.samples.history(n)))
+                    .collect();
+                format!(
+                    "\n  at +{:?}: {:?}\n  {}",
+                    first.map(|f| s.at - f).unwrap_or_default(),
+                    s.servers,
+                    histories.join("\n  ")
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "keep-alive: {}\nclose: {}\nsamples: {}, max out of rotation {max} (status) / {} (status+admin), sampler errors {}{worst}",
+            self.keep_alive.summary(),
+            self.close.summary(),
+            self.samples.samples.len(),
+            self.samples.max_out_of_rotation(),
+            self.samples.errors.len()
+        )
+    }
+
+    /// No request failed, and both loads got answers.
+    pub fn assert_no_failed_request(&self) {
+        assert_eq!(self.keep_alive.failed, 0, "{}", self.summary());
+        assert_eq!(self.close.failed, 0, "{}", self.summary());
+        assert!(
+            self.keep_alive.ok > 0 && self.close.ok > 0,
+            "{}",
+            self.summary()
+        );
+    }
+}
+
+/// The servers out of rotation in one sample, by their `show stat` status.
+pub fn out_of(sample: &StateSample) -> Vec<&str> {
+    sample
+        .servers
+        .iter()
+        .filter(|(_, (status, _))| *status != OpStatus::Up)
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
