@@ -75,6 +75,9 @@ pub struct HostSnapshot {
     pub docker_error: Option<String>,
     /// Increments on every (re)connect of this host.
     pub session: u64,
+    /// When the certificate its stream was opened with expires (Unix seconds; None
+    /// without mTLS).
+    pub cert_not_after_unix: Option<i64>,
 }
 
 /// Why a command could not be delivered or answered.
@@ -310,6 +313,16 @@ impl AgentHub {
         }
     }
 
+    /// Records when the certificate of `host`'s session `session` expires.
+    fn set_certificate_expiry(&self, host: &str, session: u64, not_after_unix: Option<i64>) {
+        if let Some(slot) = self.slot(host) {
+            let mut slot = lock(&slot);
+            if slot.snapshot.session == session {
+                slot.snapshot.cert_not_after_unix = not_after_unix;
+            }
+        }
+    }
+
     fn slot(&self, host: &str) -> Option<Arc<Mutex<Slot>>> {
         read(&self.inner.hosts).get(host).cloned()
     }
@@ -354,6 +367,7 @@ impl AgentHub {
             services: hello.services,
             docker_error: Some(hello.docker_error).filter(|e| !e.is_empty()),
             session,
+            cert_not_after_unix: None,
         };
         let mut hosts = write(&self.inner.hosts);
         if self.inner.removals.load(Ordering::SeqCst) != removals {
@@ -550,6 +564,11 @@ impl AgentChannel for AgentChannelService {
             .hub
             .open_session(hello, enrolled_labels, tx.clone(), removals)
             .map_err(|s| refused(&name, s))?;
+        let not_after = tls
+            .as_ref()
+            .and_then(|t| t.peer.as_ref())
+            .map(|p| p.not_after_unix);
+        self.hub.set_certificate_expiry(&name, session, not_after);
         info!(host = %name, %peer, session, "agent connected");
         let hub = self.hub.clone();
         let span = info_span!("agent_stream", host = %name, session);

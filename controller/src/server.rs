@@ -117,12 +117,9 @@ pub async fn run(
         }
         let stop = stop_background.clone();
         tokio::spawn(
-            crate::metrics::serve(
-                l,
-                metrics,
-                hub.clone(),
-                async move { stop.cancelled().await },
-            )
+            crate::metrics::serve(l, metrics.clone(), hub.clone(), async move {
+                stop.cancelled().await
+            })
             .instrument(tracing::info_span!("metrics")),
         )
     });
@@ -161,9 +158,15 @@ pub async fn run(
         Security::Tls(tls) => {
             let serving = ServingCert::mint(tls)?;
             let config = serving.server_config(tls)?;
+            if let Some(at) = serving.not_after_unix() {
+                metrics.controller_certificate(at);
+            }
+            let renewed = metrics.clone();
             renewal = Some(tokio::spawn(
                 serving
-                    .renew_daily(tls.clone(), stop_background.clone())
+                    .renew_daily(tls.clone(), stop_background.clone(), move |at| {
+                        renewed.controller_certificate(at)
+                    })
                     .instrument(tracing::info_span!("serving_cert")),
             ));
             if let Some(addr) = addr {

@@ -164,9 +164,19 @@ impl ServingCert {
         Ok(server_config(tls.ca.cert_pem(), self.cert.clone())?)
     }
 
+    /// When the certificate in use expires (Unix seconds).
+    pub fn not_after_unix(&self) -> Option<i64> {
+        self.cert.peer_certificate().map(|p| p.not_after_unix)
+    }
+
     /// Re-mints the certificate every day until `stop` is cancelled; new handshakes use
-    /// the new one.
-    pub async fn renew_daily(self, tls: TlsSettings, stop: CancellationToken) {
+    /// the new one. `on_renew` hears each new expiry.
+    pub async fn renew_daily(
+        self,
+        tls: TlsSettings,
+        stop: CancellationToken,
+        on_renew: impl Fn(i64) + Send,
+    ) {
         let mut wait = SERVING_CERT_RENEW_EVERY;
         loop {
             tokio::select! {
@@ -176,11 +186,8 @@ impl ServingCert {
             match fresh_key(&tls) {
                 Ok(key) => {
                     self.cert.replace(key);
-                    let expires = self
-                        .cert
-                        .peer_certificate()
-                        .map(|p| p.not_after_unix)
-                        .unwrap_or_default();
+                    let expires = self.not_after_unix().unwrap_or_default();
+                    on_renew(expires);
                     info!(
                         expires_unix = expires,
                         "re-minted the controller's serving certificate"

@@ -110,3 +110,49 @@ fn install_refuses_bad_input_with_the_value_named() {
     assert!(!ok);
     assert!(out.contains("--controller"), "{out}");
 }
+
+/// systemd refuses to start a unit whose `SupplementaryGroups=` names a group the host
+/// lacks, so the controller's unit names none: it must start on a host without HAProxy
+/// (and its `haproxy` group). The README says how to add the group where it exists.
+#[test]
+fn the_controller_unit_starts_on_a_host_without_an_haproxy_group() {
+    let unit = std::fs::read_to_string(workspace_root().join("deploy/drover.service"))
+        .expect("deploy/drover.service");
+    let groups: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with("SupplementaryGroups="))
+        .collect();
+    assert!(groups.is_empty(), "the unit needs groups: {groups:?}");
+    assert!(
+        unit.contains("SupplementaryGroups=haproxy"),
+        "the unit's comment shows the drop-in that adds the group"
+    );
+    // Where systemd is installed, the unit is otherwise valid as written.
+    let Ok(analyze) = which("systemd-analyze") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/drover", "/bin/true")).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

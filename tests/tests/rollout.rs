@@ -20,6 +20,38 @@ use tokio::time::Instant;
 /// How long a deployment may take to show a given step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// What Prometheus scrapes after `succeeded` successful deploys of `service` on an mTLS
+/// fleet: their outcome and durations by service, and when the controller's and every
+/// connected agent's certificate expire.
+async fn assert_scraped(fleet: &Fleet, service: &str, succeeded: usize) {
+    let metrics = drover_tests::http::get(fleet.metrics_addr(), "/metrics")
+        .await
+        .expect("GET /metrics")
+        .body;
+    let mut wanted = vec![
+        format!(
+            "drover_deployments_total{{service=\"{service}\",outcome=\"succeeded\"}} {succeeded}"
+        ),
+        format!("drover_deployment_duration_seconds_count{{service=\"{service}\"}} {succeeded}"),
+        format!(
+            "drover_deployment_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {succeeded}"
+        ),
+        "drover_certificate_expiry_timestamp_seconds{subject=\"controller\"} ".to_string(),
+    ];
+    for h in fleet.hosts() {
+        wanted.push(format!(
+            "drover_certificate_expiry_timestamp_seconds{{subject=\"agent\",host=\"{}\"}} ",
+            h.name
+        ));
+    }
+    for w in wanted {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&w)),
+            "{w:?} not in\n{metrics}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {
     let fleet = Fleet::start(FleetOptions::default()).await;
@@ -52,6 +84,8 @@ async fn batch_of_one_rolls_v1_to_v2_without_a_failed_request() {
         "{snapshot}"
     );
     assert_eq!(snapshot["batches"], 4, "{snapshot}");
+    // The fleet's first deploy (v1) and this one.
+    assert_scraped(&fleet, field(&snapshot, "service"), 2).await;
     seen.assert_no_failed_request();
     for load in [&seen.keep_alive, &seen.close] {
         let after = load.versions_since(done);

@@ -115,7 +115,9 @@ impl Rollout {
         self.d.state = next;
         if next.is_terminal() {
             let took = crate::store::now_ms().saturating_sub(self.d.created_ms);
-            self.shared.metrics.deployment_finished(next, took);
+            self.shared
+                .metrics
+                .deployment_finished(&self.d.service, next, took);
             self.shared.metrics.forget_deployment(&self.d.id);
         }
         info!(state = %next, "{message}");
