@@ -13,8 +13,8 @@ use drover_shared::labels;
 use tokio::sync::Semaphore;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, PullProgress,
-    LogFrame, LogFrames, LogsQuery, RegistryCredentials, RunState, RuntimeError,
+    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, LogFrame, LogFrames,
+    LogsQuery, PullProgress, RegistryCredentials, RunState, RuntimeError,
 };
 
 /// The fake digest every image resolves to.
@@ -237,7 +237,14 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn logs(&self, _: &str, _: LogsQuery) -> Result<LogFrames, RuntimeError> {
-        let frames: Vec<_> = self.log_frames.lock().unwrap().iter().cloned().map(Ok).collect();
+        let frames: Vec<_> = self
+            .log_frames
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .map(Ok)
+            .collect();
         Ok(Box::pin(futures::stream::iter(frames)))
     }
 }

@@ -296,7 +296,9 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn logs(&self, id: &str, query: LogsQuery) -> Result<LogFrames, RuntimeError> {
         let docker = self.client().await?;
-        let tail = query.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let tail = query
+            .tail
+            .map_or_else(|| "all".to_string(), |n| n.to_string());
         let mut options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)

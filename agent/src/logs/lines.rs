@@ -169,13 +169,21 @@ mod tests {
         let long = vec![b'x'; MAX_LINE_BYTES * 2];
         let lines = s.push(&long);
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].ends_with("[line cut at 8192 bytes]"), "{}", &lines[0][8000..]);
+        assert!(
+            lines[0].ends_with("[line cut at 8192 bytes]"),
+            "{}",
+            &lines[0][8000..]
+        );
         assert!(lines[0].len() < MAX_LINE_BYTES + 40);
     }
 
     #[test]
     fn secrets_are_redacted_wherever_they_appear() {
-        let r = Redactor::new(vec!["hunter2-long".into(), "pw\n".into(), "s3cr3t\n".into()]);
+        let r = Redactor::new(vec![
+            "hunter2-long".into(),
+            "pw\n".into(),
+            "s3cr3t\n".into(),
+        ]);
         assert_eq!(
             r.redact("login with hunter2-long and s3cr3t, again hunter2-long".into()),
             "login with [redacted] and [redacted], again [redacted]"
@@ -201,7 +209,9 @@ mod tests {
         assert!(c.is_empty());
         let big = "b".repeat(MAX_CHUNK_BYTES / 2 + 1);
         assert!(c.push(line(&big)).is_none());
-        let full = c.push(line(&big)).expect("the second half-chunk line does not fit");
+        let full = c
+            .push(line(&big))
+            .expect("the second half-chunk line does not fit");
         assert_eq!(full.len(), 1);
     }
 }

@@ -6,7 +6,7 @@ use drover_shared::proto::{LogSource, agent_message};
 
 use super::*;
 use crate::commands::state::tests::container;
-use crate::runtime::{LogFrame, RunState, SecretEnv, Secret};
+use crate::runtime::{LogFrame, RunState, Secret, SecretEnv};
 use crate::testing::{FakeRuntime, adopted_labels};
 
 fn context() -> Arc<CommandContext<FakeRuntime>> {
@@ -48,7 +48,12 @@ async fn credit_bounds_the_chunks_in_flight() {
     // Enough lines for several full chunks.
     let frame = LogFrame {
         output: LogOutput::Stdout,
-        bytes: "x".repeat(1000).into_bytes().into_iter().chain(*b"\n").collect(),
+        bytes: "x"
+            .repeat(1000)
+            .into_bytes()
+            .into_iter()
+            .chain(*b"\n")
+            .collect(),
     };
     *ctx.runtime.log_frames.lock().unwrap() = vec![frame; 200];
     let (tx, mut rx) = mpsc::channel(16);
@@ -59,7 +64,10 @@ async fn credit_bounds_the_chunks_in_flight() {
     assert!(a.lines.len() <= lines::MAX_CHUNK_LINES);
     // No credit left: nothing more arrives until the controller acknowledges.
     tokio::task::yield_now().await;
-    assert!(rx.try_recv().is_err(), "a third chunk was sent without credit");
+    assert!(
+        rx.try_recv().is_err(),
+        "a third chunk was sent without credit"
+    );
     tails.ack("s1", 1);
     let c = chunk(&mut rx).await;
     assert_eq!(c.lines[0].source, LogSource::Stdout as i32);

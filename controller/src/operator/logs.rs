@@ -66,7 +66,8 @@ impl OperatorService {
         };
         let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
         let hub = self.hub.clone();
-        let span = info_span!("logs", service = %q.service, follow = q.follow, hosts = targets.len());
+        let span =
+            info_span!("logs", service = %q.service, follow = q.follow, hosts = targets.len());
         // Owned by the response stream: ends when every host is done or the client leaves.
         tokio::spawn(
             async move {
