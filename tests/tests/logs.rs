@@ -15,6 +15,8 @@ use drover_tests::DemoImage;
 use drover_tests::docker::docker;
 use drover_tests::fleet::{As, Fleet, FleetOptions, SERVICE};
 use drover_tests::http;
+use drover_tests::logs::wait_line;
+use drover_tests::wait::wait_until;
 
 /// How long a followed line may take to show.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +37,7 @@ fn lines_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_every_host_prefixed_followed_redacted_and_kept_for_a_failed_deploy() {
-    let fleet = Fleet::start(FleetOptions {
+    let mut fleet = Fleet::start(FleetOptions {
         hosts: 2,
         images: &[DemoImage::V1, DemoImage::NeverReady],
         initial: None,
@@ -184,6 +186,16 @@ async fn logs_of_every_host_prefixed_followed_redacted_and_kept_for_a_failed_dep
         .wait_stdout(FOLLOW_TIMEOUT, &wanted, |out| out.contains(&wanted))
         .await;
     drop(follow);
+    // The client went away: every agent stops reading.
+    for i in 0..2 {
+        wait_line(
+            FOLLOW_TIMEOUT,
+            "the agent stopped following",
+            || fleet.agent_logs(i),
+            &["log stream cancelled"],
+        )
+        .await;
+    }
 
     // A never-ready deploy: its failed container's last lines are kept with the deployment.
     let failed = fleet
@@ -217,4 +229,32 @@ async fn logs_of_every_host_prefixed_followed_redacted_and_kept_for_a_failed_dep
         !kept.stdout.contains(&secret) && !status.stdout.contains(&secret),
         "the secret reached the failure's log lines"
     );
+
+    // A lost host is said once, while the others still show their lines.
+    fleet.kill_agent(1);
+    wait_until(
+        FOLLOW_TIMEOUT,
+        "the controller notices the lost agent",
+        || async {
+            fleet
+                .hosts_json()
+                .await
+                .iter()
+                .any(|h| h["name"] == h1.as_str() && h["connected"] == false)
+        },
+    )
+    .await;
+    let partial = fleet.drover(&["logs", SERVICE, "--tail", "5"]).await;
+    assert_eq!(partial.code, Some(0), "{}", partial.describe());
+    assert!(
+        !lines_of(&partial.stdout, &h0).is_empty(),
+        "{}",
+        partial.describe()
+    );
+    let lost: Vec<&str> = partial
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{h1}: not connected since")))
+        .collect();
+    assert_eq!(lost.len(), 1, "{}", partial.describe());
 }

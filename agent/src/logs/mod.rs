@@ -16,7 +16,7 @@ use drover_shared::proto::{AgentMessage, LogChunk, LogLine, LogsRequest, agent_m
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::commands::CommandContext;
 use crate::runtime::{ContainerInfo, ContainerRuntime, LogOutput, LogsQuery};
@@ -89,6 +89,7 @@ impl LogTails {
     pub fn cancel(&mut self, stream_id: &str) {
         if let Some((_, task)) = self.streams.remove(stream_id) {
             task.abort();
+            info!(stream = %stream_id, "log stream cancelled by the controller; stopped reading");
         }
     }
 

@@ -160,3 +160,7 @@ impl Drop for LogSubscription {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "logs_tests.rs"]
+mod tests;
