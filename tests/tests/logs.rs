@@ -139,6 +139,15 @@ async fn logs_of_every_host_prefixed_followed_redacted_and_kept_for_a_failed_dep
         "{}",
         unknown.describe()
     );
+    let elsewhere = fleet.drover(&["logs", "api", "--host", &h0]).await;
+    assert_eq!(elsewhere.code, Some(2), "{}", elsewhere.describe());
+    assert!(
+        elsewhere.stderr.contains(&format!(
+            "host {h0} runs no container of service api; it has: {SERVICE}"
+        )),
+        "{}",
+        elsewhere.describe()
+    );
     let nohost = fleet.drover(&["logs", SERVICE, "--host", "nope"]).await;
     assert_eq!(nohost.code, Some(2), "{}", nohost.describe());
     assert!(

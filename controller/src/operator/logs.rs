@@ -134,6 +134,14 @@ impl OperatorService {
                     list(known.iter().copied())
                 )));
             };
+            if h.connected && !h.services.iter().any(|s| s.service == q.service) {
+                return Err(Status::not_found(format!(
+                    "host {} runs no container of service {}; it has: {}",
+                    h.name,
+                    q.service,
+                    list(h.services.iter().map(|s| s.service.as_str()))
+                )));
+            }
             return Ok(vec![Target {
                 host: h.clone(),
                 kept: vec![],
