@@ -39,6 +39,7 @@ use crate::config::AgentConfig;
 use crate::error::CommandFailure;
 use crate::executor::Executor;
 use crate::identity::{CONNECT_TIMEOUT, rfc3339, source_chain};
+use crate::logs::LogTails;
 use crate::runtime::ContainerRuntime;
 
 /// Results kept for delivery while no stream is open.
@@ -261,6 +262,8 @@ impl<R: ContainerRuntime> Link<R> {
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seq = 0u64;
+        // Log streams asked on this stream; they end with it.
+        let mut tails = LogTails::default();
         // Set when a renewal asks for a reconnect: the latest moment to do it.
         let mut reconnect_by: Option<Instant> = None;
         loop {
@@ -275,6 +278,7 @@ impl<R: ContainerRuntime> Link<R> {
                     self.tasks.shutdown().await;
                 }
                 info!("closing the controller stream");
+                tails.shutdown().await;
                 self.close(tx, &mut inbound).await;
                 return SessionEnd::Shutdown;
             }
@@ -286,6 +290,7 @@ impl<R: ContainerRuntime> Link<R> {
                     in_flight = self.tasks.len(),
                     "closing the controller stream to reconnect with the renewed certificate"
                 );
+                tails.shutdown().await;
                 self.close(tx, &mut inbound).await;
                 return SessionEnd::Renewed;
             }
@@ -318,6 +323,11 @@ impl<R: ContainerRuntime> Link<R> {
                             backoff.reset();
                             self.accept(c);
                         }
+                        Some(controller_message::Body::Logs(req)) => {
+                            tails.start(self.executor.shared_context(), req, tx.clone());
+                        }
+                        Some(controller_message::Body::LogsAck(ack)) => tails.ack(&ack.stream_id, ack.chunks),
+                        Some(controller_message::Body::LogsCancel(c)) => tails.cancel(&c.stream_id),
                         None => debug!("empty controller message ignored"),
                     },
                     Ok(None) => return SessionEnd::Lost("the controller closed the stream".into()),
@@ -339,6 +349,7 @@ impl<R: ContainerRuntime> Link<R> {
                         return SessionEnd::Lost("the stream closed while sending".into());
                     }
                 }
+                () = tails.reap() => {}
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = joined && e.is_panic() {
                         warn!(error = %e, "a command task panicked");
@@ -401,6 +412,7 @@ impl<R: ContainerRuntime> Link<R> {
         drop(tx);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Ok(Some(m)) = inbound.message().await {
+                // Log requests arriving now are dropped: this stream is closing.
                 if let Some(controller_message::Body::Command(c)) = m.body {
                     self.accept(c);
                 }

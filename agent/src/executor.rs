@@ -82,6 +82,11 @@ impl<R: ContainerRuntime> Executor<R> {
         &self.ctx
     }
 
+    /// The command context, shared (for tasks that outlive a borrow, such as log streams).
+    pub fn shared_context(&self) -> Arc<CommandContext<R>> {
+        self.ctx.clone()
+    }
+
     fn book(&self) -> MutexGuard<'_, Book> {
         // The book stays consistent even if a holder panicked: every update is one step.
         self.book.lock().unwrap_or_else(PoisonError::into_inner)

@@ -17,6 +17,7 @@ pub mod docker;
 pub mod error;
 pub mod executor;
 pub mod identity;
+pub mod logs;
 pub mod renewal;
 pub mod runtime;
 pub mod secrets;

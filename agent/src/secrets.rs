@@ -12,12 +12,13 @@
 //!
 //! The file operations are blocking; async callers run them through `spawn_blocking`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use drover_shared::proto::{SecretDelivery, Secrets};
 
@@ -64,6 +65,10 @@ pub enum Delivery {
         /// The files.
         files: Vec<SecretFile>,
     },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Checks a swap's secrets for `service` and decides their delivery. `env` is the spec's
@@ -200,6 +205,9 @@ pub struct SecretsDir {
     root: PathBuf,
     /// The mount table consulted for the tmpfs check (a sample file in tests).
     mountinfo: PathBuf,
+    /// Values of environment-delivered secrets per container name, kept in memory only so
+    /// that log lines can be redacted (file-delivered ones are read back from the files).
+    env_values: Arc<Mutex<HashMap<String, Vec<Secret>>>>,
 }
 
 /// A mount as `/proc/self/mountinfo` lists it.
@@ -217,6 +225,7 @@ impl SecretsDir {
         Self {
             root: root.into(),
             mountinfo: PathBuf::from(MOUNTINFO),
+            env_values: Arc::default(),
         }
     }
 
@@ -225,6 +234,7 @@ impl SecretsDir {
         Self {
             root: root.into(),
             mountinfo: mountinfo.into(),
+            env_values: Arc::default(),
         }
     }
 
@@ -310,8 +320,36 @@ impl SecretsDir {
         Ok(dir)
     }
 
+    /// Remembers (in memory) the environment-delivered secrets of `container`, for
+    /// [`SecretsDir::values_of`].
+    pub fn remember_env(&self, container: &str, vars: &[SecretEnv]) {
+        let values = vars.iter().map(|v| v.value.clone()).collect();
+        lock(&self.env_values).insert(container.to_string(), values);
+    }
+
+    /// Every secret value `container` was given, as text: the remembered environment
+    /// values and the contents of its secret files. Blocking (reads files). Values given
+    /// as environment variables before this agent started are not known.
+    pub fn values_of(&self, container: &str) -> Vec<String> {
+        let mut values: Vec<String> = lock(&self.env_values)
+            .get(container)
+            .map(|v| v.iter().map(|s| s.expose().to_string()).collect())
+            .unwrap_or_default();
+        if check_dir_name(container).is_ok()
+            && let Ok(entries) = fs::read_dir(self.container_dir(container))
+        {
+            for entry in entries.flatten() {
+                if let Ok(bytes) = fs::read(entry.path()) {
+                    values.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        values
+    }
+
     /// Removes `container`'s directory; a missing one is fine.
     pub fn remove(&self, container: &str) -> io::Result<()> {
+        lock(&self.env_values).remove(container);
         check_dir_name(container)?;
         match fs::remove_dir_all(self.container_dir(container)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

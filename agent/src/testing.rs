@@ -13,8 +13,8 @@ use drover_shared::labels;
 use tokio::sync::Semaphore;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, PullProgress,
-    RegistryCredentials, RunState, RuntimeError,
+    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, LogFrame, LogFrames,
+    LogsQuery, PullProgress, RegistryCredentials, RunState, RuntimeError,
 };
 
 /// The fake digest every image resolves to.
@@ -39,6 +39,8 @@ pub struct FakeRuntime {
     pub unready_versions: Mutex<HashSet<String>>,
     /// Number of container starts.
     pub starts: AtomicUsize,
+    /// What every container's log holds (`logs` returns these frames, then ends).
+    pub log_frames: Mutex<Vec<LogFrame>>,
     clock: AtomicUsize,
 }
 
@@ -55,6 +57,7 @@ impl FakeRuntime {
             fail_starts: AtomicBool::new(false),
             unready_versions: Mutex::default(),
             starts: AtomicUsize::new(0),
+            log_frames: Mutex::default(),
             clock: AtomicUsize::new(0),
         }
     }
@@ -231,6 +234,18 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn logs_tail(&self, _: &str, _: usize) -> Result<Vec<String>, RuntimeError> {
         Ok(vec!["fake log line".into()])
+    }
+
+    async fn logs(&self, _: &str, _: LogsQuery) -> Result<LogFrames, RuntimeError> {
+        let frames: Vec<_> = self
+            .log_frames
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .map(Ok)
+            .collect();
+        Ok(Box::pin(futures::stream::iter(frames)))
     }
 }
 

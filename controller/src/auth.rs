@@ -114,6 +114,7 @@ pub fn requirement(method: &str) -> Requirement {
         "GetDeployment" => (Role::Viewer, "read deployments"),
         "ListDeployments" => (Role::Viewer, "read the deploy history"),
         "Watch" => (Role::Viewer, "watch deployments"),
+        "Logs" => (Role::Viewer, "read container logs"),
         "ListSecrets" => (Role::Viewer, "list secret names"),
         "WhoAmI" => (Role::Viewer, "ask who they are"),
         "Deploy" => (Role::Deployer, "deploy"),

@@ -11,8 +11,10 @@
 //! name its certificate carries. [`AgentHub::remove`] closes a removed host's stream.
 
 mod admission;
+mod logs;
 
 pub use admission::{Admission, removed_message};
+pub use logs::{LOG_WINDOW, LogSubscription};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -130,6 +132,8 @@ struct Slot {
     waiters: Waiters,
     /// Cancelled when the host is removed from the fleet: its streams close.
     removed: CancellationToken,
+    /// Log streams read from this host's current session, by stream id.
+    logs: HashMap<String, mpsc::Sender<drover_proto::v1::LogChunk>>,
 }
 
 struct Inner {
@@ -203,6 +207,7 @@ impl AgentHub {
         }
         slot.removed.cancel();
         fail_waiters(&mut slot.waiters, host);
+        slot.logs.clear();
         drop(slot);
         self.notify();
         was_connected
@@ -385,6 +390,7 @@ impl AgentHub {
                 }
                 // Waiters of the replaced stream will never hear back on it.
                 fail_waiters(&mut slot.waiters, &hello.name);
+                slot.logs.clear();
                 slot.snapshot = snapshot;
                 slot.outbox = Some(outbox);
                 slot.removed.clone()
@@ -398,6 +404,7 @@ impl AgentHub {
                         outbox: Some(outbox),
                         waiters: HashMap::new(),
                         removed: removed.clone(),
+                        logs: HashMap::new(),
                     })),
                 );
                 removed
@@ -417,6 +424,7 @@ impl AgentHub {
                 slot.snapshot.since = SystemTime::now();
                 slot.outbox = None;
                 fail_waiters(&mut slot.waiters, host);
+                slot.logs.clear();
             }
         }
         self.notify();
@@ -642,6 +650,7 @@ async fn read_agent(
                 let _ = hub.inner.progress.send((name.to_string(), p));
             }
             Some(agent_message::Body::Result(r)) => hub.deliver(name, r),
+            Some(agent_message::Body::LogChunk(c)) => hub.route_log(name, c),
             Some(agent_message::Body::Hello(_)) => {
                 warn!("ignoring a second Hello on an open stream")
             }

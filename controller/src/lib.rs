@@ -6,6 +6,7 @@ pub mod cli;
 pub mod enroll;
 pub mod hub;
 pub mod lb;
+pub mod logtail;
 pub mod metrics;
 pub mod operator;
 pub mod registry_auth;

@@ -5,9 +5,10 @@
 //! Every request has been authenticated and its role checked before it gets here (see
 //! [`crate::auth::guard`]); handlers read the caller from [`Principal::of`] and record
 //! that name in history. The security RPCs (hosts, tokens, secrets) are in
-//! [`admin`].
+//! [`admin`], container logs in [`logs`].
 
 mod admin;
+mod logs;
 
 use std::time::Duration;
 
@@ -264,6 +265,15 @@ impl Operator for OperatorService {
             .await
             .map_err(deploy_status)?;
         Ok(Response::new(self.info(&r.id).await?))
+    }
+
+    type LogsStream = ReceiverStream<Result<proto::LogsEvent, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<proto::LogsQuery>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Ok(Response::new(self.logs_stream(request.into_inner()).await?))
     }
 
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;

@@ -89,10 +89,18 @@ pub async fn hand_over<R: ContainerRuntime>(
         Err(f) => f,
     };
     warn!(container = %cand.name, error = %failure.message, "handover failed; restoring");
-    failure.log_tail = rt
+    let tail = rt
         .logs_tail(&cand.id, LOG_TAIL_LINES)
         .await
         .unwrap_or_default();
+    // The lines leave the host with the failure: hide the secrets the container was given.
+    let secrets = ctx.secrets.clone();
+    let name = cand.name.clone();
+    let values = tokio::task::spawn_blocking(move || secrets.values_of(&name))
+        .await
+        .unwrap_or_default();
+    let redactor = crate::logs::lines::Redactor::new(values);
+    failure.log_tail = tail.into_iter().map(|l| redactor.redact(l)).collect();
     if let Err(e) = rt.stop(&cand.id, h.stop_grace).await {
         warn!(container = %cand.name, error = %e, "could not stop the failed container");
     }
@@ -184,7 +192,7 @@ pub async fn wait_until_ready<R: ContainerRuntime>(
         Err(e @ ProbeError::Deadline { .. }) => Err(CommandFailure::new(
             ErrorKind::ReadinessFailed,
             format!(
-                "container {} ({}) was {e}: check the readiness probe and the container's log",
+                "container {} ({}) was {e}: check the readiness probe against the container's last log lines",
                 c.name,
                 c.version()
             ),

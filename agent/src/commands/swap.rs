@@ -179,6 +179,7 @@ async fn deliver_secrets<R: ContainerRuntime>(
         Delivery::None => Ok(false),
         Delivery::Env(vars) => {
             info!(container = %create.name, names = ?names(vars.iter().map(|v| &v.name)), "secrets as environment variables");
+            ctx.secrets.remember_env(&create.name, &vars);
             create.secret_env = vars;
             Ok(false)
         }

@@ -26,8 +26,8 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, CreateSpec, LocalImage, PullProgress, RegistryCredentials,
-    RuntimeError,
+    ContainerInfo, ContainerRuntime, CreateSpec, LocalImage, LogFrame, LogFrames, LogOutput,
+    LogsQuery, PullProgress, RegistryCredentials, RuntimeError,
 };
 use classify::{ImageContext, classify};
 use convert::{container_info, create_body};
@@ -292,5 +292,39 @@ impl ContainerRuntime for DockerRuntime {
         }
         let all: Vec<String> = text.lines().map(str::to_string).collect();
         Ok(all[all.len().saturating_sub(lines)..].to_vec())
+    }
+
+    async fn logs(&self, id: &str, query: LogsQuery) -> Result<LogFrames, RuntimeError> {
+        let docker = self.client().await?;
+        let tail = query
+            .tail
+            .map_or_else(|| "all".to_string(), |n| n.to_string());
+        let mut options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(query.follow)
+            .tail(&tail);
+        if let Some(since) = query.since_unix_s {
+            options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        let op = format!("read logs of {id}");
+        let endpoint = self.endpoint().to_string();
+        let frames = docker.logs(id, Some(options.build())).map(move |chunk| {
+            use bollard::container::LogOutput as Out;
+            match chunk {
+                Ok(Out::StdErr { message }) => Ok(LogFrame {
+                    output: LogOutput::Stderr,
+                    bytes: message.to_vec(),
+                }),
+                Ok(Out::StdOut { message } | Out::Console { message } | Out::StdIn { message }) => {
+                    Ok(LogFrame {
+                        output: LogOutput::Stdout,
+                        bytes: message.to_vec(),
+                    })
+                }
+                Err(e) => Err(classify(&endpoint, &op, None, e)),
+            }
+        });
+        Ok(Box::pin(frames))
     }
 }

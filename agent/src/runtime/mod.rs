@@ -20,6 +20,40 @@ pub use model::{
     PublishedPort, PullProgress, RegistryCredentials, Restart, RunState, Secret, SecretEnv,
 };
 
+/// Which output of the container a log frame comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Bytes a container wrote, as the engine hands them over (not split into lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFrame {
+    /// stdout or stderr.
+    pub output: LogOutput,
+    /// What was written.
+    pub bytes: Vec<u8>,
+}
+
+/// Which part of a container's log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogsQuery {
+    /// Lines from the end of the log; `None` = all.
+    pub tail: Option<u32>,
+    /// Only what was written at or after this Unix time (seconds).
+    pub since_unix_s: Option<u64>,
+    /// Keep reading what the container writes from now on.
+    pub follow: bool,
+}
+
+/// A container's log as a stream of frames; ends when the log does (or, following, when
+/// the container stops).
+pub type LogFrames =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogFrame, RuntimeError>> + Send>>;
+
 /// A failure of the engine or of a registry behind it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
@@ -183,6 +217,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         lines: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 
+    /// The container's stdout and stderr as `query` asks.
+    fn logs(
+        &self,
+        id: &str,
+        query: LogsQuery,
+    ) -> impl Future<Output = Result<LogFrames, RuntimeError>> + Send;
+
     /// Where a readiness probe reaches `container_port` of `info` (0 = its first published
     /// port): the published host address, else the container's own address.
     fn probe_address(&self, info: &ContainerInfo, container_port: u16) -> Option<SocketAddr> {
@@ -276,6 +317,13 @@ impl<T: ContainerRuntime> ContainerRuntime for Arc<T> {
         lines: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send {
         (**self).logs_tail(id, lines)
+    }
+    fn logs(
+        &self,
+        id: &str,
+        query: LogsQuery,
+    ) -> impl Future<Output = Result<LogFrames, RuntimeError>> + Send {
+        (**self).logs(id, query)
     }
     fn probe_address(&self, info: &ContainerInfo, container_port: u16) -> Option<SocketAddr> {
         (**self).probe_address(info, container_port)

@@ -17,6 +17,7 @@ fn the_roles_matrix() {
         "GetDeployment",
         "ListDeployments",
         "Watch",
+        "Logs",
         "ListSecrets",
         "WhoAmI",
     ];

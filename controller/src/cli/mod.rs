@@ -6,6 +6,7 @@ mod control;
 mod deploy;
 mod history;
 mod hosts;
+mod logs;
 mod progress;
 mod rollback;
 mod schedule;
@@ -53,6 +54,8 @@ pub enum Command {
     Hosts(hosts::HostsArgs),
     /// Past deployments: who, what version and digest, when, outcome, durations.
     History(history::HistoryArgs),
+    /// A service's container logs from every matching host, each line with its host.
+    Logs(logs::LogsArgs),
     /// Return a service to its previous successful version, without pulling.
     Rollback(rollback::RollbackArgs),
     /// Continue a staged deployment past its manual gate.
@@ -345,6 +348,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => status::run(args).await,
         Command::Hosts(args) => hosts::run(args).await,
         Command::History(args) => history::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
         Command::Promote(args) => control::run(args, ControlAction::Promote).await,
         Command::Pause(args) => control::run(args, ControlAction::Pause).await,

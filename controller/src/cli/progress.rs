@@ -222,14 +222,14 @@ impl View {
                     if e.phase != 0 {
                         bar.set_position(phase_step(e.phase));
                     }
-                    bar.set_message(e.message.clone());
+                    bar.set_message(crate::logtail::first_line(&e.message).to_string());
                 } else if let Some(h) = &self.header {
                     let state = if e.state != 0 {
                         format!("{}: ", state_name(e.state))
                     } else {
                         String::new()
                     };
-                    h.set_message(format!("{state}{}", e.message));
+                    h.set_message(format!("{state}{}", crate::logtail::first_line(&e.message)));
                 }
             }
         }
@@ -389,8 +389,12 @@ pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
             phase_name(h.phase),
             if version.is_empty() { "-" } else { version },
             took,
-            h.error
+            crate::logtail::first_line(&h.error)
         );
+        // The failed container's last log lines, kept with the deployment.
+        for line in h.error.lines().skip(1) {
+            println!("      {line}");
+        }
     }
     if ok { 0 } else { 1 }
 }

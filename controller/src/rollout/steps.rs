@@ -234,11 +234,7 @@ pub(super) fn failure(host: &str, r: &proto::CommandResult) -> HostFailure {
         return HostFailure::new(host, Left::Unknown, detail);
     };
     let kind = proto::ErrorKind::try_from(e.kind).unwrap_or_default();
-    let mut detail = e.message.clone();
-    if !e.log_tail.is_empty() {
-        let tail: Vec<_> = e.log_tail.iter().rev().take(5).rev().cloned().collect();
-        detail.push_str(&format!(" (last log lines: {})", tail.join(" | ")));
-    }
+    let detail = crate::logtail::with_log_tail(&e.message, &e.log_tail);
     // The agent restores the previous container on every failure it can name; an
     // internal or Docker failure may have left the host half swapped.
     let restored = e.restored.is_some()

@@ -6,6 +6,7 @@
 mod config;
 mod given;
 mod http;
+mod logging;
 mod server;
 
 use std::process::ExitCode;

@@ -55,9 +55,9 @@ impl App {
             "/ready" if self.config.mode == Mode::NeverReady => Response::text(503, "not ready\n"),
             "/ready" => Response::text(200, "ready\n"),
             "/health" => Response::text(200, "ok\n"),
-            other => {
-                crate::given::route(other).unwrap_or_else(|| Response::text(404, "not found\n"))
-            }
+            other => crate::given::route(other)
+                .or_else(|| crate::logging::route(other))
+                .unwrap_or_else(|| Response::text(404, "not found\n")),
         };
         resp.header("X-Version", v.clone())
     }

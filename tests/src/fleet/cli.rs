@@ -328,6 +328,33 @@ impl RunningCli {
         }
     }
 
+    /// Waits until its stdout so far satisfies `pred`. Panics with the output when the
+    /// process ends first or `timeout` passes.
+    pub async fn wait_stdout(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.stdout.lock().expect("stdout lock")) {
+                return;
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                panic!(
+                    "drover {} {} before printing {what}\n--- stdout ---\n{}--- stderr ---\n{}",
+                    self.args.join(" "),
+                    if exited { "exited" } else { "timed out" },
+                    self.stdout.lock().expect("stdout lock"),
+                    self.stderr.lock().expect("stderr lock"),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the process to end (killing it after `timeout`) and returns its run.
     pub async fn finish(mut self, timeout: Duration) -> CliRun {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
