@@ -165,13 +165,14 @@ fn phases(snapshot: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The host planned for batch `batch` (from 0) in a snapshot; batches of one host.
+/// The host planned for batch `batch` (from 0) in a snapshot, whose JSON counts
+/// batches from 1 as the screen does; batches of one host.
 fn host_in_batch(snapshot: &Value, batch: u64) -> String {
     snapshot["hosts"]
         .as_array()
         .expect("hosts")
         .iter()
-        .find(|h| h["batch"].as_u64() == Some(batch))
+        .find(|h| h["batch"].as_u64() == Some(batch + 1))
         .map(|h| field(h, "host").to_string())
         .unwrap_or_else(|| panic!("no host in batch {batch}: {snapshot}"))
 }

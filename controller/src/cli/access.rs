@@ -20,6 +20,11 @@ pub enum TokenCommand {
     /// Print a one-time join token for enrolling one agent. The agent uses it once
     /// (`drover-agent --token ...`) to get its certificate; after that, or after --ttl,
     /// the token is worthless.
+    #[command(after_help = "Examples:
+  drover token create > join-token                         # valid 1 hour, for one host
+  drover token create --ttl 15m --label role=web --label zone=b > join-token
+then on the new host, with the fleet CA copied as ca.crt:
+  sudo drover-agent --controller https://CONTROLLER:7070 --ca-cert ca.crt --token-file join-token")]
     Create {
         #[command(flatten)]
         client: ClientArgs,

@@ -8,6 +8,7 @@ mod deploy;
 mod docs;
 mod history;
 mod hosts;
+mod json;
 mod login;
 mod profile;
 mod progress;
@@ -16,12 +17,14 @@ mod schedule;
 mod secret;
 mod serve;
 mod status;
+mod summary;
 
 use clap::{Parser, Subcommand};
 use drover_proto::v1::ControlAction;
 use drover_shared::telemetry::LogFormat;
 
 pub use connect::{Client, ClientArgs, Credentials};
+pub use serve::EXIT_CONFIG;
 
 /// Default address of the controller for CLI commands.
 pub const DEFAULT_CONTROLLER: &str = "https://127.0.0.1:7070";
