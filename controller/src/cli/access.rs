@@ -24,7 +24,7 @@ pub enum TokenCommand {
   drover token create > join-token                         # valid 1 hour, for one host
   drover token create --ttl 15m --label role=web --label zone=b > join-token
 then on the new host, with the fleet CA copied as ca.crt:
-  sudo drover-agent --controller https://CONTROLLER:7070 --ca-cert ca.crt --token-file join-token")]
+  sudo drover-agent --controller https://CONTROLLER:7070 --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token")]
     Create {
         #[command(flatten)]
         client: ClientArgs,
@@ -113,7 +113,7 @@ pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<i32> {
     println!("{}", r.token);
     let url = agent_facing(&settings.controllers[0]);
     eprintln!(
-        "one-time join token for one host, valid until {}. On that host, with the token saved as join-token (mode 0600) and the fleet CA ({}) copied as ca.crt, run:\n  sudo drover-agent --controller {url} --ca-cert ca.crt --token-file join-token",
+        "one-time join token for one host, valid until {}. On that host, with the token saved as join-token (mode 0600) and the fleet CA ({}) copied as ca.crt, run:\n  sudo drover-agent --controller {url} --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token",
         expiry(r.expires_at_ms),
         settings.ca_cert.display(),
     );

@@ -129,7 +129,7 @@ fn next_steps(dir: &Path) -> Vec<String> {
         format!("  {env}drover token create --ttl 1h > join-token   # one per agent (0600 it)"),
         format!("then copy {d}/ca.crt and join-token to the new host and run there:"),
         format!(
-            "  sudo drover-agent --controller https://{host}:7070 --ca-cert ca.crt --token-file join-token"
+            "  sudo drover-agent --controller https://{host}:7070 --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token"
         ),
     ]
 }

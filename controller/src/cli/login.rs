@@ -102,6 +102,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<i32> {
     let token_file = match token {
         Some(TokenSource::Value(t)) => {
             let file = dir.join(format!("{}.token", args.profile));
+            create_private_dir(&dir)?;
             drover_shared::tls::write_private(&file, format!("{t}\n").as_bytes())?;
             Some(file)
         }
@@ -145,4 +146,14 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<i32> {
 /// `path` made absolute, so the profile works from any directory; it must exist.
 fn absolute(path: &Path) -> Result<PathBuf, Refused> {
     std::fs::canonicalize(path).map_err(|e| Refused(format!("{}: {e}", path.display())))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }

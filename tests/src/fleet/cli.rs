@@ -80,6 +80,7 @@ impl Fleet {
             cmd.env_remove(var);
         }
         cmd.env("DROVER_CONTROLLER", self.controller_url())
+            .env("XDG_CONFIG_HOME", self.dir().join("client-config"))
             .env(PASSWORD_ENV, self.registry.password())
             .stdin(Stdio::null())
             .kill_on_drop(true);
