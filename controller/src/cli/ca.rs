@@ -126,7 +126,7 @@ fn next_steps(dir: &Path) -> Vec<String> {
         "next, on this machine:".into(),
         format!("  {env}drover serve --listen 0.0.0.0:7070     # the controller"),
         format!("  {env}drover hosts                           # the CLI finds admin.crt in {d}"),
-        format!("  {env}drover token create --ttl 1h > join-token   # one per agent (0600 it)"),
+        format!("  (umask 077; {env}drover token create --ttl 1h > join-token)   # one per agent"),
         format!("then copy {d}/ca.crt and join-token to the new host and run there:"),
         format!(
             "  sudo drover-agent --controller https://{host}:7070 --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token"

@@ -329,6 +329,16 @@ impl RunningCli {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("the CLI is still running");
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -INT {pid}");
+    }
+
     /// Waits for the process to end (killing it after `timeout`) and returns its run.
     pub async fn finish(mut self, timeout: Duration) -> CliRun {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
