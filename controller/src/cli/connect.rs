@@ -341,6 +341,32 @@ pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
     innermost
 }
 
+/// `message` with a part said again by the layer below removed: `transport error:
+/// connection refused: Connection refused (os error 111)` reads `transport error:
+/// connection refused`.
+pub fn said_once(message: &str) -> String {
+    let key = |part: &str| {
+        let p = part.trim().to_lowercase();
+        match p.find(" (os error") {
+            Some(i) => p[..i].to_owned(),
+            None => p,
+        }
+    };
+    let mut kept: Vec<&str> = vec![];
+    for part in message.split(": ") {
+        let k = key(part);
+        let repeats = kept.iter().any(|p| {
+            let kp = key(p);
+            kp.contains(&k) || k.contains(&kp)
+        });
+        if k.is_empty() || repeats {
+            continue;
+        }
+        kept.push(part);
+    }
+    kept.join(": ")
+}
+
 #[cfg(test)]
 #[path = "connect_tests.rs"]
 mod tests;

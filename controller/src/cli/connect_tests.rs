@@ -110,3 +110,15 @@ async fn a_refused_connection_is_named_once_with_the_address_and_the_flag() {
         "said once: {text}"
     );
 }
+
+#[test]
+fn a_cause_repeated_by_the_layer_below_is_said_once() {
+    assert_eq!(
+        said_once("transport error: connection refused: Connection refused (os error 111)"),
+        "transport error: connection refused"
+    );
+    assert_eq!(
+        said_once("listing hosts failed: tcp connect error: deadline has elapsed"),
+        "listing hosts failed: tcp connect error: deadline has elapsed"
+    );
+}

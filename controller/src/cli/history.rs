@@ -123,7 +123,7 @@ mod tests {
             finished_ms: 4_921,
             ..Default::default()
         };
-        let text = table(&[d.clone()], false);
+        let text = table(std::slice::from_ref(&d), false);
         assert!(text.contains(&format!("why: {why}")), "{text}");
         assert!(text.contains("3.9 s"), "rounded: {text}");
         let ok = DeploymentInfo {

@@ -136,7 +136,17 @@ pub(crate) fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
         | Code::FailedPrecondition
         | Code::NotFound
         | Code::AlreadyExists => Refused(format!("{what} refused: {}", status.message())).into(),
-        _ => anyhow::anyhow!("{what} failed: {}", status.message()),
+        Code::Unavailable => anyhow::anyhow!(
+            "{}; is `drover serve` running? Try again, or pass --controller",
+            connect::said_once(&format!(
+                "{what} failed: the controller is unreachable: {}",
+                status.message()
+            ))
+        ),
+        _ => anyhow::anyhow!(
+            "{}",
+            connect::said_once(&format!("{what} failed: {}", status.message()))
+        ),
     }
 }
 

@@ -57,7 +57,7 @@ const JOIN_TOKEN_TTL: &str = "30m";
 /// The variables through which the CLI takes credentials: removed from every CLI run's
 /// environment, then set as [`As`] says. A CLI run also gets a client configuration
 /// directory of its own (`XDG_CONFIG_HOME`), so no profile of the machine's user leaks in.
-pub(crate) const CREDENTIAL_ENV: [&str; 9] = [
+const CREDENTIAL_ENV: [&str; 9] = [
     "DROVER_CA_CERT",
     "DROVER_CERT",
     "DROVER_KEY",
