@@ -321,3 +321,24 @@ async fn completions_and_man_pages_come_from_the_cli_definition() {
         "{deploy}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_cut_short_by_its_reader_ends_quietly() {
+    // `drover man | head -1`: the reader goes away after one line.
+    let mut child = tokio::process::Command::new(bin_path("drover"))
+        .arg("man")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("drover runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.expect("drover ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(141)),
+        "{:?} {stderr}",
+        out.status
+    );
+}
