@@ -118,12 +118,19 @@ async fn login_saves_a_profile_that_later_commands_use_and_flags_override() {
         created.stderr
     );
     let ca = c.pki().join("ca.crt").to_string_lossy().into_owned();
+    // Replicas are tried in order: the first address answers nothing.
+    let dead = format!(
+        "https://127.0.0.1:{}",
+        drover_tests::free_port(std::net::Ipv4Addr::LOCALHOST)
+    );
     let login = c
         .drover(
             &[
                 "login",
                 "--profile",
                 "ci",
+                "--controller",
+                &dead,
                 "--controller",
                 c.url(),
                 "--ca-cert",

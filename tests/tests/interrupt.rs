@@ -38,6 +38,18 @@ async fn ctrl_c_during_deploy_leaves_the_deployment_running_and_says_how_to_foll
         })
         .await;
 
+    // Events carry typed fields beside the message; batches count from 1.
+    let moved = deploy
+        .wait_json(STEP_TIMEOUT, "an event of the first host", |v| {
+            v["type"] == "event" && v["phase"] == "done"
+        })
+        .await;
+    assert_eq!(moved["batch"], 1, "{moved}");
+    assert!(
+        moved["host"].is_string() && moved["elapsed_ms"].is_u64(),
+        "{moved}"
+    );
+
     deploy.interrupt();
     let run = deploy.finish(CLI_TIMEOUT).await;
     assert_eq!(run.code, Some(130), "{}", run.describe());
