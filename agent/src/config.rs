@@ -69,7 +69,7 @@ and keeps the certificate it gets. It renews that certificate at two thirds of i
 a restart.\n\n\
 Every flag may also be given in the TOML config file under the same key (e.g. docker-host = \"...\", \
 [labels] role = \"web\"); flags win over the file.\n\n\
-Exit codes: 0 stopped by SIGTERM/SIGINT (or --check passed); 64 bad configuration (including no \
+Exit codes: 0 stopped by SIGTERM/SIGINT (or --check found nothing to fix); 64 bad configuration (including no \
 certificate and no join token); 77 the controller refused enrollment (token unknown, spent or \
 expired, or the name is already enrolled): create a new token with `drover token create`; 1 any \
 other failure."
@@ -149,8 +149,10 @@ pub struct Cli {
 
     /// Validate the configuration (flags and file), print it with what the agent would do
     /// about its identity (certificate, join token, CA certificate) and its secrets
-    /// directory, and exit: 0 when valid, 64 when not. A CA certificate or join token not
-    /// installed yet is printed as a warning. Contacts neither the controller nor Docker.
+    /// directory, and exit: 0 when nothing needs fixing; 64 when the configuration is bad
+    /// or the agent could not start (no CA certificate, no certificate and no join token);
+    /// 1 when it would start but refuse work (a secrets directory not on tmpfs). Every
+    /// problem is printed first. Contacts neither the controller nor Docker.
     #[arg(long)]
     pub check: bool,
 }

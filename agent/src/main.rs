@@ -35,17 +35,23 @@ fn main() -> ExitCode {
 }
 
 /// `--check`: the configuration, then what the agent would do about its identity and its
-/// secrets directory. Touches neither the controller nor Docker.
+/// secrets directory. Touches neither the controller nor Docker. Exits 0 only when it
+/// found nothing to fix: with the code the agent itself would exit with when it could not
+/// start (64), else 1 when the agent would start but refuse work (secrets not on tmpfs).
 fn check(config: &AgentConfig) -> ExitCode {
     println!("configuration valid: {}", config.summary());
+    let mut problems = 0;
+    let mut code = 1;
     if config.insecure_dev {
         println!("identity: none (--insecure-dev: plaintext and unauthenticated)");
     } else {
         match identity::check(config) {
             Ok(status) => println!("identity: {status}"),
-            // Often installed after the configuration: say so, but the config is valid.
+            // Often installed after the configuration: the rest is still checked.
             Err(e) if e.not_provisioned() => {
-                println!("identity: warning: the agent will not start until this is fixed: {e}")
+                println!("identity: problem: the agent will not start until this is fixed: {e}");
+                problems += 1;
+                code = e.exit_code();
             }
             Err(e) => {
                 eprintln!("drover-agent: {e}");
@@ -55,9 +61,16 @@ fn check(config: &AgentConfig) -> ExitCode {
     }
     match SecretsDir::new(&config.secrets_dir).check_tmpfs() {
         Ok(()) => println!("secrets-dir: on tmpfs"),
-        Err(why) => println!("secrets-dir: warning: {why}"),
+        Err(why) => {
+            println!("secrets-dir: problem: swaps that carry secrets will be refused: {why}");
+            problems += 1;
+        }
     }
-    ExitCode::SUCCESS
+    if problems == 0 {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("drover-agent --check: {problems} problem(s) above; fix them and check again");
+    ExitCode::from(code as u8)
 }
 
 fn serve(config: AgentConfig) -> Result<(), ExitCode> {

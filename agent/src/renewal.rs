@@ -203,7 +203,8 @@ impl Renewer {
                 }
                 Err(_) => {
                     return Err(Failure::transient(format!(
-                        "no answer within {RPC_TIMEOUT:?}"
+                        "no answer within {}",
+                        drover_shared::duration::human(RPC_TIMEOUT)
                     )));
                 }
             };

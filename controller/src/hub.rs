@@ -110,7 +110,7 @@ pub enum HubError {
         command_id: String,
     },
     /// No answer in time.
-    #[error("host {host:?} did not answer command {command_id} within {timeout:?}")]
+    #[error("host {host:?} did not answer command {command_id} within {}", drover_shared::duration::human(*.timeout))]
     Timeout {
         /// The host.
         host: String,
@@ -639,7 +639,12 @@ async fn read_agent(
             () = &mut expired => return "the agent's certificate expired".to_string(),
         };
         let message = match next {
-            Err(_) => return format!("no message for {lost_after:?}: agent declared lost"),
+            Err(_) => {
+                return format!(
+                    "no message for {}: agent declared lost",
+                    drover_shared::duration::human(lost_after)
+                );
+            }
             Ok(Err(status)) => return format!("stream error: {}", status.message()),
             Ok(Ok(None)) => return "agent closed the stream".to_string(),
             Ok(Ok(Some(m))) => m,

@@ -74,7 +74,7 @@ pub enum Check {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProbeError {
     /// The deadline passed without the required consecutive successes.
-    #[error("not ready after {waited:?} ({checks} checks); last check: {last}")]
+    #[error("not ready after {} ({checks} checks); last check: {last}", crate::duration::human(*.waited))]
     Deadline {
         /// How long the loop ran.
         waited: Duration,
@@ -107,7 +107,10 @@ where
         checks += 1;
         let outcome = match timeout(settings.timeout, check()).await {
             Ok(c) => c,
-            Err(_) => Check::Fail(format!("check timed out after {:?}", settings.timeout)),
+            Err(_) => Check::Fail(format!(
+                "check timed out after {}",
+                crate::duration::human(settings.timeout)
+            )),
         };
         match outcome {
             Check::Pass => {

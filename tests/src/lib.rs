@@ -25,6 +25,7 @@ pub mod net;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod solo;
 pub mod tmpfs;
 pub mod traffic;
 pub mod wait;

@@ -64,14 +64,18 @@ fn install_is_idempotent_and_writes_a_config_the_agent_accepts() {
         "{text}"
     );
 
-    // The real agent accepts the written config.
+    // The real agent accepts the written config, and says what is still missing (no CA
+    // certificate, no join token were given): it would not start, so --check fails.
     let check = Command::new(bin_path("drover-agent"))
         .args(["--check", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
-        check.status.success() && said.contains("web-1"),
+        check.status.code() == Some(64)
+            && said.contains("configuration valid")
+            && said.contains("web-1")
+            && said.contains("identity: problem"),
         "{said}{}",
         String::from_utf8_lossy(&check.stderr)
     );
@@ -155,4 +159,49 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+/// Runs `drover-agent --check` with `args`; returns its exit code and what it printed.
+fn agent_check(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin_path("drover-agent"))
+        .arg("--check")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn agent_check_exits_non_zero_whenever_it_reports_a_problem() {
+    let state = tempfile::tempdir().unwrap();
+    let tmpfs = drover_tests::tmpfs::TmpfsDir::new();
+    let base = [
+        "--controller",
+        "http://127.0.0.1:7070",
+        "--insecure-dev",
+        "--name",
+        "web-1",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    let on_tmpfs = tmpfs.path().join("secrets");
+    let (code, said) =
+        agent_check(&[&base[..], &["--secrets-dir", on_tmpfs.to_str().unwrap()]].concat());
+    assert_eq!(code, Some(0), "nothing to fix: {said}");
+    assert!(!said.contains("problem"), "{said}");
+
+    // Secrets on a disk: the agent would start, and refuse every swap with secrets.
+    let on_disk = state.path().join("secrets");
+    let (code, said) =
+        agent_check(&[&base[..], &["--secrets-dir", on_disk.to_str().unwrap()]].concat());
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("secrets-dir: problem") && said.contains("1 problem(s)"),
+        "{said}"
+    );
 }

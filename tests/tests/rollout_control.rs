@@ -75,7 +75,7 @@ async fn a_failing_batch_of_three_is_restored_in_parallel() {
         .as_array()
         .expect("hosts")
         .iter()
-        .filter(|h| h["batch"] == 0)
+        .filter(|h| h["batch"] == 1)
         .collect();
     assert_eq!(
         batch.len(),

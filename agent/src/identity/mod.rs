@@ -268,7 +268,10 @@ async fn enroll(
                     status.code(),
                     status.message()
                 )),
-                Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    drover_shared::duration::human(RPC_TIMEOUT)
+                )),
             }
         };
         let outcome = tokio::select! {

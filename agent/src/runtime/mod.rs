@@ -108,7 +108,7 @@ pub enum RuntimeError {
         what: String,
     },
     /// The engine did not answer in time.
-    #[error("Docker did not finish {op} within {after:?}")]
+    #[error("Docker did not finish {op} within {}", drover_shared::duration::human(*.after))]
     Timeout {
         /// The operation.
         op: &'static str,

@@ -20,6 +20,11 @@ pub enum TokenCommand {
     /// Print a one-time join token for enrolling one agent. The agent uses it once
     /// (`drover-agent --token ...`) to get its certificate; after that, or after --ttl,
     /// the token is worthless.
+    #[command(after_help = "Examples:
+  drover token create > join-token                         # valid 1 hour, for one host
+  drover token create --ttl 15m --label role=web --label zone=b > join-token
+then on the new host, with the fleet CA copied as ca.crt:
+  sudo drover-agent --controller https://CONTROLLER:7070 --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token")]
     Create {
         #[command(flatten)]
         client: ClientArgs,
@@ -95,7 +100,8 @@ pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<i32> {
         ttl,
         labels,
     } = cmd;
-    let mut c = client.client().await?;
+    let settings = client.settings()?;
+    let mut c = settings.client().await?;
     let r = c
         .create_join_token(CreateJoinTokenRequest {
             ttl_ms: ttl.as_millis() as u64,
@@ -105,12 +111,22 @@ pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<i32> {
         .map_err(|s| rpc_error("creating a join token", &s))?
         .into_inner();
     println!("{}", r.token);
+    let url = agent_facing(&settings.controllers[0]);
     eprintln!(
-        "one-time join token, valid until {}; on the new host: drover-agent --controller {} --ca-cert /etc/drover/ca.crt --token-file FILE",
+        "one-time join token for one host, valid until {}. On that host, with the token saved as join-token (mode 0600) and the fleet CA ({}) copied as ca.crt, run:\n  sudo drover-agent --controller {url} --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token",
         expiry(r.expires_at_ms),
-        client.controller
+        settings.ca_cert.display(),
     );
     Ok(0)
+}
+
+/// The controller address as a new host would dial it: a loopback address, which only
+/// works on the controller's own machine, becomes this machine's host name.
+fn agent_facing(url: &str) -> String {
+    let h = super::ca::this_host();
+    url.replace("://127.0.0.1:", &format!("://{h}:"))
+        .replace("://localhost:", &format!("://{h}:"))
+        .replace("://[::1]:", &format!("://{h}:"))
 }
 
 /// Runs `drover api-token ...`.
@@ -195,7 +211,8 @@ async fn create_api_token(
         ))
         .into());
     }
-    let mut c = client.client().await?;
+    let settings = client.settings()?;
+    let mut c = settings.client().await?;
     let r = c
         .create_api_token(CreateApiTokenRequest {
             name: name.clone(),
@@ -212,7 +229,9 @@ async fn create_api_token(
         format!("valid until {}", expiry(r.expires_at_ms))
     };
     eprintln!(
-        "API token for {name} ({role}), {until}; shown only now. Use it with DROVER_TOKEN=... drover ..."
+        "API token for {name} ({role}), {until}; shown only now. Save it as a file {name}.token (mode 0600), then use it with:\n  drover login --profile {name} --controller {} --ca-cert {} --token-stdin < {name}.token\nor: DROVER_TOKEN_FILE={name}.token drover whoami",
+        settings.controllers.join(" --controller "),
+        settings.ca_cert.display()
     );
     Ok(0)
 }

@@ -106,13 +106,41 @@ fn init(dir: &Path, validity: Duration) -> anyhow::Result<i32> {
     println!("  admin.crt    an admin operator certificate, and admin.key (0600)");
     println!("  secrets.key  encrypts service secrets at rest (0600): back it up with ca.key");
     println!();
-    println!("next:");
-    println!("  drover serve --pki-dir {d}");
-    println!("  drover token create --ttl 1h      # a one-time join token per agent");
-    println!(
-        "  drover-agent --controller https://CONTROLLER:7070 --ca-cert /etc/drover/ca.crt --token TOKEN"
-    );
+    for line in next_steps(dir) {
+        println!("{line}");
+    }
     Ok(0)
+}
+
+/// What to run after `ca init`, as complete commands: `DROVER_PKI_DIR` when the
+/// directory is not the default, this machine's host name where agents dial.
+fn next_steps(dir: &Path) -> Vec<String> {
+    let d = dir.display();
+    let env = if dir == Path::new(DEFAULT_PKI_DIR) {
+        String::new()
+    } else {
+        format!("DROVER_PKI_DIR={d} ")
+    };
+    let host = this_host();
+    vec![
+        "next, on this machine:".into(),
+        format!("  {env}drover serve --listen 0.0.0.0:7070     # the controller"),
+        format!("  {env}drover hosts                           # the CLI finds admin.crt in {d}"),
+        format!("  (umask 077; {env}drover token create --ttl 1h > join-token)   # one per agent"),
+        format!("then copy {d}/ca.crt and join-token to the new host and run there:"),
+        format!(
+            "  sudo drover-agent --controller https://{host}:7070 --name \"$(hostname)\" --ca-cert ca.crt --token-file join-token"
+        ),
+    ]
+}
+
+/// This machine's host name (for commands run elsewhere that dial it), else `localhost`.
+pub(super) fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn issue_operator(
@@ -157,7 +185,11 @@ fn issue_operator(
         key_path.display()
     );
     println!(
-        "use it with: DROVER_CERT={} DROVER_KEY={} DROVER_CA_CERT={}/ca.crt drover hosts",
+        "use it with: drover login --controller https://{}:7070 --ca-cert {}/ca.crt --cert {} --key {}\nor once: DROVER_CERT={} DROVER_KEY={} DROVER_CA_CERT={}/ca.crt drover hosts",
+        this_host(),
+        dir.display(),
+        cert_path.display(),
+        key_path.display(),
         cert_path.display(),
         key_path.display(),
         dir.display()

@@ -11,6 +11,16 @@ use crate::spec::ServiceSpec;
 
 /// Flags of `drover deploy`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  drover deploy -f drover.toml --version v2            # live progress, exit 0 when every host runs v2
+  drover deploy -f drover.toml --version v2 --json     # one JSON event per line, for CI
+  drover deploy -f drover.toml --version v2 --detach   # print the id; follow with `drover status ID`
+  drover deploy -f drover.toml --version v2 --at \"2026-12-01T02:00 Europe/Berlin\"
+
+Exit codes: 0 every host runs the new version; 1 the deployment failed or was rolled back;
+2 refused before anything changed (bad spec, no spec file, no matching host, locked, not
+allowed); 3 the controller was lost and the outcome is unknown here; 130 Ctrl-C (the
+deployment goes on: `drover status ID`, `drover abort ID`).")]
 pub struct DeployArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -49,8 +59,16 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             }
         },
     };
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read the spec {}", args.file.display()))?;
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read the service spec {}: {e}; pass the spec with -f FILE (see deploy/drover.example.toml)",
+                args.file.display()
+            );
+            return Ok(EXIT_REFUSED);
+        }
+    };
     let spec = match ServiceSpec::from_toml(&text) {
         Ok(s) => s,
         Err(e) => {
@@ -133,9 +151,7 @@ pub(crate) async fn follow_or_detach(
         }
         return Ok(0);
     }
-    let mode = Mode::pick(json);
-    let info = progress::follow(client, id, mode).await?;
-    Ok(progress::summarize(&info, mode))
+    progress::follow_to_end(client, id, Mode::pick(json)).await
 }
 
 /// `user@host` of whoever runs the CLI, for the history.

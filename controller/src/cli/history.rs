@@ -1,10 +1,14 @@
 //! `drover history`: who deployed what (version and digest), when, the outcome, how long
 //! it took, and per-host timings.
 
-use drover_proto::v1::ListDeploymentsRequest;
+use std::time::{Duration, UNIX_EPOCH};
+
+use drover_proto::v1::{DeploymentInfo, DeploymentState, ListDeploymentsRequest};
+use drover_shared::duration::human;
 
 use super::ClientArgs;
-use super::progress::{phase_name, snapshot_json, state_name};
+use super::json::snapshot_json;
+use super::progress::{phase_name, state_name};
 
 /// Flags of `drover history`.
 #[derive(Debug, clap::Args)]
@@ -43,22 +47,36 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    println!(
-        "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<8} DIGEST",
-        "ID", "SERVICE", "KIND", "VERSION", "OUTCOME", "BY", "STARTED", "TOOK"
-    );
-    for d in &list {
-        let started = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(d.created_ms),
-        );
-        let took = if d.finished_ms >= d.created_ms && d.finished_ms > 0 {
-            format!("{:.1}s", (d.finished_ms - d.created_ms) as f64 / 1000.0)
+    print!("{}", table(&list, args.hosts));
+    if list.is_empty() {
+        eprintln!("no deployments yet");
+    }
+    Ok(0)
+}
+
+/// The text table: one row per deployment; under a deployment that did not succeed,
+/// why (the canary signal that breached, the host that failed, who aborted); with
+/// `hosts`, each host's batch, phase and time.
+fn table(list: &[DeploymentInfo], hosts: bool) -> String {
+    use std::fmt::Write;
+    let took = |from: u64, to: u64| {
+        if from > 0 && to >= from {
+            human(Duration::from_millis(to - from)).to_string()
         } else {
             "-".into()
-        };
+        }
+    };
+    let mut out = format!(
+        "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} DIGEST\n",
+        "ID", "SERVICE", "KIND", "VERSION", "OUTCOME", "BY", "STARTED", "TOOK"
+    );
+    for d in list {
+        let started =
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(d.created_ms));
         let digest = d.pinned.rsplit_once('@').map_or("-", |(_, dg)| dg);
-        println!(
-            "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<8} {}",
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} {}",
             d.id,
             d.service,
             d.kind,
@@ -66,29 +84,53 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
             state_name(d.state),
             d.requested_by,
             started.to_string(),
-            took,
+            took(d.created_ms, d.finished_ms),
             digest
         );
-        if args.hosts {
+        if !d.error.is_empty() && d.state != DeploymentState::Succeeded as i32 {
+            let _ = writeln!(out, "    why: {}", d.error);
+        }
+        if hosts {
             for h in &d.hosts {
-                let took = if h.started_ms > 0 && h.finished_ms >= h.started_ms {
-                    format!("{:.1}s", (h.finished_ms - h.started_ms) as f64 / 1000.0)
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "    {:<20} batch {:<3} {:<14} {:<8} {}",
+                let _ = writeln!(
+                    out,
+                    "    {:<20} batch {:<3} {:<14} {:<10} {}",
                     h.host,
                     h.batch + 1,
                     phase_name(h.phase),
-                    took,
+                    took(h.started_ms, h.finished_ms),
                     h.error
                 );
             }
         }
     }
-    if list.is_empty() {
-        eprintln!("no deployments yet");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rolled_back_deployment_says_which_signal_failed_its_canary() {
+        let why = "canary breach in stage 1: web-1 error rate 0.41 above 0.01 (baseline 0.00)";
+        let d = DeploymentInfo {
+            id: "d-1".into(),
+            service: "web".into(),
+            state: DeploymentState::RolledBack as i32,
+            error: why.into(),
+            created_ms: 1_000,
+            finished_ms: 4_921,
+            ..Default::default()
+        };
+        let text = table(std::slice::from_ref(&d), false);
+        assert!(text.contains(&format!("why: {why}")), "{text}");
+        assert!(text.contains("3.9 s"), "rounded: {text}");
+        let ok = DeploymentInfo {
+            state: DeploymentState::Succeeded as i32,
+            error: String::new(),
+            ..d
+        };
+        assert!(!table(&[ok], false).contains("why:"));
     }
-    Ok(0)
 }

@@ -13,6 +13,9 @@ use drover_proto::v1::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::json::{EventContext, event_json, snapshot_json};
+pub use super::summary::summarize;
+
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -128,6 +131,32 @@ pub async fn follow(
     Ok(info)
 }
 
+/// Exit code when Ctrl-C stopped the CLI following a deployment (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Follows `id` to its end and prints the summary; returns the exit code. Ctrl-C stops
+/// this terminal following, never the deployment: it says so, and how to follow or stop
+/// it from here on, and exits with [`EXIT_INTERRUPTED`].
+pub async fn follow_to_end(
+    client: &mut super::Client,
+    id: &str,
+    mode: Mode,
+) -> anyhow::Result<i32> {
+    tokio::select! {
+        info = follow(client, id, mode) => Ok(summarize(&info?, mode)),
+        Ok(()) = tokio::signal::ctrl_c() => {
+            let message = format!(
+                "interrupted: deployment {id} continues on the controller; follow it with `drover status {id}`, or stop it and roll back its hosts with `drover abort {id}`"
+            );
+            if mode == Mode::Json {
+                println!("{}", serde_json::json!({ "type": "interrupted", "id": id, "message": message }));
+            }
+            eprintln!("\n{message}");
+            Ok(EXIT_INTERRUPTED)
+        }
+    }
+}
+
 /// How long `follow` keeps trying to reach a controller that went away (a restart, a
 /// failover) before it gives up and says how to follow the deployment later.
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
@@ -149,6 +178,8 @@ struct View {
     multi: MultiProgress,
     bars: BTreeMap<String, ProgressBar>,
     header: Option<ProgressBar>,
+    /// What `--json` events need from the snapshot (start time, batches).
+    ctx: EventContext,
 }
 
 impl View {
@@ -158,10 +189,12 @@ impl View {
             multi: MultiProgress::new(),
             bars: BTreeMap::new(),
             header: None,
+            ctx: EventContext::default(),
         }
     }
 
     fn snapshot(&mut self, s: &DeploymentInfo) {
+        self.ctx = EventContext::of(s);
         match self.mode {
             Mode::Json => println!("{}", snapshot_json(s)),
             Mode::Lines => println!(
@@ -205,7 +238,7 @@ impl View {
 
     fn event(&mut self, e: &DeploymentEvent) {
         match self.mode {
-            Mode::Json => println!("{}", event_json(e)),
+            Mode::Json => println!("{}", event_json(e, &self.ctx)),
             Mode::Lines => {
                 let when = humantime::format_rfc3339_millis(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms),
@@ -224,12 +257,10 @@ impl View {
                     }
                     bar.set_message(crate::logtail::first_line(&e.message).to_string());
                 } else if let Some(h) = &self.header {
-                    let state = if e.state != 0 {
-                        format!("{}: ", state_name(e.state))
-                    } else {
-                        String::new()
-                    };
-                    h.set_message(format!("{state}{}", crate::logtail::first_line(&e.message)));
+                    h.set_message(super::summary::headline(
+                        e.state,
+                        crate::logtail::first_line(&e.message),
+                    ));
                 }
             }
         }
@@ -287,37 +318,6 @@ pub fn state_name(state: i32) -> String {
         .to_ascii_lowercase()
 }
 
-fn event_json(e: &DeploymentEvent) -> serde_json::Value {
-    serde_json::json!({
-        "type": "event", "seq": e.seq, "at_ms": e.at_ms, "host": e.host, "message": e.message,
-        "phase": (e.phase != 0).then(|| phase_name(e.phase)),
-        "state": (e.state != 0).then(|| state_name(e.state)),
-    })
-}
-
-/// A deployment as JSON (used by `--json` outputs).
-pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
-    let hosts: Vec<_> = s
-        .hosts
-        .iter()
-        .map(|h| {
-            serde_json::json!({
-                "host": h.host, "batch": h.batch, "phase": phase_name(h.phase),
-                "from_version": h.from_version, "to_version": h.to_version, "error": h.error,
-                "started_ms": h.started_ms, "finished_ms": h.finished_ms,
-                "duration_ms": h.finished_ms.checked_sub(h.started_ms).filter(|_| h.started_ms > 0),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "type": "deployment", "id": s.id, "service": s.service, "kind": s.kind,
-        "version": s.version, "image": s.image, "pinned": s.pinned,
-        "state": state_name(s.state), "requested_by": s.requested_by,
-        "created_ms": s.created_ms, "finished_ms": s.finished_ms, "error": s.error,
-        "epoch": s.epoch, "batches": s.batches, "hosts": hosts,
-    })
-}
-
 /// Prints a deployment's whole event log (who did what, when), one line per event.
 pub async fn print_events(client: &mut super::Client, id: &str) -> anyhow::Result<()> {
     let mut stream = client
@@ -351,50 +351,4 @@ pub async fn print_events(client: &mut super::Client, id: &str) -> anyhow::Resul
         }
     }
     Ok(())
-}
-
-/// Prints the final word on a deployment: which host runs what; returns the exit code
-/// (0 succeeded, 1 anything else).
-pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
-    let ok = s.state == DeploymentState::Succeeded as i32;
-    if mode == Mode::Json {
-        println!("{}", snapshot_json(s));
-        return if ok { 0 } else { 1 };
-    }
-    println!();
-    println!(
-        "deployment {} {}: {}",
-        s.id,
-        state_name(s.state),
-        if s.error.is_empty() { "ok" } else { &s.error }
-    );
-    println!(
-        "  {:<20} {:<14} {:<12} {:<10} ERROR",
-        "HOST", "PHASE", "VERSION", "TOOK"
-    );
-    for h in &s.hosts {
-        let version = match HostPhase::try_from(h.phase).unwrap_or_default() {
-            HostPhase::Done => h.to_version.as_str(),
-            HostPhase::LeftDrained => "unknown",
-            _ => h.from_version.as_str(),
-        };
-        let took = if h.started_ms > 0 && h.finished_ms >= h.started_ms {
-            format!("{:.1}s", (h.finished_ms - h.started_ms) as f64 / 1000.0)
-        } else {
-            "-".into()
-        };
-        println!(
-            "  {:<20} {:<14} {:<12} {:<10} {}",
-            h.host,
-            phase_name(h.phase),
-            if version.is_empty() { "-" } else { version },
-            took,
-            crate::logtail::first_line(&h.error)
-        );
-        // The failed container's last log lines, kept with the deployment.
-        for line in h.error.lines().skip(1) {
-            println!("      {line}");
-        }
-    }
-    if ok { 0 } else { 1 }
 }

@@ -8,6 +8,13 @@ use super::deploy::{EXIT_REFUSED, follow_or_detach, whoami};
 
 /// Flags of `drover rollback`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  drover rollback web               # back to web's previous successful version, batch by batch
+  drover rollback web --json        # one JSON event per line, for CI
+  drover history --service web      # which version that is, and who deployed it
+
+Exit codes as for `drover deploy`: 0 done, 1 failed, 2 refused (nothing to roll back to,
+locked, not allowed), 3 controller lost, 130 Ctrl-C (the rollback goes on).")]
 pub struct RollbackArgs {
     #[command(flatten)]
     pub client: ClientArgs,

@@ -5,7 +5,7 @@ use drover_proto::v1::{ControlAction, DeploymentState, ListDeploymentsRequest};
 
 use super::ClientArgs;
 use super::control::{ControlArgs, run as control};
-use super::progress::snapshot_json;
+use super::json::snapshot_json;
 
 /// `drover schedule ...`
 #[derive(Debug, clap::Subcommand)]

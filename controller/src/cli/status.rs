@@ -39,6 +39,5 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
             if args.json { Mode::Json } else { Mode::Lines },
         ));
     }
-    let info = progress::follow(&mut client, &info.id, mode).await?;
-    Ok(progress::summarize(&info, mode))
+    progress::follow_to_end(&mut client, &info.id, mode).await
 }

@@ -58,8 +58,9 @@ pub enum LbError {
 
     /// No full answer within the command timeout.
     #[error(
-        "HAProxy at {haproxy} did not answer `{command}` within {timeout:?}; check that it is \
-         not overloaded, or raise the LB command timeout"
+        "HAProxy at {haproxy} did not answer `{command}` within {}; check that it is \
+         not overloaded, or raise the LB command timeout",
+        drover_shared::duration::human(*.timeout)
     )]
     Timeout {
         /// The HAProxy runtime address.
@@ -145,9 +146,9 @@ pub enum LbError {
 
     /// The server did not become UP in time after being enabled.
     #[error(
-        "server {}/{} is not UP on HAProxy at {} after {:?} (last status {}, check {}); check \
+        "server {}/{} is not UP on HAProxy at {} after {} (last status {}, check {}); check \
          that the app answers the health check",
-        .0.backend, .0.server, .0.haproxy, .0.waited, .0.status, .0.check
+        .0.backend, .0.server, .0.haproxy, drover_shared::duration::human(.0.waited), .0.status, .0.check
     )]
     NotUp(Box<NotUp>),
 }

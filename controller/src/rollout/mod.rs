@@ -385,7 +385,10 @@ impl Deployer {
             .await
             .is_err()
         {
-            error!("rollouts did not stop within {deadline:?}; they will resume on the next start");
+            error!(
+                "rollouts did not stop within {}; they will resume on the next start",
+                drover_shared::duration::human(deadline)
+            );
         }
     }
 }

@@ -35,13 +35,14 @@ pub enum PkiError {
     /// The request asked for something the CA does not grant.
     #[error("{0}")]
     Refused(String),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The I/O error is part of the message, not a
+    /// source, so a chain printed with `{:#}` says it once.
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -279,9 +280,9 @@ fn random_serial() -> SerialNumber {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+    std::fs::read_to_string(path).map_err(|error| PkiError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -299,9 +300,9 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
 fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
+    let io = |error| PkiError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let file_name = path
         .file_name()

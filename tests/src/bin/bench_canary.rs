@@ -178,7 +178,7 @@ async fn run_once(fleet: &Fleet, spec: &str) -> Result<Run, String> {
     };
     let canary = snapshot["hosts"]
         .as_array()
-        .and_then(|h| h.iter().find(|h| h["batch"] == 0))
+        .and_then(|h| h.iter().find(|h| h["batch"] == 1))
         .and_then(|h| h["host"].as_str())
         .unwrap_or("?")
         .to_string();

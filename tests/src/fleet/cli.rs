@@ -80,6 +80,7 @@ impl Fleet {
             cmd.env_remove(var);
         }
         cmd.env("DROVER_CONTROLLER", self.controller_url())
+            .env("XDG_CONFIG_HOME", self.dir().join("client-config"))
             .env(PASSWORD_ENV, self.registry.password())
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -353,6 +354,16 @@ impl RunningCli {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("the CLI is still running");
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -INT {pid}");
     }
 
     /// Waits for the process to end (killing it after `timeout`) and returns its run.

@@ -36,7 +36,7 @@ pub fn host_in_batch(snapshot: &Value, batch: u64) -> String {
         .as_array()
         .expect("hosts")
         .iter()
-        .find(|h| h["batch"].as_u64() == Some(batch))
+        .find(|h| h["batch"].as_u64() == Some(batch + 1))
         .map(|h| field(h, "host").to_string())
         .unwrap_or_else(|| panic!("no host in batch {batch}: {snapshot}"))
 }

@@ -61,14 +61,18 @@ const UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime of the join tokens the fleet creates for its agents.
 const JOIN_TOKEN_TTL: &str = "30m";
 /// The variables through which the CLI takes credentials: removed from every CLI run's
-/// environment, then set as [`As`] says.
-const CREDENTIAL_ENV: [&str; 6] = [
+/// environment, then set as [`As`] says. A CLI run also gets a client configuration
+/// directory of its own (`XDG_CONFIG_HOME`), so no profile of the machine's user leaks in.
+const CREDENTIAL_ENV: [&str; 9] = [
     "DROVER_CA_CERT",
     "DROVER_CERT",
     "DROVER_KEY",
     "DROVER_TOKEN",
+    "DROVER_TOKEN_FILE",
     "DROVER_INSECURE_DEV",
     "DROVER_PKI_DIR",
+    "DROVER_PROFILE",
+    "DROVER_CONTROLLER",
 ];
 
 /// How the fleet's parts talk to each other.

@@ -260,15 +260,15 @@ impl Seen {
 
 // ----- reading the CLI's JSON --------------------------------------------------------
 
-/// The host of batch 0: the canary (the fleets roll in batches of one).
+/// The host of batch 1: the canary (the fleets roll in batches of one).
 pub fn canary_of(snapshot: &Value) -> String {
     snapshot["hosts"]
         .as_array()
         .expect("hosts")
         .iter()
-        .find(|h| h["batch"].as_u64() == Some(0))
+        .find(|h| h["batch"].as_u64() == Some(1))
         .map(|h| field(h, "host").to_string())
-        .unwrap_or_else(|| panic!("no host in batch 0: {snapshot}"))
+        .unwrap_or_else(|| panic!("no host in batch 1: {snapshot}"))
 }
 
 /// The events (`{"type": "event"}`) a following CLI printed.
