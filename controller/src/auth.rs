@@ -116,6 +116,7 @@ pub fn requirement(method: &str) -> Requirement {
         "Watch" => (Role::Viewer, "watch deployments"),
         "ListSecrets" => (Role::Viewer, "list secret names"),
         "WhoAmI" => (Role::Viewer, "ask who they are"),
+        "Plan" => (Role::Viewer, "plan deploys and rollbacks"),
         "Deploy" => (Role::Deployer, "deploy"),
         "Rollback" => (Role::Deployer, "roll back"),
         "Control" => (

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod lb;
 pub mod metrics;
 pub mod operator;
+pub mod registry_api;
 pub mod registry_auth;
 pub mod rollout;
 pub mod schedule;

@@ -19,6 +19,7 @@ fn the_roles_matrix() {
         "Watch",
         "ListSecrets",
         "WhoAmI",
+        "Plan",
     ];
     let deployer = ["Deploy", "Rollback", "Control"];
     let admin = [
