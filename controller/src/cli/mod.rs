@@ -6,6 +6,7 @@ mod control;
 mod deploy;
 mod history;
 mod hosts;
+mod plan;
 mod progress;
 mod rollback;
 mod schedule;
@@ -53,7 +54,7 @@ pub enum Command {
     Hosts(hosts::HostsArgs),
     /// Past deployments: who, what version and digest, when, outcome, durations.
     History(history::HistoryArgs),
-    /// Return a service to its previous successful version, without pulling.
+    /// Return a service to its previous successful version (or `--to` a kept one), without pulling.
     Rollback(rollback::RollbackArgs),
     /// Continue a staged deployment past its manual gate.
     Promote(control::ControlArgs),
