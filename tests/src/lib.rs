@@ -26,6 +26,7 @@ pub mod pki;
 pub mod process;
 pub mod registry;
 pub mod tmpfs;
+pub mod traffic;
 pub mod wait;
 
 use std::path::PathBuf;
