@@ -70,25 +70,31 @@ pub fn plan_text(p: &PlanResponse, rerun: &str) -> String {
         let _ = writeln!(w, "  {key:<10}{value}");
     };
     row(w, "image", &p.image);
-    if p.pinned.is_empty() {
-        row(w, "digest", &p.digest_note);
-    } else {
-        row(w, "digest", &p.pinned);
-        row(w, "", &format!("({})", p.digest_note));
+    // The digest, then how it was found (or why not) on a line of its own.
+    match p.digest_note.split_once(": ") {
+        _ if !p.pinned.is_empty() => {
+            row(w, "digest", &p.pinned);
+            row(w, "", &format!("({})", p.digest_note));
+        }
+        Some((what, why)) => {
+            row(w, "digest", what);
+            row(w, "", &format!("({why})"));
+        }
+        None => row(w, "digest", &p.digest_note),
     }
     row(
         w,
         "pull",
         if p.pulls {
-            "every host pulls first; a failed pull stops the deploy before any host is drained"
+            "every host pulls first; a failed pull stops it before any host is drained"
         } else {
             "none: each host restarts the container it keeps"
         },
     );
     let starts = match (p.held_by.is_empty(), p.starts_ms) {
         (true, _) => "at once".to_string(),
-        (false, 0) => format!("held: {}", p.held_by),
-        (false, at) => format!("{} (held: {})", rfc3339(at), p.held_by),
+        (false, 0) => format!("not yet: {}", p.held_by),
+        (false, at) => format!("{}, {}", rfc3339(at), p.held_by),
     };
     row(w, "starts", &starts);
     if p.windows.is_empty() {

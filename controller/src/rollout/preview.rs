@@ -54,7 +54,7 @@ pub struct Plan {
     pub digest: DigestLookup,
     /// When it would start: `None` = at once.
     pub starts: Option<Timestamp>,
-    /// Why it would not start at once, in words.
+    /// Why it would not start at once (or at `starts`), in words.
     pub held_by: Option<String>,
     /// The spec's deploy windows, in words; empty = always open.
     pub windows: Vec<String>,
@@ -101,13 +101,13 @@ impl Deployer {
         let opens = windows.next_open(from);
         let held_by = match (asked, opens) {
             (_, None) => Some("no deploy window opens within a year".to_string()),
-            (Some(at), Some(open)) if open > at => Some(format!(
-                "asked to start at {at}; the deploy windows are closed then and the next opens at {open}"
-            )),
-            (Some(at), _) => Some(format!("asked to start at {at}")),
-            (None, Some(open)) if open > now => Some(format!(
-                "the deploy windows are closed now; the next opens at {open}"
-            )),
+            (Some(at), Some(open)) if open > at => {
+                Some("asked for with --at, and a deploy window opens only then".to_string())
+            }
+            (Some(_), _) => Some("asked for with --at".to_string()),
+            (None, Some(open)) if open > now => {
+                Some("when a deploy window opens; they are closed now".to_string())
+            }
             (None, _) => None,
         };
         Ok(Plan {
@@ -160,6 +160,49 @@ fn window_words(w: &crate::schedule::window::WindowSpec) -> String {
     let days = w
         .days
         .as_ref()
-        .map_or("every day".to_string(), |d| d.join(","));
+        .map_or("every day".to_string(), |d| day_ranges(d));
     format!("{days} {}-{} {}", w.start, w.end, w.time_zone)
+}
+
+/// `mon, tue, wed, thu, fri, sun` as `mon-fri,sun`: runs of three or more days joined.
+fn day_ranges(days: &[String]) -> String {
+    const WEEK: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let index: Vec<Option<usize>> = days
+        .iter()
+        .map(|d| WEEK.iter().position(|w| d.starts_with(w)))
+        .collect();
+    if index.iter().any(Option::is_none) {
+        return days.join(",");
+    }
+    let mut sorted: Vec<usize> = index.into_iter().flatten().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        if j - i >= 2 {
+            parts.push(format!("{}-{}", WEEK[sorted[i]], WEEK[sorted[j]]));
+        } else {
+            parts.extend(sorted[i..=j].iter().map(|d| WEEK[*d].to_string()));
+        }
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_ranges;
+
+    #[test]
+    fn runs_of_days_read_as_ranges() {
+        let days = |d: &[&str]| day_ranges(&d.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(days(&["mon", "tue", "wed", "thu", "fri"]), "mon-fri");
+        assert_eq!(days(&["mon", "tue", "sun"]), "mon,tue,sun");
+        assert_eq!(days(&["sat", "mon", "tue", "wed"]), "mon-wed,sat");
+    }
 }
