@@ -1,5 +1,6 @@
 //! Fleet rollouts: validating a deploy against the live fleet, recording it, and driving
-//! it batch by batch (see [`run`]). [`Deployer`] is the handle the operator API uses; it
+//! it batch by batch (see [`run`]); or, for a plan, saying what it would do and stopping
+//! before the recording. [`Deployer`] is the handle the operator API uses; it
 //! owns every rollout task and resumes unfinished deployments when the controller starts.
 
 mod actions;
@@ -34,7 +35,6 @@ use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
 use crate::spec::{ServiceSpec, SpecError};
-
 use crate::store::{Deployment, DeploymentHost, Store, StoreError};
 
 pub use plan::batches;

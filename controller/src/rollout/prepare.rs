@@ -189,7 +189,12 @@ fn kept_everywhere(
                     .collect()
             })
             .unwrap_or_default();
-        let versions: Vec<String> = kept.iter().map(|(v, _)| v.clone()).collect();
+        let mut versions: Vec<String> = Vec::new();
+        for (v, _) in &kept {
+            if !versions.contains(v) {
+                versions.push(v.clone());
+            }
+        }
         common = Some(match common {
             None => versions.clone(),
             Some(c) => c.into_iter().filter(|v| versions.contains(v)).collect(),
@@ -207,8 +212,7 @@ fn kept_everywhere(
             lacking.push(format!("{host} keeps {keeps}"));
         }
     }
-    let mut common = common.unwrap_or_default();
-    common.dedup();
+    let common = common.unwrap_or_default();
     let available = if common.is_empty() {
         "no version is kept on every target host".to_string()
     } else {
