@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use drover_tests::DemoImage;
-use drover_tests::fleet::{Fleet, FleetOptions};
+use drover_tests::fleet::{Fleet, FleetOptions, PASSWORD_ENV};
 use drover_tests::traffic::Traffic;
 use serde_json::Value;
 
@@ -112,6 +112,32 @@ async fn a_plan_changes_nothing_and_the_deploy_follows_its_batches() {
     assert_eq!(plan["pinned"], pinned.as_str(), "{plan}");
     let batches = planned_batches(&plan);
     assert_eq!(batches.len(), 2, "{plan}");
+
+    // What the registry says about a tag it lacks, or about bad credentials, is shown.
+    let missing = fleet
+        .drover(&["deploy", "-f", &spec, "--version", "v404", "--plan"])
+        .await;
+    assert_eq!(missing.code, Some(0), "{}", missing.describe());
+    assert!(
+        missing.stdout.contains("resolved at pull time")
+            && missing.stdout.contains("demo:v404 (HTTP 404)")
+            && missing.stdout.contains("the pre-pull would fail"),
+        "{}",
+        missing.stdout
+    );
+    let args = ["deploy", "-f", &spec, "--version", "v2", "--plan"];
+    let mut cmd = fleet.cli(&args);
+    cmd.env(PASSWORD_ENV, "not-the-password");
+    let refused_auth = fleet.run_command(cmd, &args, None).await;
+    assert_eq!(refused_auth.code, Some(0), "{}", refused_auth.describe());
+    assert!(
+        refused_auth
+            .stdout
+            .contains("refused the controller's credentials"),
+        "{}",
+        refused_auth.stdout
+    );
+    assert!(!refused_auth.stdout.contains("not-the-password"));
 
     // A refusal exits 2 with the reason, and changes nothing either.
     let unknown = fleet.write_spec(
