@@ -229,3 +229,81 @@ pub fn plan_json(p: &PlanResponse) -> Value {
         "stages": stages,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_proto::v1::PlanStage;
+
+    fn host(name: &str, stage: u32, batch: u32, from: &str) -> DeploymentHostInfo {
+        DeploymentHostInfo {
+            host: name.into(),
+            stage,
+            batch,
+            from_version: from.into(),
+            to_version: "v2".into(),
+            ..Default::default()
+        }
+    }
+
+    fn staged() -> PlanResponse {
+        PlanResponse {
+            service: "web".into(),
+            kind: "deploy".into(),
+            version: "v2".into(),
+            image: "reg:5000/web:v2".into(),
+            digest_note: "resolved at pull time: registry reg:5000 is not on loopback".into(),
+            pulls: true,
+            hosts: vec![
+                host("web-3", 0, 0, "v1"),
+                host("web-1", 1, 1, "v1"),
+                host("web-2", 1, 1, "v2"),
+            ],
+            stages: vec![
+                PlanStage {
+                    hosts: 1,
+                    bake_ms: 300_000,
+                    manual: true,
+                },
+                PlanStage {
+                    hosts: 2,
+                    ..Default::default()
+                },
+            ],
+            max_out_of_rotation: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn text_shows_stages_gates_and_hosts_that_already_run_the_version() {
+        let text = plan_text(&staged(), "drover deploy -f drover.toml --version v2");
+        for line in [
+            "  digest    resolved at pull time\n            (registry reg:5000 is not on loopback)\n",
+            "  hosts     3 targets: 2 change, 1 already run v2 (swapped again)\n",
+            "  stage 1 of 2: 1 host, bakes 5m, then waits for `drover promote ID`\n",
+            "    batch 1   web-3  v1 -> v2\n",
+            "  stage 2 of 2: 2 hosts\n",
+            "    batch 2   web-1  v1 -> v2\n",
+            "              web-2  v2 -> v2   already runs v2\n",
+            "\nTo do it: drover deploy -f drover.toml --version v2\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_groups_hosts_by_stage_and_batch() {
+        let v = plan_json(&staged());
+        assert_eq!(v["type"], "plan");
+        assert_eq!(v["pinned"], Value::Null);
+        assert_eq!(v["changing_hosts"], 2);
+        assert_eq!(v["unchanged_hosts"], 1);
+        assert_eq!(v["stages"][0]["promotion"], "manual");
+        assert_eq!(v["stages"][0]["bake_ms"], 300_000);
+        let second = &v["stages"][1]["batches"][0];
+        assert_eq!(second["batch"], 2);
+        assert_eq!(second["hosts"][1]["host"], "web-2");
+        assert_eq!(second["hosts"][1]["changes"], false);
+    }
+}
