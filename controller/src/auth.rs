@@ -117,6 +117,7 @@ pub fn requirement(method: &str) -> Requirement {
         "Logs" => (Role::Viewer, "read container logs"),
         "ListSecrets" => (Role::Viewer, "list secret names"),
         "WhoAmI" => (Role::Viewer, "ask who they are"),
+        "Plan" => (Role::Viewer, "plan deploys and rollbacks"),
         "Deploy" => (Role::Deployer, "deploy"),
         "Rollback" => (Role::Deployer, "roll back"),
         "Control" => (

@@ -9,6 +9,7 @@ pub mod lb;
 pub mod logtail;
 pub mod metrics;
 pub mod operator;
+pub mod registry_api;
 pub mod registry_auth;
 pub mod rollout;
 pub mod schedule;

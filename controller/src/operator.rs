@@ -9,6 +9,7 @@
 
 mod admin;
 mod logs;
+mod plan;
 
 use std::time::Duration;
 
@@ -28,9 +29,8 @@ use tracing::Instrument;
 use crate::auth::guard::Guarded;
 use crate::auth::{Authenticator, Principal};
 use crate::hub::{AgentHub, HostSnapshot};
-use crate::rollout::{self, Action, DeployError, Deployer};
+use crate::rollout::{Action, DeployError, Deployer};
 use crate::secrets::Vault;
-use crate::spec::ServiceSpec;
 use crate::state::{DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Event, StoreError};
 
@@ -161,19 +161,7 @@ impl Operator for OperatorService {
         request: Request<DeployRequest>,
     ) -> Result<Response<DeployResponse>, Status> {
         let who = Principal::of(&request)?;
-        let r = request.into_inner();
-        let spec = ServiceSpec::from_toml(&r.spec_toml)
-            .map_err(|e| Status::invalid_argument(format!("invalid spec: {e}")))?;
-        let req = rollout::DeployRequest {
-            spec,
-            version: r.version,
-            image: Some(r.image).filter(|i| !i.is_empty()),
-            requested_by: who.history_name(&r.requested_by),
-            auth: r
-                .registry_auth
-                .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
-            at_ms: Some(r.at_ms).filter(|at| *at > 0),
-        };
+        let req = plan::deploy_request(&who, request.into_inner())?;
         let d = self.deployer.deploy(req).await.map_err(deploy_status)?;
         Ok(Response::new(DeployResponse {
             deployment: Some(self.info(&d.id).await?),
@@ -185,15 +173,21 @@ impl Operator for OperatorService {
         request: Request<RollbackRequest>,
     ) -> Result<Response<DeployResponse>, Status> {
         let who = Principal::of(&request)?;
-        let r = request.into_inner();
-        let d = self
-            .deployer
-            .rollback(&r.service, &who.history_name(&r.requested_by))
-            .await
-            .map_err(deploy_status)?;
+        let req = plan::rollback_request(&who, request.into_inner());
+        let d = self.deployer.rollback(req).await.map_err(deploy_status)?;
         Ok(Response::new(DeployResponse {
             deployment: Some(self.info(&d.id).await?),
         }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<proto::PlanRequest>,
+    ) -> Result<Response<proto::PlanResponse>, Status> {
+        let who = Principal::of(&request)?;
+        let req = plan::plan_request(&who, request.into_inner())?;
+        let p = self.deployer.plan(req).await.map_err(deploy_status)?;
+        Ok(Response::new(plan::plan_response(p)))
     }
 
     async fn get_deployment(
@@ -348,7 +342,7 @@ impl Operator for OperatorService {
     }
 }
 
-fn deploy_status(e: DeployError) -> Status {
+pub(crate) fn deploy_status(e: DeployError) -> Status {
     match e {
         DeployError::Spec(_) | DeployError::Image(_) => Status::invalid_argument(e.to_string()),
         DeployError::Targets(_)
@@ -418,20 +412,7 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
         stage: d.stage,
         scheduled_ms: d.scheduled_ms.unwrap_or(0),
         hold: d.hold.unwrap_or_default(),
-        hosts: hosts
-            .into_iter()
-            .map(|h| proto::DeploymentHostInfo {
-                host: h.host,
-                batch: h.batch,
-                phase: phase_proto(h.phase) as i32,
-                from_version: h.from_version,
-                to_version: h.to_version,
-                error: h.error.unwrap_or_default(),
-                started_ms: h.started_ms.unwrap_or(0),
-                finished_ms: h.finished_ms.unwrap_or(0),
-                stage: h.stage,
-            })
-            .collect(),
+        hosts: hosts.into_iter().map(host_row).collect(),
         id: d.id,
         service: d.service,
         kind: d.kind.as_str().to_string(),
@@ -445,6 +426,21 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
         error: d.error.unwrap_or_default(),
         epoch: d.epoch,
         last_seq,
+    }
+}
+
+/// A deployment's host row in wire form.
+pub(crate) fn host_row(h: DeploymentHost) -> proto::DeploymentHostInfo {
+    proto::DeploymentHostInfo {
+        host: h.host,
+        batch: h.batch,
+        phase: phase_proto(h.phase) as i32,
+        from_version: h.from_version,
+        to_version: h.to_version,
+        error: h.error.unwrap_or_default(),
+        started_ms: h.started_ms.unwrap_or(0),
+        finished_ms: h.finished_ms.unwrap_or(0),
+        stage: h.stage,
     }
 }
 

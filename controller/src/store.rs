@@ -224,6 +224,26 @@ CREATE TABLE IF NOT EXISTS service_locks (
 "#;
 
 /// Unix time in ms.
+/// [`StoreError::Locked`] when a deployment holds `service`'s lock.
+fn refuse_if_locked(c: &Connection, service: &str) -> Result<(), StoreError> {
+    let held: Option<(String, String, u64)> = c
+        .query_row(
+            "SELECT deployment_id, holder, since_ms FROM service_locks WHERE service = ?1",
+            params![service],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match held {
+        Some((deployment, holder, since)) => Err(StoreError::Locked {
+            service: service.to_string(),
+            deployment,
+            holder,
+            since: rfc3339(since),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -325,21 +345,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            let held: Option<(String, String, u64)> = tx
-                .query_row(
-                    "SELECT deployment_id, holder, since_ms FROM service_locks WHERE service = ?1",
-                    params![d.service],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            if let Some((deployment, holder, since)) = held {
-                return Err(StoreError::Locked {
-                    service: d.service.clone(),
-                    deployment,
-                    holder,
-                    since: rfc3339(since),
-                });
-            }
+            refuse_if_locked(&tx, &d.service)?;
             tx.execute(
                 "INSERT INTO service_locks (service, deployment_id, holder, since_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![d.service, d.id, d.requested_by, d.created_ms],
@@ -363,6 +369,13 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Refuses with [`StoreError::Locked`] when a deployment holds `service`'s lock, as
+    /// [`Store::create`] would; reads only (a plan checks this and takes nothing).
+    pub async fn check_unlocked(&self, service: &str) -> Result<(), StoreError> {
+        let service = service.to_string();
+        self.with(move |c| refuse_if_locked(c, &service)).await
     }
 
     /// Writes a checked transition as a compare-and-set: only if the deployment is still

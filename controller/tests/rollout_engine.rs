@@ -287,6 +287,7 @@ async fn rollback_returns_to_the_previous_successful_version_without_pulling() {
         .rollback(proto::RollbackRequest {
             service: "web".into(),
             requested_by: "test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

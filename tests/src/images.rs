@@ -24,6 +24,8 @@ pub enum DemoImage {
     V1,
     /// Healthy, answers `version=v2`.
     V2,
+    /// Healthy, answers `version=v3`.
+    V3,
     /// `/ready` answers 503 forever.
     NeverReady,
     /// Exits 1 at start.
@@ -36,9 +38,10 @@ pub enum DemoImage {
 
 impl DemoImage {
     /// Every variant.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::V1,
         Self::V2,
+        Self::V3,
         Self::NeverReady,
         Self::Crash,
         Self::V3FiveXx,
@@ -50,6 +53,7 @@ impl DemoImage {
         match self {
             Self::V1 => "v1",
             Self::V2 => "v2",
+            Self::V3 => "v3",
             Self::NeverReady => "never-ready",
             Self::Crash => "crash",
             Self::V3FiveXx => "v3-5xx",
@@ -68,7 +72,7 @@ impl DemoImage {
     /// The `DEMO_MODE` it runs with.
     pub fn mode(self) -> &'static str {
         match self {
-            Self::V1 | Self::V2 => "ok",
+            Self::V1 | Self::V2 | Self::V3 => "ok",
             Self::NeverReady => "never-ready",
             Self::Crash => "crash",
             Self::V3FiveXx => "error-rate:20",

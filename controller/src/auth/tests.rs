@@ -20,6 +20,7 @@ fn the_roles_matrix() {
         "Logs",
         "ListSecrets",
         "WhoAmI",
+        "Plan",
     ];
     let deployer = ["Deploy", "Rollback", "Control"];
     let admin = [

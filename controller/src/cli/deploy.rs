@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drover_proto::v1::{DeployRequest, RegistryAuth};
+use drover_proto::v1::{DeployRequest, PlanRequest, RegistryAuth, plan_request};
 
 use super::ClientArgs;
 use super::progress::{self, Mode};
@@ -40,9 +40,13 @@ pub struct DeployArgs {
     /// Start the deployment and return its id without following it.
     #[arg(long)]
     pub detach: bool,
-    /// One JSON object per event on stdout.
+    /// One JSON object per event on stdout (with --plan: the plan as one object).
     #[arg(long)]
     pub json: bool,
+    /// Print what the deploy would do (digest, hosts, batches, stages, gates, windows)
+    /// and change nothing; exit 2 with the reason if it would be refused.
+    #[arg(long, conflicts_with = "detach")]
+    pub plan: bool,
 }
 
 /// Exit code when the request was refused before anything was touched.
@@ -93,17 +97,22 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
         }
     };
     let mut client = args.client.client().await?;
-    let response = client
-        .deploy(DeployRequest {
-            // The canonical form of what was just checked, not the file's own spelling.
-            spec_toml: spec.to_toml(),
-            version: args.version.clone().unwrap_or_default(),
-            image: args.image.clone().unwrap_or_default(),
-            requested_by: whoami(),
-            registry_auth,
-            at_ms,
-        })
-        .await;
+    let request = DeployRequest {
+        // The canonical form of what was just checked, not the file's own spelling.
+        spec_toml: spec.to_toml(),
+        version: args.version.clone().unwrap_or_default(),
+        image: args.image.clone().unwrap_or_default(),
+        requested_by: whoami(),
+        registry_auth,
+        at_ms,
+    };
+    if args.plan {
+        let request = PlanRequest {
+            request: Some(plan_request::Request::Deploy(request)),
+        };
+        return super::plan::run(&mut client, request, args.json, &rerun(&args)).await;
+    }
+    let response = client.deploy(request).await;
     let info = match response {
         Ok(r) => r.into_inner().deployment.unwrap_or_default(),
         Err(status) if super::is_refusal(status.code()) => {
@@ -134,6 +143,21 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
         );
     }
     follow_or_detach(&mut client, &info.id, args.detach || at_ms > 0, args.json).await
+}
+
+/// The command line that would run the planned deploy.
+fn rerun(args: &DeployArgs) -> String {
+    let mut cmd = format!("drover deploy -f {}", args.file.display());
+    if let Some(v) = &args.version {
+        cmd.push_str(&format!(" --version {v}"));
+    }
+    if let Some(i) = &args.image {
+        cmd.push_str(&format!(" --image {i}"));
+    }
+    if let Some(at) = &args.at {
+        cmd.push_str(&format!(" --at {at:?}"));
+    }
+    cmd
 }
 
 /// Prints the id (detached) or follows the deployment to its end.

@@ -56,6 +56,8 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
                 .map(|s| {
                     serde_json::json!({
                         "service": s.service, "version": s.version, "digest": s.digest,
+                        "container_id": s.container_id,
+                        "kept": s.previous.iter().map(|k| &k.version).collect::<Vec<_>>(),
                         "state": ContainerState::try_from(s.state).unwrap_or_default().as_str_name(),
                         "health": Health::try_from(s.health).unwrap_or_default().as_str_name(),
                     })
@@ -77,7 +79,7 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
     for h in &hosts {
         let mut labels: Vec<_> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
-        let services: Vec<_> = h.services.iter().map(service_words).collect();
+        let services: Vec<_> = h.services.iter().map(with_kept).collect();
         let state = if h.connected { "connected" } else { "lost" };
         println!(
             "{:<20} {:<16} {:<10} {:<30} {}",
@@ -92,6 +94,17 @@ pub async fn run(args: HostsArgs) -> anyhow::Result<i32> {
         eprintln!("no hosts match; agents appear here once they connect");
     }
     Ok(0)
+}
+
+/// `web v3 running (kept: v2, v1)`: what runs, and what `drover rollback --to` can
+/// return to on this host.
+fn with_kept(s: &drover_proto::v1::ServiceState) -> String {
+    let words = service_words(s);
+    if s.previous.is_empty() {
+        return words;
+    }
+    let kept: Vec<&str> = s.previous.iter().map(|k| k.version.as_str()).collect();
+    format!("{words} (kept: {})", kept.join(", "))
 }
 
 async fn remove(client: ClientArgs, name: String) -> anyhow::Result<i32> {

@@ -11,6 +11,7 @@ mod hosts;
 mod json;
 mod login;
 mod logs;
+mod plan;
 mod profile;
 mod progress;
 mod rollback;
@@ -57,7 +58,7 @@ pub enum Command {
     History(history::HistoryArgs),
     /// A service's container logs from every matching host, each line with its host.
     Logs(logs::LogsArgs),
-    /// Return a service to its previous successful version, without pulling.
+    /// Return a service to its previous successful version (or `--to` a kept one), without pulling.
     Rollback(rollback::RollbackArgs),
     /// Continue a staged deployment past its manual gate.
     Promote(control::ControlArgs),

@@ -1,7 +1,7 @@
-//! `drover rollback SERVICE`: back to the previous successful version, through the same
-//! safe batches, without pulling.
+//! `drover rollback SERVICE [--to VERSION]`: back to the previous successful version, or
+//! to a version every host still keeps, through the same safe batches, without pulling.
 
-use drover_proto::v1::RollbackRequest;
+use drover_proto::v1::{PlanRequest, RollbackRequest, plan_request};
 
 use super::ClientArgs;
 use super::deploy::{EXIT_REFUSED, follow_or_detach, whoami};
@@ -20,23 +20,40 @@ pub struct RollbackArgs {
     pub client: ClientArgs,
     /// The service to roll back.
     pub service: String,
+    /// Return to this version (one every target host keeps, see `drover hosts`) instead
+    /// of the previous successful one.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
     /// Start the rollback and return its id without following it.
     #[arg(long)]
     pub detach: bool,
-    /// One JSON object per event on stdout.
+    /// One JSON object per event on stdout (with --plan: the plan as one object).
     #[arg(long)]
     pub json: bool,
+    /// Print what the rollback would do and change nothing; exit 2 with the reason if
+    /// it would be refused.
+    #[arg(long, conflicts_with = "detach")]
+    pub plan: bool,
 }
 
 pub async fn run(args: RollbackArgs) -> anyhow::Result<i32> {
     let mut client = args.client.client().await?;
-    let response = client
-        .rollback(RollbackRequest {
-            service: args.service.clone(),
-            requested_by: whoami(),
-        })
-        .await;
-    let info = match response {
+    let request = RollbackRequest {
+        service: args.service.clone(),
+        requested_by: whoami(),
+        to_version: args.to.clone().unwrap_or_default(),
+    };
+    if args.plan {
+        let mut rerun = format!("drover rollback {}", args.service);
+        if let Some(to) = &args.to {
+            rerun.push_str(&format!(" --to {to}"));
+        }
+        let request = PlanRequest {
+            request: Some(plan_request::Request::Rollback(request)),
+        };
+        return super::plan::run(&mut client, request, args.json, &rerun).await;
+    }
+    let info = match client.rollback(request).await {
         Ok(r) => r.into_inner().deployment.unwrap_or_default(),
         Err(status) => {
             eprintln!(

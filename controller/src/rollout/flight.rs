@@ -12,10 +12,11 @@ use tracing::{info, warn};
 
 use super::Shared;
 use super::machine::{self, Event};
+use super::plan::stage_gates;
 use super::stages::{Promotion, ResolvedStage};
 use crate::lb::LoadBalancer;
 use crate::spec::ServiceSpec;
-use crate::state::{DeploymentKind, HostPhase};
+use crate::state::HostPhase;
 use crate::store::{Deployment, DeploymentHost, StoreError};
 
 /// A deployment in flight.
@@ -45,27 +46,23 @@ impl Rollout {
             .map_or_else(|| host.to_string(), |l| l.server_for(host))
     }
 
-    /// The spec's stage `stage` against this deployment's fleet.
+    /// The gates of stage `stage` against this deployment's fleet.
     fn resolved_stage(&self, stage: u32) -> Option<ResolvedStage> {
-        let stages = self.spec.rollout.stages().resolve(self.hosts.len());
-        stages.get(stage as usize).copied()
+        stage_gates(&self.spec, self.d.kind, self.hosts.len())
+            .get(stage as usize)
+            .copied()
     }
 
     /// How long stage `stage` bakes before the next one.
     pub(super) fn stage_bake(&self, stage: u32) -> Duration {
-        if self.d.kind == DeploymentKind::Rollback {
-            return Duration::ZERO;
-        }
         self.resolved_stage(stage)
             .map_or(Duration::ZERO, |s| s.bake)
     }
 
     /// Whether stage `stage` waits for `drover promote`.
     pub(super) fn stage_is_manual(&self, stage: u32) -> bool {
-        self.d.kind == DeploymentKind::Deploy
-            && self
-                .resolved_stage(stage)
-                .is_some_and(|s| s.promotion == Promotion::Manual)
+        self.resolved_stage(stage)
+            .is_some_and(|s| s.promotion == Promotion::Manual)
     }
 
     pub(super) fn stage_count(&self) -> u32 {

@@ -1,5 +1,6 @@
 //! Fleet rollouts: validating a deploy against the live fleet, recording it, and driving
-//! it batch by batch (see [`run`]). [`Deployer`] is the handle the operator API uses; it
+//! it batch by batch (see [`run`]); or, for a plan, saying what it would do and stopping
+//! before the recording. [`Deployer`] is the handle the operator API uses; it
 //! owns every rollout task and resumes unfinished deployments when the controller starts.
 
 mod actions;
@@ -12,6 +13,8 @@ mod drive;
 mod flight;
 pub mod machine;
 mod plan;
+mod prepare;
+mod preview;
 mod schedule_wait;
 pub mod stages;
 mod steps;
@@ -20,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::v1 as proto;
-use drover_shared::image::ImageRef;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,11 +35,10 @@ use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
 use crate::spec::{ServiceSpec, SpecError};
-use crate::state::{Control, DeploymentKind, DeploymentState};
-use crate::store::{Deployment, DeploymentHost, Store, StoreError, now_ms};
+use crate::store::{Deployment, DeploymentHost, Store, StoreError};
 
 pub use plan::batches;
-use plan::plan_hosts;
+pub use preview::{DigestLookup, Plan, PlanRequest};
 
 /// Tunables of the rollout engine.
 #[derive(Debug, Clone)]
@@ -76,6 +77,17 @@ pub struct DeployRequest {
     pub auth: Option<proto::RegistryAuth>,
     /// Start time (Unix ms) for a scheduled deploy; `None` = now.
     pub at_ms: Option<u64>,
+}
+
+/// A rollback as asked for by an operator.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    /// The service to roll back.
+    pub service: String,
+    /// A version every target host keeps; `None` = the previous successful version.
+    pub to_version: Option<String>,
+    /// Who asks.
+    pub requested_by: String,
 }
 
 /// Why a deploy was refused or could not be started. Nothing was touched.
@@ -203,116 +215,15 @@ impl Deployer {
 
     /// Validates `req` against the live fleet, records the deployment and starts it.
     pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
-        let spec = req.spec;
-        let image = match &req.image {
-            Some(i) => i.clone(),
-            None => {
-                if req.version.is_empty() {
-                    return Err(DeployError::Image(
-                        "no version given: pass --version TAG (or --image REF)".into(),
-                    ));
-                }
-                format!("{}:{}", spec.service.image, req.version)
-            }
-        };
-        let parsed = ImageRef::parse(&image).map_err(|e| DeployError::Image(e.to_string()))?;
-        let version = if req.version.is_empty() {
-            parsed.tag_or_latest().unwrap_or("pinned").to_string()
-        } else {
-            req.version.clone()
-        };
-        self.check_secrets(&spec).await?;
-        let targets = self.targets(&spec).await?;
-        let id = new_id();
-        let hosts = plan_hosts(&spec, &targets, &version, &self.shared.hub, &id, true)?;
-        let now = self.shared.clock.now();
-        let scheduled_ms = req.at_ms.filter(|at| *at as i64 > now.as_millisecond());
-        let windows_closed = !spec.schedule.windows.is_open(now);
-        let state = if scheduled_ms.is_some() || windows_closed {
-            DeploymentState::Scheduled
-        } else {
-            DeploymentState::Pending
-        };
-        let d = Deployment {
-            id,
-            service: spec.service.name.clone(),
-            kind: DeploymentKind::Deploy,
-            version,
-            image,
-            pinned: parsed
-                .digest
-                .as_ref()
-                .map(|d| parsed.pinned(d))
-                .unwrap_or_default(),
-            spec: spec.to_toml(),
-            state,
-            epoch: 1,
-            requested_by: req.requested_by,
-            created_ms: now_ms(),
-            finished_ms: None,
-            error: None,
-            stage: 0,
-            scheduled_ms,
-            hold: None,
-            control: Control::None,
-            promoted: -1,
-        };
-        self.start(d, hosts, req.auth).await
+        let p = self.prepare_deploy(&req).await?;
+        self.start(p.deployment, p.hosts, req.auth).await
     }
 
-    /// Rolls `service` back to the version of its previous successful deployment.
-    pub async fn rollback(
-        &self,
-        service: &str,
-        requested_by: &str,
-    ) -> Result<Deployment, DeployError> {
-        let history = self
-            .shared
-            .store
-            .list(Some(service.to_string()), 200)
-            .await?;
-        let mut succeeded = history
-            .iter()
-            .filter(|d| d.state == DeploymentState::Succeeded && !d.pinned.is_empty());
-        let current = succeeded.next();
-        let previous = current.and_then(|c| succeeded.find(|d| d.pinned != c.pinned));
-        let (Some(current), Some(previous)) = (current, previous) else {
-            return Err(DeployError::NothingToRollBack(format!(
-                "service {service:?} has no earlier successful deployment with another version to return to; see `drover history --service {service}`"
-            )));
-        };
-        let spec = ServiceSpec::from_toml(&current.spec)?;
-        let targets = self.targets(&spec).await?;
-        let id = new_id();
-        let hosts = plan_hosts(
-            &spec,
-            &targets,
-            &previous.version,
-            &self.shared.hub,
-            &id,
-            false,
-        )?;
-        let d = Deployment {
-            id,
-            service: service.to_string(),
-            kind: DeploymentKind::Rollback,
-            version: previous.version.clone(),
-            image: previous.image.clone(),
-            pinned: previous.pinned.clone(),
-            spec: spec.to_toml(),
-            state: DeploymentState::Pending,
-            epoch: 1,
-            requested_by: requested_by.to_string(),
-            created_ms: now_ms(),
-            finished_ms: None,
-            error: None,
-            stage: 0,
-            scheduled_ms: None,
-            hold: None,
-            control: Control::None,
-            promoted: -1,
-        };
-        self.start(d, hosts, None).await
+    /// Rolls a service back to the version of its previous successful deployment, or to
+    /// the version asked for, which every target host keeps: no pull.
+    pub async fn rollback(&self, req: RollbackRequest) -> Result<Deployment, DeployError> {
+        let p = self.prepare_rollback(&req).await?;
+        self.start(p.deployment, p.hosts, None).await
     }
 
     async fn start(

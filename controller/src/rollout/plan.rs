@@ -3,10 +3,11 @@
 
 use drover_proto::v1 as proto;
 
+use super::stages::{Promotion, ResolvedStage};
 use super::{DeployError, stages};
 use crate::hub::AgentHub;
 use crate::spec::{BatchSize, ServiceSpec};
-use crate::state::HostPhase;
+use crate::state::{DeploymentKind, HostPhase};
 use crate::store::DeploymentHost;
 
 /// Splits `hosts` (sorted by name first) into batches of `size`.
@@ -15,6 +16,25 @@ pub fn batches(mut hosts: Vec<String>, size: BatchSize) -> Vec<Vec<String>> {
     hosts.dedup();
     let per = size.hosts_per_batch(hosts.len());
     hosts.chunks(per).map(<[String]>::to_vec).collect()
+}
+
+/// The gates of each stage of a deployment of `kind` over `total` hosts: the spec's
+/// stages for a deploy; for a rollback one stage of every host, with no bake and no
+/// manual promotion.
+pub(super) fn stage_gates(
+    spec: &ServiceSpec,
+    kind: DeploymentKind,
+    total: usize,
+) -> Vec<ResolvedStage> {
+    match kind {
+        DeploymentKind::Deploy => spec.rollout.stages().resolve(total),
+        DeploymentKind::Rollback => vec![ResolvedStage {
+            index: 0,
+            hosts: total,
+            bake: std::time::Duration::ZERO,
+            promotion: Promotion::Auto,
+        }],
+    }
 }
 
 /// Every target host's row: its stage and batch, and the version it runs now.

@@ -104,7 +104,7 @@ fn cumulative(total: usize, stages: &[StageSize]) -> Vec<(usize, usize)> {
 }
 
 /// The order hosts move in, the same for the same inputs whatever their order: hosts
-/// sorted by a stable hash of `seed` (the deployment id) and their name. With `spread_by`,
+/// sorted by a stable hash of `seed` (the service and version) and their name. With `spread_by`,
 /// hosts are grouped by that label's value (hosts without it form one more group) and
 /// taken round-robin from the groups, so any prefix, such as a canary stage, is spread as
 /// evenly as the groups allow: three hosts over zones a, b, c take one from each. The

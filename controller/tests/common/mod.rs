@@ -28,7 +28,8 @@ pub struct Script {
     pub vanish: Vec<(String, String)>,
 }
 
-/// Every command each fake host received, in order: (host, kind, version).
+/// Every command each fake host received, in order: (host, kind, version); a kind
+/// without a script is logged as `other`.
 pub type Log = Arc<Mutex<Vec<(String, &'static str, String)>>>;
 
 pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script, log: Log) {
@@ -41,10 +42,19 @@ pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script
     let (tx, rx) = mpsc::channel(16);
     let mut running = "v1".to_string();
     let mut kept = vec!["v0".to_string()];
-    let state = |v: &str| proto::ServiceState {
+    // What the agent reports: the running version and the kept ones, newest first.
+    let state = |v: &str, kept: &[String]| proto::ServiceState {
         service: "web".into(),
         version: v.into(),
         state: proto::ContainerState::Running as i32,
+        previous: kept
+            .iter()
+            .map(|k| proto::KeptContainer {
+                version: k.clone(),
+                image: format!("reg/web:{k}"),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     tx.send(proto::AgentMessage {
@@ -52,7 +62,7 @@ pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script
             name: name.clone(),
             labels: HashMap::from([("role".to_string(), "web".to_string())]),
             advertise_address: "127.0.0.1".into(),
-            services: vec![state("v1")],
+            services: vec![state("v1", &kept)],
             ..Default::default()
         })),
     })
@@ -96,14 +106,14 @@ pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script
                         result.error = Some(proto::CommandError {
                             kind: proto::ErrorKind::ReadinessFailed as i32,
                             message: format!("{v} never became ready"),
-                            restored: Some(state(&running)),
+                            restored: Some(state(&running, &kept)),
                             ..Default::default()
                         });
                     } else {
                         kept.insert(0, std::mem::replace(&mut running, v.clone()));
                         result.output =
                             Some(proto::command_result::Output::Swap(proto::SwapResult {
-                                current: Some(state(&v)),
+                                current: Some(state(&v, &kept)),
                                 ..Default::default()
                             }));
                     }
@@ -116,12 +126,17 @@ pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script
                     kept.insert(0, std::mem::replace(&mut running, r.to_version.clone()));
                     result.output = Some(proto::command_result::Output::Rollback(
                         proto::RollbackResult {
-                            current: Some(state(&running)),
+                            current: Some(state(&running, &kept)),
                             ..Default::default()
                         },
                     ));
                 }
-                _ => {}
+                other => {
+                    // Logged too, so a test can tell that nothing at all was sent.
+                    log.lock()
+                        .unwrap()
+                        .push((name.clone(), "other", format!("{other:?}")));
+                }
             }
             let msg = proto::AgentMessage {
                 body: Some(agent_message::Body::Result(result)),

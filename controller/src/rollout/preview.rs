@@ -1,0 +1,208 @@
+//! A plan: what a deploy or a rollback would do, from the same checks and the same host
+//! planning as the real thing ([`super::prepare`]), with nothing recorded, no lock taken
+//! and no command sent to any agent. It refuses what the deploy would refuse, and says
+//! in addition what would hold it (a time asked for, closed deploy windows, manual
+//! promotion gates) and which digest it would pin.
+
+use drover_proto::v1 as proto;
+use drover_shared::image::ImageRef;
+use jiff::Timestamp;
+
+use super::plan::stage_gates;
+use super::prepare::Prepared;
+use super::stages::ResolvedStage;
+use super::{DeployError, DeployRequest, Deployer, RollbackRequest};
+use crate::registry_api::{self, Lookup};
+use crate::spec::ServiceSpec;
+use crate::state::DeploymentKind;
+use crate::store::{Deployment, DeploymentHost};
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub enum PlanRequest {
+    /// A deploy, as `drover deploy` would ask for it (boxed: it carries the spec).
+    Deploy(Box<DeployRequest>),
+    /// A rollback, as `drover rollback` would ask for it.
+    Rollback(RollbackRequest),
+}
+
+/// How the digest a deployment would pin is known, or why it is not yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestLookup {
+    /// The image reference names its digest.
+    InReference,
+    /// Recorded by the deployment that first rolled this version out (a rollback).
+    FromHistory,
+    /// The controller asked the registry, which pointed the tag at it just now.
+    FromRegistry,
+    /// A rollback to a version this controller never rolled out: no digest recorded.
+    NotRecorded,
+    /// Not known before the agents pull; why.
+    AtPullTime(String),
+}
+
+/// A deployment as it would be recorded, and what it would wait for. Nothing of it exists.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The deployment row a deploy would record (its id is never used).
+    pub deployment: Deployment,
+    /// Every target host's row: stage, batch, the version it runs now.
+    pub hosts: Vec<DeploymentHost>,
+    /// Each stage's gates (cumulative host counts, bake, promotion).
+    pub stages: Vec<ResolvedStage>,
+    /// How `deployment.pinned` was found, or why it is empty.
+    pub digest: DigestLookup,
+    /// When it would start: `None` = at once.
+    pub starts: Option<Timestamp>,
+    /// Why it would not start at once (or at `starts`), in words.
+    pub held_by: Option<String>,
+    /// The spec's deploy windows, in words; empty = always open.
+    pub windows: Vec<String>,
+}
+
+impl Plan {
+    /// Most hosts in one batch: the most out of rotation at once.
+    pub fn max_out_of_rotation(&self) -> usize {
+        let mut per_batch = std::collections::BTreeMap::<u32, usize>::new();
+        for h in &self.hosts {
+            *per_batch.entry(h.batch).or_default() += 1;
+        }
+        per_batch.into_values().max().unwrap_or(0)
+    }
+}
+
+impl Deployer {
+    /// What `req` would do, refused exactly as the deploy or rollback would be.
+    pub async fn plan(&self, req: PlanRequest) -> Result<Plan, DeployError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(DeployError::ShuttingDown);
+        }
+        let (prepared, auth) = match &req {
+            PlanRequest::Deploy(r) => (self.prepare_deploy(r).await?, r.auth.clone()),
+            PlanRequest::Rollback(r) => (self.prepare_rollback(r).await?, None),
+        };
+        let Prepared {
+            mut deployment,
+            hosts,
+        } = prepared;
+        // The one refusal the deploy makes when recording: another holds the lock.
+        self.shared
+            .store
+            .check_unlocked(&deployment.service)
+            .await?;
+        let spec = ServiceSpec::from_toml(&deployment.spec)?;
+        let digest = self.lookup_digest(&mut deployment, auth).await;
+        let now = self.shared.clock.now();
+        let windows = &spec.schedule.windows;
+        let asked = deployment
+            .scheduled_ms
+            .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok());
+        let from = asked.unwrap_or(now);
+        let opens = windows.next_open(from);
+        let held_by = match (asked, opens) {
+            (_, None) => Some("no deploy window opens within a year".to_string()),
+            (Some(at), Some(open)) if open > at => {
+                Some("asked for with --at, and a deploy window opens only then".to_string())
+            }
+            (Some(_), _) => Some("asked for with --at".to_string()),
+            (None, Some(open)) if open > now => {
+                Some("when a deploy window opens; they are closed now".to_string())
+            }
+            (None, _) => None,
+        };
+        Ok(Plan {
+            stages: stage_gates(&spec, deployment.kind, hosts.len()),
+            starts: opens.filter(|at| *at > now),
+            held_by,
+            windows: windows.to_specs().iter().map(window_words).collect(),
+            digest,
+            deployment,
+            hosts,
+        })
+    }
+
+    /// Fills `d.pinned` from the registry when the controller can ask it.
+    async fn lookup_digest(
+        &self,
+        d: &mut Deployment,
+        auth: Option<proto::RegistryAuth>,
+    ) -> DigestLookup {
+        if !d.pinned.is_empty() {
+            return match d.kind {
+                DeploymentKind::Deploy => DigestLookup::InReference,
+                DeploymentKind::Rollback => DigestLookup::FromHistory,
+            };
+        }
+        if d.kind == DeploymentKind::Rollback {
+            return DigestLookup::NotRecorded;
+        }
+        let Ok(image) = ImageRef::parse(&d.image) else {
+            return DigestLookup::AtPullTime(format!("{} is not an image reference", d.image));
+        };
+        let auth = auth.or_else(|| {
+            self.shared
+                .settings
+                .registry_credentials
+                .for_image(&d.image)
+        });
+        match registry_api::resolve(&image, auth.as_ref()).await {
+            Lookup::Digest(digest) => {
+                d.pinned = image.pinned(&digest);
+                DigestLookup::FromRegistry
+            }
+            Lookup::Unknown(why) => DigestLookup::AtPullTime(why),
+        }
+    }
+}
+
+/// `mon-fri 02:00-05:00 Europe/Berlin`.
+fn window_words(w: &crate::schedule::window::WindowSpec) -> String {
+    let days = w
+        .days
+        .as_ref()
+        .map_or("every day".to_string(), |d| day_ranges(d));
+    format!("{days} {}-{} {}", w.start, w.end, w.time_zone)
+}
+
+/// `mon, tue, wed, thu, fri, sun` as `mon-fri,sun`: runs of three or more days joined.
+fn day_ranges(days: &[String]) -> String {
+    const WEEK: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let index: Vec<Option<usize>> = days
+        .iter()
+        .map(|d| WEEK.iter().position(|w| d.starts_with(w)))
+        .collect();
+    if index.iter().any(Option::is_none) {
+        return days.join(",");
+    }
+    let mut sorted: Vec<usize> = index.into_iter().flatten().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        if j - i >= 2 {
+            parts.push(format!("{}-{}", WEEK[sorted[i]], WEEK[sorted[j]]));
+        } else {
+            parts.extend(sorted[i..=j].iter().map(|d| WEEK[*d].to_string()));
+        }
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_ranges;
+
+    #[test]
+    fn runs_of_days_read_as_ranges() {
+        let days = |d: &[&str]| day_ranges(&d.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(days(&["mon", "tue", "wed", "thu", "fri"]), "mon-fri");
+        assert_eq!(days(&["mon", "tue", "sun"]), "mon,tue,sun");
+        assert_eq!(days(&["sat", "mon", "tue", "wed"]), "mon-wed,sat");
+    }
+}
