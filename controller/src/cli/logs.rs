@@ -12,6 +12,16 @@ use super::ClientArgs;
 
 /// Flags of `drover logs`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  drover logs web                          # the last 100 lines of web on every host, `host | line`
+  drover logs web -f --tail 10             # the last 10, then new lines until Ctrl-C
+  drover logs web --host web-3 --since 10m # one host, the last ten minutes
+  drover logs web --selector zone=a        # the hosts whose labels match
+  drover logs web --deployment d-3f2a9c    # what a deployment's containers wrote, failed ones included
+
+The containers' stdout goes to stdout and their stderr to stderr; secrets given to a
+container are replaced by [redacted] before a line leaves its host. Exit code 2: an
+unknown service or host (the message names those that exist).")]
 pub struct LogsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -101,6 +111,29 @@ pub fn prefixed(host: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_of_every_everyday_command_ends_with_examples() {
+        use clap::CommandFactory;
+        let mut cli = super::super::Cli::command();
+        for path in [
+            &["deploy"][..],
+            &["rollback"],
+            &["logs"],
+            &["token", "create"],
+        ] {
+            let mut cmd = &mut cli;
+            for name in path {
+                cmd = cmd.find_subcommand_mut(name).expect("a subcommand");
+            }
+            let help = cmd.render_long_help().to_string();
+            assert!(
+                help.contains("Examples:\n  drover "),
+                "drover {} --help has no examples:\n{help}",
+                path.join(" ")
+            );
+        }
+    }
 
     #[test]
     fn each_line_names_its_host() {

@@ -337,9 +337,23 @@ impl RunningCli {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) {
+        self.wait_output(timeout, what, |out, _| pred(out)).await;
+    }
+
+    /// Waits until its (stdout, stderr) so far satisfy `pred`. Panics with the output
+    /// when the process ends first or `timeout` passes.
+    pub async fn wait_output(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str, &str) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
-            if pred(&self.stdout.lock().expect("stdout lock")) {
+            if pred(
+                &self.stdout.lock().expect("stdout lock"),
+                &self.stderr.lock().expect("stderr lock"),
+            ) {
                 return;
             }
             let exited = matches!(self.child.try_wait(), Ok(Some(_)));
