@@ -44,7 +44,8 @@ pub use preview::{DigestLookup, Plan, PlanRequest};
 #[derive(Debug, Clone)]
 pub struct DeployerSettings {
     /// How long a host whose agent vanished mid-step may take to come back before the
-    /// step counts as failed.
+    /// step counts as failed. A swap or undo adds the spec's readiness deadline and stop
+    /// timeout: an agent restarted mid-swap reconciles it before it reports.
     pub reconnect_grace: Duration,
     /// Bound on each HAProxy runtime API command.
     pub lb_command_timeout: Duration,

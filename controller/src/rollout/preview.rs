@@ -114,7 +114,7 @@ impl Deployer {
             stages: stage_gates(&spec, deployment.kind, hosts.len()),
             starts: opens.filter(|at| *at > now),
             held_by,
-            windows: windows.to_specs().iter().map(window_words).collect(),
+            windows: windows.describe(),
             digest,
             deployment,
             hosts,
@@ -152,57 +152,5 @@ impl Deployer {
             }
             Lookup::Unknown(why) => DigestLookup::AtPullTime(why),
         }
-    }
-}
-
-/// `mon-fri 02:00-05:00 Europe/Berlin`.
-fn window_words(w: &crate::schedule::window::WindowSpec) -> String {
-    let days = w
-        .days
-        .as_ref()
-        .map_or("every day".to_string(), |d| day_ranges(d));
-    format!("{days} {}-{} {}", w.start, w.end, w.time_zone)
-}
-
-/// `mon, tue, wed, thu, fri, sun` as `mon-fri,sun`: runs of three or more days joined.
-fn day_ranges(days: &[String]) -> String {
-    const WEEK: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-    let index: Vec<Option<usize>> = days
-        .iter()
-        .map(|d| WEEK.iter().position(|w| d.starts_with(w)))
-        .collect();
-    if index.iter().any(Option::is_none) {
-        return days.join(",");
-    }
-    let mut sorted: Vec<usize> = index.into_iter().flatten().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
-            j += 1;
-        }
-        if j - i >= 2 {
-            parts.push(format!("{}-{}", WEEK[sorted[i]], WEEK[sorted[j]]));
-        } else {
-            parts.extend(sorted[i..=j].iter().map(|d| WEEK[*d].to_string()));
-        }
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::day_ranges;
-
-    #[test]
-    fn runs_of_days_read_as_ranges() {
-        let days = |d: &[&str]| day_ranges(&d.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(days(&["mon", "tue", "wed", "thu", "fri"]), "mon-fri");
-        assert_eq!(days(&["mon", "tue", "sun"]), "mon,tue,sun");
-        assert_eq!(days(&["sat", "mon", "tue", "wed"]), "mon-wed,sat");
     }
 }

@@ -436,6 +436,30 @@ mod windows {
     }
 
     #[test]
+    fn windows_read_in_words_with_runs_of_days_as_ranges() {
+        let w = windows(&[
+            window(
+                Some(&["fri", "mon", "tue", "wed", "thursday"]),
+                "2:00",
+                "05:00",
+                "Europe/Berlin",
+            ),
+            window(Some(&["mon", "tue", "sun"]), "22:00", "23:30", "UTC"),
+            window(Some(&["sat", "mon-wed"]), "01:00", "02:00", "UTC"),
+            window(None, "03:00", "04:00", "UTC"),
+        ]);
+        assert_eq!(
+            w.describe(),
+            [
+                "mon-fri 02:00-05:00 Europe/Berlin",
+                "mon,tue,sun 22:00-23:30 UTC",
+                "mon-wed,sat 01:00-02:00 UTC",
+                "every day 03:00-04:00 UTC",
+            ]
+        );
+    }
+
+    #[test]
     fn no_windows_means_always_open() {
         let w = Windows::default();
         let at = ts("2026-12-01T12:00:00Z");

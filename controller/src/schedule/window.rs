@@ -326,6 +326,23 @@ impl Window {
         }
     }
 
+    /// The window in words: `mon-fri 02:00-05:00 Europe/Berlin`, `every day ...`; runs of
+    /// three or more days read as ranges.
+    pub fn describe(&self) -> String {
+        let hhmm = |t: Time| format!("{:02}:{:02}", t.hour(), t.minute());
+        let days = if self.days == EVERY_DAY {
+            "every day".to_string()
+        } else {
+            day_ranges(self.days)
+        };
+        format!(
+            "{days} {}-{} {}",
+            hhmm(self.start),
+            hhmm(self.end),
+            self.zone
+        )
+    }
+
     /// The window opening on `day`, as `[open, close)`; `None` on other weekdays and when
     /// a DST gap swallows it.
     pub fn on(&self, day: Date) -> Option<(Timestamp, Timestamp)> {
@@ -402,6 +419,11 @@ impl Windows {
         self.windows.iter().map(Window::to_spec).collect()
     }
 
+    /// Every window in words (see [`Window::describe`]).
+    pub fn describe(&self) -> Vec<String> {
+        self.windows.iter().map(Window::describe).collect()
+    }
+
     /// True when no window is configured (rollouts may run at any time).
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
@@ -471,6 +493,27 @@ const DAY_NAMES: [(&str, &str); 7] = [
 
 /// Bit set of every weekday.
 const EVERY_DAY: u8 = 0x7f;
+
+/// The days of bit set `days` (bit 0 = Monday) as `mon-fri,sun`: runs of three or more
+/// days joined.
+fn day_ranges(days: u8) -> String {
+    let on: Vec<usize> = (0..7).filter(|i| days & (1 << i) != 0).collect();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < on.len() {
+        let mut j = i;
+        while j + 1 < on.len() && on[j + 1] == on[j] + 1 {
+            j += 1;
+        }
+        if j - i >= 2 {
+            parts.push(format!("{}-{}", DAY_NAMES[on[i]].0, DAY_NAMES[on[j]].0));
+        } else {
+            parts.extend(on[i..=j].iter().map(|d| DAY_NAMES[*d].0.to_string()));
+        }
+        i = j + 1;
+    }
+    parts.join(",")
+}
 
 /// Days as a bit set (bit 0 = Monday); `None` is every day.
 fn parse_days(days: Option<&[String]>, key: &str) -> Result<u8, WindowError> {
