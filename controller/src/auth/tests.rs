@@ -21,8 +21,9 @@ fn the_roles_matrix() {
         "ListSecrets",
         "WhoAmI",
         "Plan",
+        "ListReleases",
     ];
-    let deployer = ["Deploy", "Rollback", "Control"];
+    let deployer = ["Deploy", "Rollback", "Control", "CreateRelease"];
     let admin = [
         "RemoveHost",
         "CreateJoinToken",
