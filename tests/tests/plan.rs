@@ -117,27 +117,25 @@ async fn a_plan_changes_nothing_and_the_deploy_follows_its_batches() {
     let missing = fleet
         .drover(&["deploy", "-f", &spec, "--version", "v404", "--plan"])
         .await;
-    assert_eq!(missing.code, Some(0), "{}", missing.describe());
+    assert_eq!(missing.code, Some(2), "{}", missing.describe());
     assert!(
-        missing.stdout.contains("resolved at pull time")
-            && missing.stdout.contains("demo:v404 (HTTP 404)")
-            && missing.stdout.contains("the pre-pull would fail"),
+        missing.stderr.contains("demo:v404 (HTTP 404)") && missing.stderr.contains("check the tag"),
         "{}",
-        missing.stdout
+        missing.describe()
     );
     let args = ["deploy", "-f", &spec, "--version", "v2", "--plan"];
     let mut cmd = fleet.cli(&args);
     cmd.env(PASSWORD_ENV, "not-the-password");
     let refused_auth = fleet.run_command(cmd, &args, None).await;
-    assert_eq!(refused_auth.code, Some(0), "{}", refused_auth.describe());
+    assert_eq!(refused_auth.code, Some(2), "{}", refused_auth.describe());
     assert!(
         refused_auth
-            .stdout
+            .stderr
             .contains("refused the controller's credentials"),
         "{}",
-        refused_auth.stdout
+        refused_auth.describe()
     );
-    assert!(!refused_auth.stdout.contains("not-the-password"));
+    assert!(!refused_auth.describe().contains("not-the-password"));
 
     // A refusal exits 2 with the reason, and changes nothing either.
     let unknown = fleet.write_spec(

@@ -541,7 +541,7 @@ async fn a_spec_with_an_unknown_key_is_refused_before_anything_happens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_that_does_not_exist_fails_before_any_host_is_drained() {
+async fn an_image_that_does_not_exist_is_refused_before_anything_is_recorded() {
     let fleet = Fleet::start(FleetOptions::default()).await;
     let traffic = Traffic::start(&fleet).await;
 
@@ -557,18 +557,21 @@ async fn an_image_that_does_not_exist_fails_before_any_host_is_drained() {
         seen.max_out()
     );
 
-    assert_eq!(run.code, Some(1), "{}", run.describe());
-    let snapshot = run.final_snapshot();
-    assert_eq!(field(&snapshot, "state"), "failed", "{snapshot}");
+    // The registry is asked when the release is made: refused, nothing recorded.
+    assert_eq!(run.code, Some(2), "{}", run.describe());
     assert!(
-        field(&snapshot, "error").contains("nope"),
-        "the error names the image: {snapshot}"
+        run.stderr.contains("demo:nope (HTTP 404)") && run.stderr.contains("nothing was changed"),
+        "the refusal names the image: {}",
+        run.describe()
     );
-    assert!(
-        phases(&snapshot)
-            .values()
-            .all(|p| p == "pending" || p == "prepared"),
-        "no host was touched: {snapshot}"
+    let history = fleet.history_json().await;
+    assert_eq!(history.len(), 1, "only the first deploy: {history:?}");
+    let releases = fleet.drover(&["releases", "web", "--json"]).await;
+    let releases = releases.json().pop().expect("one object");
+    assert_eq!(
+        releases["releases"].as_array().map(Vec::len),
+        Some(1),
+        "no release of the missing tag: {releases}"
     );
     seen.assert_no_failed_request();
     assert_eq!(seen.max_out(), 0, "nothing drained: {}", seen.summary());

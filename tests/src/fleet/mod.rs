@@ -106,6 +106,9 @@ pub struct FleetOptions<'a> {
     /// Serve the controller in this process on this clock instead of running `drover
     /// serve` (for deploy windows and schedules); needs [`Transport::InsecureDev`].
     pub clock: Option<ManualClock>,
+    /// Environment labels dealt to the hosts in turn (host `i` gets
+    /// `env=<env_labels[i % len]>`); empty: no `env` label.
+    pub env_labels: &'a [&'a str],
 }
 
 impl Default for FleetOptions<'_> {
@@ -119,6 +122,7 @@ impl Default for FleetOptions<'_> {
             transport: Transport::Mtls,
             agent_cert_ttl: None,
             clock: None,
+            env_labels: &[],
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct FleetHost {
     pub ip: Ipv4Addr,
     /// Where the service answers on this host (`ip:host_port`).
     pub addr: SocketAddr,
+    /// Its `env` label, if the fleet deals them ([`FleetOptions::env_labels`]).
+    pub env: Option<String>,
 }
 
 /// A running fleet. Fields drop in declaration order (see the module docs).
@@ -198,6 +204,8 @@ impl Fleet {
                 name: format!("{role}-{}", i + 1),
                 ip,
                 addr: SocketAddr::from((ip, host_port)),
+                env: (!opts.env_labels.is_empty())
+                    .then(|| opts.env_labels[i % opts.env_labels.len()].to_string()),
             })
             .collect();
         let mut cleanup = DockerCleanup::default();
@@ -503,7 +511,7 @@ impl Drop for Fleet {
 /// OPTIONS, which the demo app answers 405). Without `timeout check`, HAProxy gives a check
 /// `inter` to complete: 1 s, so that a loaded machine does not fail checks of hosts no
 /// deploy touches, while `fastinter`/`downinter` keep state changes quick to show.
-fn haproxy_options() -> HaproxyOptions {
+pub fn haproxy_options() -> HaproxyOptions {
     HaproxyOptions {
         check_path: "/ready".to_string(),
         check_params: "inter 1s fastinter 100ms downinter 100ms rise 2 fall 2".to_string(),

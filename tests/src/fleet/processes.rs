@@ -285,6 +285,15 @@ impl Fleet {
             "--secrets-dir".into(),
             secrets_dir.to_string_lossy().into_owned(),
         ];
+        if let Some(env) = self
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.env.as_ref())
+        {
+            args.push("--label".into());
+            args.push(format!("env={env}"));
+        }
         match self.transport {
             Transport::Mtls => {
                 args.push("--ca-cert".into());
