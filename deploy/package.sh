@@ -16,6 +16,7 @@
 # Linux; the script refuses a binary that `ldd` sees as dynamic. Packages are built with
 # dpkg-deb alone (no debhelper), owned by root whoever runs the script.
 set -euo pipefail
+umask 022 # the modes inside the packages do not depend on the caller's
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target=x86_64-unknown-linux-gnu
@@ -53,8 +54,11 @@ for b in drover drover-agent; do
   fi
 done
 
-rm -rf "$out/root"
-mkdir -p "$out/root"
+# Everything is assembled in a directory of this run, and each artifact renamed into
+# place when complete: a test reading the previous one never sees half a file.
+mkdir -p "$out"
+stage=$(mktemp -d "$out/.stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
 
 # Copies a unit from deploy/, running the packaged binary instead of /usr/local/bin's.
 unit() { sed 's|/usr/local/bin/|/usr/bin/|g' "deploy/$1" >"$2/$1" && chmod 0644 "$2/$1"; }
@@ -88,7 +92,6 @@ scripts() {
   done
   (cd "$2" && find etc -type f -printf '/%p\n' 2>/dev/null | sort) >"$2/DEBIAN/conffiles"
   [ -s "$2/DEBIAN/conffiles" ] || rm -f "$2/DEBIAN/conffiles"
-  chmod 0644 "$2/DEBIAN/control" "$2/DEBIAN/conffiles" 2>/dev/null || true
 }
 
 # Shared by both packages: license and where the README lives.
@@ -100,7 +103,7 @@ doc() {
 }
 
 # --- drover: controller and CLI -------------------------------------------------
-r="$out/root/drover"
+r="$stage/drover"
 install -d -m 0755 "$r/DEBIAN" "$r/usr/bin" "$r/lib/systemd/system" "$r/etc/drover" \
   "$r/usr/share/man/man1" "$r/usr/share/bash-completion/completions" \
   "$r/usr/share/zsh/vendor-completions" "$r/usr/share/fish/vendor_completions.d"
@@ -125,7 +128,7 @@ EOF
 scripts drover "$r"
 
 # --- drover-agent ------------------------------------------------------------------
-r="$out/root/drover-agent"
+r="$stage/drover-agent"
 install -d -m 0755 "$r/DEBIAN" "$r/usr/bin" "$r/usr/sbin" "$r/lib/systemd/system" \
   "$r/etc/drover" "$r/usr/share/drover-agent"
 install -m 0755 "$bin_dir/drover-agent" "$r/usr/bin/drover-agent"
@@ -146,19 +149,21 @@ starts the agent.
 EOF
 scripts drover-agent "$r"
 
-rm -f "$out"/drover_*_amd64.deb "$out"/drover-agent_*_amd64.deb "$out"/drover-*-x86_64-linux.tar.gz
 for p in drover drover-agent; do
-  dpkg-deb --root-owner-group -Zxz --build "$out/root/$p" "$out/${p}_${version}_amd64.deb" >/dev/null
-  say "built $out/${p}_${version}_amd64.deb"
+  dpkg-deb --root-owner-group -Zgzip --build "$stage/$p" "$stage/${p}_${version}_amd64.deb" >/dev/null
 done
 
 # --- the tarball: static binaries next to install-agent.sh and the units -------------
-t="$out/root/drover-$version"
+t="$stage/tar/drover-$version"
 install -d -m 0755 "$t"
 install -m 0755 "$bin_dir/drover" "$bin_dir/drover-agent" deploy/install-agent.sh "$t/"
 install -m 0644 deploy/drover.service deploy/drover-agent.service \
   deploy/drover.example.toml deploy/agent.example.toml "$t/"
-tar -C "$out/root" --owner=0 --group=0 --numeric-owner -czf \
-  "$out/drover-$version-x86_64-linux.tar.gz" "drover-$version"
-say "built $out/drover-$version-x86_64-linux.tar.gz"
-rm -rf "$out/root"
+tar -C "$stage/tar" --owner=0 --group=0 --numeric-owner -czf \
+  "$stage/drover-$version-x86_64-linux.tar.gz" "drover-$version"
+
+for f in "drover_${version}_amd64.deb" "drover-agent_${version}_amd64.deb" \
+  "drover-$version-x86_64-linux.tar.gz"; do
+  mv -f "$stage/$f" "$out/$f"
+  say "built $out/$f"
+done
