@@ -12,8 +12,8 @@
 #   deploy/package.sh              # build the static binaries (if needed), then package
 #   deploy/package.sh --no-build   # package the binaries already built
 #
-# The binaries are statically linked (glibc, crt-static) so one build runs on any x86_64
-# Linux; the script refuses a binary that `ldd` sees as dynamic. Packages are built with
+# The binaries are statically linked (glibc, crt-static): they need no shared library on
+# the host; the script refuses a binary that `ldd` sees as dynamic. Packages are built with
 # dpkg-deb alone (no debhelper), owned by root whoever runs the script.
 set -euo pipefail
 umask 022 # the modes inside the packages do not depend on the caller's
