@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests need on a Debian machine with
-# Docker (only what is missing: HAProxy, the registry, htpasswd, and a Python venv with
-# grpcio from PyPI for the independent operator-API client), builds the workspace and the
-# static demo app, then runs every test of the workspace (unit tests included) and exits
-# with the suite's status.
+# Docker (only what is missing: HAProxy, the registry, htpasswd, a Python venv with
+# grpcio from PyPI for the independent operator-API client, and a minimal Debian root
+# filesystem made once with debootstrap for the package tests), builds the workspace, the
+# static demo app and the packages, then runs every test of the workspace (unit tests
+# included) and exits with the suite's status.
 #
 #   tests/run.sh                 # everything
 #   tests/run.sh -E 'test(swap)' # extra arguments go to the test runner
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 # --- system packages, Docker engine, cargo, Python grpcio (shared with tests/demo.sh)
 DROVER_SETUP_PYTHON=1
+DROVER_SETUP_ROOTFS=1
 . tests/setup.sh
 
 # --- build -----------------------------------------------------------------------
@@ -21,6 +23,8 @@ cargo build --workspace --bins
 say "building the static demo app"
 RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release -p drover-demo-app --target x86_64-unknown-linux-gnu
+say "building the packages (static release binaries, .deb, tarball)"
+bash deploy/package.sh
 
 # --- test ------------------------------------------------------------------------
 # 2 cores: a few tests at once; most of their time is spent waiting on Docker.

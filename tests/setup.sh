@@ -1,7 +1,9 @@
 # Shared by tests/run.sh and tests/demo.sh, which source it from the workspace root:
 # installs what the end-to-end tests and the demo need on a Debian machine with Docker
 # (only what is missing), and checks that the Docker engine and cargo are usable. With
-# DROVER_SETUP_PYTHON=1 (tests/run.sh) also a Python venv with grpcio.
+# DROVER_SETUP_PYTHON=1 (tests/run.sh) also a Python venv with grpcio, and with
+# DROVER_SETUP_ROOTFS=1 (tests/run.sh) a minimal Debian root filesystem for the package
+# tests.
 # Defines `say` and `die` for the script that sources it.
 
 say() { printf '==> %s\n' "$*"; }
@@ -59,4 +61,39 @@ if [ "${DROVER_SETUP_PYTHON:-0}" = 1 ]; then
             || die "pip install grpcio failed (PyPI unreachable?)"
     fi
     export DROVER_TEST_PYTHON="$venv/bin/python"
+fi
+
+# --- a clean Debian for the package tests: debootstrap once, then reused -------------
+# tests/tests/packages.rs installs the .deb packages into a container of this root
+# filesystem (imported into Docker by the test). Built once (about 35 s from Debian's
+# mirror) as a tar file in the cache, which stays until deleted; `DROVER_TEST_ROOTFS`
+# names it for the tests.
+rootfs="${DROVER_TEST_ROOTFS:-${XDG_CACHE_HOME:-$HOME/.cache}/drover-tests/debian-bookworm-minbase.tar}"
+if [ "${DROVER_SETUP_ROOTFS:-0}" = 1 ]; then
+    if [ ! -s "$rootfs" ]; then
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        if ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
+            command -v apt-get >/dev/null 2>&1 || die "debootstrap is missing and there is no apt-get to install it"
+            say "installing debootstrap"
+            $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq debootstrap \
+                || die "apt-get install debootstrap failed"
+        fi
+        say "building a minimal Debian bookworm root filesystem in $rootfs (once)"
+        mkdir -p "$(dirname "$rootfs")"
+        work=$(mktemp -d "${rootfs%.tar}.XXXXXX")
+        $sudo debootstrap --variant=minbase bookworm "$work/root" "${DROVER_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}" \
+            >"$work/debootstrap.log" 2>&1 \
+            || { tail -20 "$work/debootstrap.log" >&2; $sudo rm -rf "$work"; die "debootstrap failed (is the Debian mirror reachable?)"; }
+        # No downloaded packages and no package lists, as in Debian's own container images:
+        # installing a local .deb whose dependencies are met then never touches the network.
+        $sudo chroot "$work/root" apt-get clean
+        $sudo find "$work/root/var/lib/apt/lists" -type f -delete
+        # Written under a temporary name and renamed: an interrupted run leaves no half file.
+        $sudo tar -C "$work/root" --numeric-owner -cf "$work/rootfs.tar" . \
+            && $sudo chmod 0644 "$work/rootfs.tar" && $sudo mv "$work/rootfs.tar" "$rootfs" \
+            || { $sudo rm -rf "$work"; die "cannot write $rootfs"; }
+        $sudo rm -rf "$work"
+    fi
+    export DROVER_TEST_ROOTFS="$rootfs"
 fi

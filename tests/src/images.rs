@@ -3,7 +3,7 @@
 //! or the Dockerfile changed (the image carries their hashes in a label). Many test
 //! processes start at once, so building holds an exclusive file lock in the target dir.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -118,13 +118,7 @@ fn build_missing() -> Result<(), String> {
     let dockerfile = crate::workspace_root().join("tests/images/demo/Dockerfile");
     let build_id = format!("{}-{}", sha256(&binary)?, sha256(&dockerfile)?);
 
-    let lock_dir = crate::target_dir().join("drover-tests");
-    fs::create_dir_all(&lock_dir).map_err(|e| format!("create {}: {e}", lock_dir.display()))?;
-    let lock_path = lock_dir.join("demo-images.lock");
-    let lock =
-        File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    let _lock = crate::exclusive_lock("demo-images")?;
 
     let stale: Vec<DemoImage> = DemoImage::ALL
         .into_iter()
@@ -158,7 +152,7 @@ fn build_missing() -> Result<(), String> {
         ])?;
     }
     Ok(())
-    // The lock is released when `lock` drops.
+    // The lock is released when `_lock` drops.
 }
 
 /// The build id recorded on the local image of `variant`, if it exists.

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod bench;
 pub mod commands;
 pub mod controller;
+pub mod debian;
 pub mod docker;
 pub mod fixture;
 pub mod fleet;
@@ -22,6 +23,7 @@ pub mod images;
 pub mod load;
 pub mod logs;
 pub mod net;
+pub mod packages;
 pub mod pki;
 pub mod process;
 pub mod registry;
@@ -55,6 +57,20 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// An exclusive lock on `<target>/drover-tests/<name>.lock`, held until the returned file
+/// drops: test processes start at once, and a shared artifact (an image, a package) is
+/// made by one of them while the others wait.
+pub fn exclusive_lock(name: &str) -> Result<std::fs::File, String> {
+    let dir = target_dir().join("drover-tests");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file =
+        std::fs::File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| format!("lock {}: {e}", path.display()))?;
+    Ok(file)
 }
 
 /// A name no other test (in this or another process) uses: `<prefix>-<6 hex digits>`.

@@ -205,3 +205,39 @@ fn agent_check_exits_non_zero_whenever_it_reports_a_problem() {
         "{said}"
     );
 }
+
+#[test]
+fn install_takes_the_join_token_from_a_file_and_never_prints_it() {
+    let root = tempfile::tempdir().unwrap();
+    let token_file = root.path().join("join-token");
+    let token = "drj1.abc123.s3cr3tpart";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let args = [
+        "--controller",
+        "https://127.0.0.1:7070",
+        "--name",
+        "web-1",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let (ok, out) = install(root.path(), &args);
+    assert!(ok, "{out}");
+    assert!(!out.contains("s3cr3tpart"), "{out}");
+    let env = root.path().join("etc/drover/agent.env");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        format!("DROVER_JOIN_TOKEN={token}\n")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&env).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "agent.env mode {mode:o}");
+
+    // Something else pasted into the file: refused, naming the file, not quoting it.
+    std::fs::write(&token_file, "hunter2-not-a-token\n").unwrap();
+    let (ok, out) = install(root.path(), &args);
+    assert!(!ok);
+    assert!(
+        out.contains("--token-file") && out.contains("join-token") && !out.contains("hunter2"),
+        "{out}"
+    );
+}
