@@ -18,9 +18,11 @@ use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
 mod secret_rows;
 mod security;
+mod slo_rows;
 
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
+pub use slo_rows::SloCounted;
 
 /// The schema version this build writes (`PRAGMA user_version`): 1 = deployments only,
 /// 2 = plus the security tables. Every step is additive (`CREATE ... IF NOT EXISTS`), so
@@ -306,6 +308,7 @@ impl Store {
             conn.execute_batch(SCHEMA).map_err(open_err)?;
             conn.execute_batch(security::SCHEMA).map_err(open_err)?;
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;
