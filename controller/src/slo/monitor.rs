@@ -123,18 +123,15 @@ impl SloMonitor {
         }
     }
 
-    /// The budgets of every watched environment of `service`, by environment.
-    pub async fn budgets(&self, service: &str) -> Result<Vec<Budget>, StoreError> {
-        let mut out = Vec::new();
-        for t in self.inner.store.slo_targets().await? {
-            if t.service == service {
-                out.push(self.budget_of(&t).await?);
-            }
-        }
-        Ok(out)
+    /// The watched environments of `service`, by environment.
+    pub async fn watched(&self, service: &str) -> Result<Vec<SloTarget>, StoreError> {
+        let mut targets = self.inner.store.slo_targets().await?;
+        targets.retain(|t| t.service == service);
+        Ok(targets)
     }
 
-    async fn budget_of(&self, t: &SloTarget) -> Result<Budget, StoreError> {
+    /// The budget of a watched target now.
+    pub async fn budget_of(&self, t: &SloTarget) -> Result<Budget, StoreError> {
         let window_ms = t.spec.window.as_millis() as u64;
         let since = now_ms().saturating_sub(window_ms);
         let c = self
@@ -205,7 +202,8 @@ impl SloMonitor {
     /// failing, not at every round.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(self.inner.settings.interval);
+        let mut tick =
+            tokio::time::interval(self.inner.settings.interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut failing: HashSet<(String, String, String)> = HashSet::new();
         info!(interval = ?self.inner.settings.interval, "error-budget sampler started");
