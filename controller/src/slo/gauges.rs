@@ -7,20 +7,36 @@ use std::sync::Mutex;
 
 use super::Budget;
 
+/// The numbers of one target's last budget.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    /// `Budget::remaining_ratio`.
+    remaining_ratio: f64,
+    /// `Budget::availability`: none without requests.
+    availability: Option<f64>,
+    /// The SLO's target.
+    target: f64,
+}
+
+/// (service, environment) to its last numbers.
+type ByTarget = BTreeMap<(String, String), Last>;
+
 /// The last budget numbers of every watched target.
 #[derive(Debug, Default)]
 pub struct SloGauges {
-    /// (service, environment) to (remaining ratio, achieved availability, target).
-    last: Mutex<BTreeMap<(String, String), (f64, Option<f64>, f64)>>,
+    last: Mutex<ByTarget>,
 }
 
 impl SloGauges {
     /// Records `b` as the current budget of its target.
     pub fn set(&self, b: &Budget) {
-        self.lock().insert(
-            (b.service.clone(), b.environment.clone()),
-            (b.remaining_ratio, b.availability, b.spec.target()),
-        );
+        let last = Last {
+            remaining_ratio: b.remaining_ratio,
+            availability: b.availability,
+            target: b.spec.target(),
+        };
+        self.lock()
+            .insert((b.service.clone(), b.environment.clone()), last);
     }
 
     /// The target is no longer watched: its series go.
@@ -32,47 +48,41 @@ impl SloGauges {
     /// Appends the gauges in the text exposition format.
     pub fn render(&self, out: &mut String) {
         let last = self.lock();
-        let series =
-            |out: &mut String,
-             name: &str,
-             help: &str,
-             value: &dyn Fn(&(f64, Option<f64>, f64)) -> Option<f64>| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                for ((service, environment), v) in last.iter() {
-                    if let Some(x) = value(v) {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{service=\"{}\",environment=\"{}\"}} {x}",
-                            label(service),
-                            label(environment)
-                        );
-                    }
+        let series = |out: &mut String, name: &str, help: &str, value: fn(&Last) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for ((service, environment), v) in last.iter() {
+                if let Some(x) = value(v) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{service=\"{}\",environment=\"{}\"}} {x}",
+                        label(service),
+                        label(environment)
+                    );
                 }
-            };
+            }
+        };
         series(
             out,
             "drover_slo_error_budget_remaining_ratio",
             "Error budget left over the SLO window: 1 untouched, 0 spent, below 0 overspent.",
-            &|v| Some(v.0),
+            |v| Some(v.remaining_ratio),
         );
         series(
             out,
             "drover_slo_availability_ratio",
             "Share of requests not answered 5xx over the SLO window (absent without requests).",
-            &|v| v.1,
+            |v| v.availability,
         );
         series(
             out,
             "drover_slo_availability_target_ratio",
             "The SLO's availability target.",
-            &|v| Some(v.2),
+            |v| Some(v.target),
         );
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), (f64, Option<f64>, f64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByTarget> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -95,9 +95,9 @@ impl SloSpec {
     /// `30d`, `12h` or `90m`: the window in its largest whole unit.
     pub fn window_text(&self) -> String {
         let minutes = self.window.as_secs() / 60;
-        if minutes % 1_440 == 0 {
+        if minutes.is_multiple_of(1_440) {
             format!("{}d", minutes / 1_440)
-        } else if minutes % 60 == 0 {
+        } else if minutes.is_multiple_of(60) {
             format!("{}h", minutes / 60)
         } else {
             format!("{minutes}m")
