@@ -10,6 +10,7 @@
 mod admin;
 mod logs;
 mod plan;
+mod releases;
 mod slo;
 
 use std::time::Duration;
@@ -131,7 +132,7 @@ impl Operator for OperatorService {
         &self,
         request: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
-        self.list_secrets_of(&request.into_inner().service).await
+        self.list_secrets_of(request.into_inner()).await
     }
 
     async fn who_am_i(
@@ -230,11 +231,12 @@ impl Operator for OperatorService {
         let r = request.into_inner();
         let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) };
         let service = Some(r.service).filter(|s| !s.is_empty());
+        let environment = Some(r.environment).filter(|e| !e.is_empty());
         let fetch = if r.scheduled_only { 1000 } else { limit };
         let mut list = self
             .deployer
             .store()
-            .list(service, fetch)
+            .list_in(service, environment, fetch)
             .await
             .map_err(store_status)?;
         if r.scheduled_only {
@@ -261,9 +263,10 @@ impl Operator for OperatorService {
             proto::ControlAction::Resume => Action::Resume,
             proto::ControlAction::Abort => Action::Abort,
             proto::ControlAction::Cancel => Action::Cancel,
+            proto::ControlAction::Approve => Action::Approve,
             proto::ControlAction::Unspecified => {
                 return Err(Status::invalid_argument(
-                    "no action given: promote, pause, resume, abort or cancel",
+                    "no action given: promote, pause, resume, abort, cancel or approve",
                 ));
             }
         };
@@ -272,6 +275,21 @@ impl Operator for OperatorService {
             .await
             .map_err(deploy_status)?;
         Ok(Response::new(self.info(&r.id).await?))
+    }
+
+    async fn create_release(
+        &self,
+        request: Request<proto::CreateReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseInfo>, Status> {
+        let who = Principal::of(&request)?;
+        self.create_release_as(&who, request.into_inner()).await
+    }
+
+    async fn list_releases(
+        &self,
+        request: Request<proto::ListReleasesRequest>,
+    ) -> Result<Response<proto::ListReleasesResponse>, Status> {
+        self.list_releases_of(request.into_inner()).await
     }
 
     type LogsStream = ReceiverStream<Result<proto::LogsEvent, Status>>;
@@ -358,7 +376,9 @@ impl Operator for OperatorService {
 pub(crate) fn deploy_status(e: DeployError) -> Status {
     match e {
         DeployError::Spec(_) | DeployError::Image(_) => Status::invalid_argument(e.to_string()),
-        DeployError::Targets(_)
+        DeployError::Release(_)
+        | DeployError::Gate(_)
+        | DeployError::Targets(_)
         | DeployError::LoadBalancer(_)
         | DeployError::NothingToRollBack(_)
         | DeployError::MissingSecrets(_)
@@ -372,7 +392,7 @@ pub(crate) fn deploy_status(e: DeployError) -> Status {
 pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Locked { .. } => Status::aborted(e.to_string()),
-        StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        StoreError::NotFound(_) | StoreError::NoRelease(_) => Status::not_found(e.to_string()),
         StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
         other => {
             tracing::error!(error = %other, "store failure");
@@ -398,6 +418,7 @@ fn state_proto(s: DeploymentState) -> proto::DeploymentState {
         DeploymentState::Cancelled => P::Cancelled,
         DeploymentState::Skipped => P::Skipped,
         DeploymentState::Held => P::Held,
+        DeploymentState::AwaitingApproval => P::AwaitingApproval,
     }
 }
 
@@ -439,6 +460,9 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
         error: d.error.unwrap_or_default(),
         epoch: d.epoch,
         last_seq,
+        environment: d.environment,
+        release_id: d.release_id,
+        gate_note: d.gate_note.unwrap_or_default(),
     }
 }
 

@@ -27,6 +27,10 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.d
 pub enum Lookup {
     /// The tag points at this digest (`sha256:...`).
     Digest(String),
+    /// The registry answered that it has no such tag (HTTP 404): why, in words.
+    Missing(String),
+    /// The registry refused the credentials (HTTP 401 or 403): why, in words.
+    Refused(String),
     /// The controller could not tell; why, in words (the agents resolve it at pull time).
     Unknown(String),
 }
@@ -107,11 +111,11 @@ async fn head_manifest(
         401 if header("www-authenticate").starts_with("Bearer") => Lookup::Unknown(format!(
             "registry {host} wants a bearer token, which only the agents' pulls fetch"
         )),
-        401 | 403 => Lookup::Unknown(format!(
+        401 | 403 => Lookup::Refused(format!(
             "registry {host} refused the controller's credentials (HTTP {status}); pass them with registry.username and registry.password_env, or give the controller --registry-auth-file"
         )),
-        404 => Lookup::Unknown(format!(
-            "registry {host} has no {name}:{tag} (HTTP 404): the pre-pull would fail on every host and the deploy would end before any host is drained"
+        404 => Lookup::Missing(format!(
+            "registry {host} has no {name}:{tag} (HTTP 404): check the tag (was the image pushed?) or the spec's service.image"
         )),
         _ => Lookup::Unknown(format!(
             "registry {host} answered HTTP {status} for {name}:{tag}"

@@ -251,11 +251,13 @@ impl Vault {
         Self { store, key }
     }
 
-    /// Validates and stores `value` as secret `name` of `service`; returns whether an
-    /// existing value was replaced.
+    /// Validates and stores `value` as secret `name` of `service`, for every
+    /// environment (`environment` empty) or for one only; returns whether an existing
+    /// value was replaced.
     pub async fn set(
         &self,
         service: &str,
+        environment: &str,
         name: &str,
         value: &[u8],
         by: &str,
@@ -279,27 +281,51 @@ impl Vault {
                 reason,
             });
         }
-        let row = self.key.seal(service, name, value)?;
-        Ok(self.store.put_secret(service, row, by).await?)
+        let scope = scope(service, environment);
+        let row = self.key.seal(&scope, name, value)?;
+        Ok(self.store.put_secret(&scope, row, by).await?)
     }
 
-    /// Names and metadata of `service`'s secrets.
-    pub async fn list(&self, service: &str) -> Result<Vec<SecretMeta>, SecretsError> {
-        Ok(self.store.secret_metas(service).await?)
+    /// Names and metadata of the secrets `service` gets in `environment`: those set for
+    /// that environment, and those set for every environment that it does not override
+    /// (each with the environment it is set for, empty for every one).
+    pub async fn list(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Vec<(SecretMeta, String)>, SecretsError> {
+        let mut out: Vec<(SecretMeta, String)> = Vec::new();
+        if !environment.is_empty() {
+            for m in self
+                .store
+                .secret_metas(&scope(service, environment))
+                .await?
+            {
+                out.push((m, environment.to_owned()));
+            }
+        }
+        for m in self.store.secret_metas(service).await? {
+            if !out.iter().any(|(o, _)| o.name == m.name) {
+                out.push((m, String::new()));
+            }
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
     }
 
-    /// Which of `names` are not set for `service`, in the order given.
+    /// Which of `names` are set neither for `service` in `environment` nor for every
+    /// environment, in the order given.
     pub async fn missing(
         &self,
         service: &str,
+        environment: &str,
         names: &[String],
     ) -> Result<Vec<String>, SecretsError> {
         let set: std::collections::BTreeSet<String> = self
-            .store
-            .secret_metas(service)
+            .list(service, environment)
             .await?
             .into_iter()
-            .map(|m| m.name)
+            .map(|(m, _)| m.name)
             .collect();
         Ok(names
             .iter()
@@ -308,30 +334,53 @@ impl Vault {
             .collect())
     }
 
-    /// Opens the secrets `names` of `service`, in that order, for one swap. Fails
-    /// (naming the secret, never a value) when one is missing or does not open.
+    /// Opens the secrets `names` of `service` in `environment`, in that order, for one
+    /// swap: a value set for the environment wins over one set for every environment,
+    /// and a value set for another environment is never read. Fails (naming the
+    /// secret, never a value) when one is missing or does not open.
     pub async fn open_all(
         &self,
         service: &str,
+        environment: &str,
         names: &[String],
     ) -> Result<Vec<proto::SecretValue>, SecretsError> {
-        let rows = self.store.sealed_secrets(service, names).await?;
+        let scoped = scope(service, environment);
+        let mut rows = Vec::new();
+        if scoped != service {
+            for r in self.store.sealed_secrets(&scoped, names).await? {
+                rows.push((scoped.clone(), r));
+            }
+        }
+        for r in self.store.sealed_secrets(service, names).await? {
+            rows.push((service.to_owned(), r));
+        }
         let mut values = Vec::with_capacity(names.len());
         for name in names {
-            let row =
-                rows.iter()
-                    .find(|r| &r.name == name)
-                    .ok_or_else(|| SecretsError::Missing {
-                        service: service.to_owned(),
-                        name: name.clone(),
-                    })?;
-            let value = self.key.open(service, row)?;
+            let (scope, row) = rows.iter().find(|(_, r)| &r.name == name).ok_or_else(|| {
+                SecretsError::Missing {
+                    service: service.to_owned(),
+                    name: name.clone(),
+                }
+            })?;
+            let value = self.key.open(scope, row)?;
             values.push(proto::SecretValue {
                 name: name.clone(),
                 value: value.to_vec(),
             });
         }
         Ok(values)
+    }
+}
+
+/// Where secrets of `service` for `environment` are kept: the service's own name for
+/// every environment, `service@environment` for one (never a service name: `@` is not
+/// allowed in one). The scope is also the associated data the value is sealed with, so
+/// a value moved to another scope does not open.
+fn scope(service: &str, environment: &str) -> String {
+    if environment.is_empty() {
+        service.to_owned()
+    } else {
+        format!("{service}@{environment}")
     }
 }
 
@@ -404,30 +453,42 @@ mod tests {
         let vault = Vault::new(store.clone(), SecretsKey::generate());
         assert!(
             !vault
-                .set("web", "DB_PASSWORD", VALUE, "alice")
+                .set("web", "", "DB_PASSWORD", VALUE, "alice")
                 .await
                 .unwrap()
         );
-        assert!(vault.set("web", "DB_PASSWORD", VALUE, "bob").await.unwrap());
-        vault.set("web", "API_KEY", b"k", "bob").await.unwrap();
-        let listed = vault.list("web").await.unwrap();
+        assert!(
+            vault
+                .set("web", "", "DB_PASSWORD", VALUE, "bob")
+                .await
+                .unwrap()
+        );
+        vault.set("web", "", "API_KEY", b"k", "bob").await.unwrap();
+        let listed = vault.list("web", "").await.unwrap();
         assert_eq!(
-            listed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            listed
+                .iter()
+                .map(|(m, _)| m.name.as_str())
+                .collect::<Vec<_>>(),
             ["API_KEY", "DB_PASSWORD"]
         );
-        assert_eq!(listed[1].updated_by, "bob");
+        assert_eq!(listed[1].0.updated_by, "bob");
         let names = vec!["DB_PASSWORD".to_string(), "TLS_KEY".to_string()];
-        assert_eq!(vault.missing("web", &names).await.unwrap(), ["TLS_KEY"]);
-        let err = vault.open_all("web", &names).await.unwrap_err().to_string();
+        assert_eq!(vault.missing("web", "", &names).await.unwrap(), ["TLS_KEY"]);
+        let err = vault
+            .open_all("web", "", &names)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("TLS_KEY") && err.contains("drover secret set web TLS_KEY"));
-        let opened = vault.open_all("web", &names[..1]).await.unwrap();
+        let opened = vault.open_all("web", "", &names[..1]).await.unwrap();
         assert_eq!(opened[0].value, VALUE);
         // Invalid input is refused without echoing the value.
-        assert!(vault.set("web", "BAD-NAME", VALUE, "a").await.is_err());
-        let empty = vault.set("web", "E", b"", "a").await.unwrap_err();
+        assert!(vault.set("web", "", "BAD-NAME", VALUE, "a").await.is_err());
+        let empty = vault.set("web", "", "E", b"", "a").await.unwrap_err();
         assert!(empty.to_string().contains("empty"));
         let big = vec![b'x'; MAX_SECRET_BYTES + 1];
-        assert!(vault.set("web", "BIG", &big, "a").await.is_err());
+        assert!(vault.set("web", "", "BIG", &big, "a").await.is_err());
         drop((vault, store));
         // Every file SQLite wrote (database, WAL) is free of the plaintext.
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -437,5 +498,38 @@ mod tests {
                 "plaintext found on disk"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_of_one_environment_is_never_opened_for_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("drover.db")).await.unwrap();
+        let vault = Vault::new(store, SecretsKey::generate());
+        let names = vec!["DB_PASSWORD".to_string()];
+        vault
+            .set("web", "production", "DB_PASSWORD", b"prod-value", "alice")
+            .await
+            .unwrap();
+        // Production gets its own value; staging has none, and is told so.
+        let prod = vault.open_all("web", "production", &names).await.unwrap();
+        assert_eq!(prod[0].value, b"prod-value");
+        assert_eq!(
+            vault.missing("web", "staging", &names).await.unwrap(),
+            names
+        );
+        assert!(vault.open_all("web", "staging", &names).await.is_err());
+        assert!(vault.open_all("web", "", &names).await.is_err());
+        // A value for every environment reaches staging; production keeps its own.
+        vault
+            .set("web", "", "DB_PASSWORD", b"shared-value", "alice")
+            .await
+            .unwrap();
+        let staging = vault.open_all("web", "staging", &names).await.unwrap();
+        assert_eq!(staging[0].value, b"shared-value");
+        let prod = vault.open_all("web", "production", &names).await.unwrap();
+        assert_eq!(prod[0].value, b"prod-value");
+        let listed = vault.list("web", "production").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, "production");
     }
 }

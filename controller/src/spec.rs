@@ -10,6 +10,7 @@
 //! own module; sections whose keys are typed as written (`[canary]`, `[secrets]`,
 //! `[registry]`) are used as they are. This module checks what spans sections.
 
+mod environments;
 mod readiness;
 mod rollout;
 mod secrets;
@@ -21,6 +22,7 @@ use drover_proto::v1 as proto;
 use drover_shared::labels::Selector;
 use serde::{Deserialize, Serialize};
 
+pub use self::environments::{Environment, Gates, IMPLICIT, SpecFile, UnknownEnvironment};
 pub use self::readiness::{ReadinessKind, ReadinessSection};
 pub use self::rollout::{BatchSize, OnFailure, RolloutSection};
 pub use self::secrets::{RegistrySection, SecretDelivery, SecretsSection};
@@ -100,6 +102,15 @@ pub enum SpecError {
     /// A `[schedule]` value that makes no sense.
     #[error(transparent)]
     Schedule(#[from] WindowError),
+    /// Something wrong in one environment's overlay (`[env.NAME]`).
+    #[error("in [env.{name}]: {source}")]
+    Environment {
+        /// The environment.
+        name: String,
+        /// What is wrong there.
+        #[source]
+        source: Box<SpecError>,
+    },
     /// A value of the right type that makes no sense.
     #[error("invalid value for `{key}`: {reason}")]
     Invalid {
@@ -122,6 +133,14 @@ impl ServiceSpec {
     /// Parses a spec from TOML text; every value is checked here, once.
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Parses a spec from a TOML table (an environment's overlay already applied).
+    fn from_table(table: toml::Table) -> Result<Self, SpecError> {
+        let raw: RawSpec = table
+            .try_into()
+            .map_err(|e: toml::de::Error| SpecError::Parse(e.to_string()))?;
         Self::from_raw(raw)
     }
 

@@ -42,6 +42,9 @@ string_enum! {
         /// Not started: waiting for its start time (`--at`) or for a deploy window to
         /// open before its first stage. Nothing has been touched; cancelling is safe.
         Scheduled => "scheduled",
+        /// Not started: the environment wants a second person's approval
+        /// (`drover approve ID`). Nothing has been touched; cancelling is safe.
+        AwaitingApproval => "awaiting_approval",
         /// Started, and held between stages by a closed deploy window. Hosts have changed
         /// and the service stays locked; an abort rolls them back.
         Held => "held",

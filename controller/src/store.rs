@@ -1,5 +1,5 @@
 //! The controller's durable state in SQLite: deployments, their hosts, their event log,
-//! the per-service deploy lock, and (in [`security`] and [`secret_rows`]) join tokens,
+//! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in [`security`] and [`secret_rows`]) join tokens,
 //! issued certificates, enrolled hosts, API tokens and sealed secrets. Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
@@ -16,18 +16,47 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
+mod release_rows;
 mod secret_rows;
 mod security;
 mod slo_rows;
 
+pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
 pub use slo_rows::SloCounted;
 
 /// The schema version this build writes (`PRAGMA user_version`): 1 = deployments only,
-/// 2 = plus the security tables. Every step is additive (`CREATE ... IF NOT EXISTS`), so
-/// an older database is brought up to date on open.
-const SCHEMA_VERSION: i64 = 2;
+/// 2 = plus the security tables, 3 = environments (a deployment's environment, release
+/// and gate note; one deploy lock per service and environment) and releases. Tables are
+/// created with `CREATE ... IF NOT EXISTS`; the columns of 3 are added once, by version,
+/// so an older database is brought up to date on open.
+const SCHEMA_VERSION: i64 = 3;
+
+/// What version 3 adds to a database of version 1 or 2.
+const MIGRATE_3: &str = r#"
+ALTER TABLE deployments ADD COLUMN environment TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments ADD COLUMN release_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE deployments ADD COLUMN gate_note TEXT;
+CREATE INDEX IF NOT EXISTS deployments_environment ON deployments(service, environment, created_ms);
+CREATE TABLE IF NOT EXISTS deploy_locks (
+    service TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, environment)
+);
+CREATE TABLE IF NOT EXISTS service_locks (
+    service TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO deploy_locks (service, environment, deployment_id, holder, since_ms)
+    SELECT service, '', deployment_id, holder, since_ms FROM service_locks;
+DROP TABLE service_locks;
+"#;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +73,16 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// Another deployment of the service holds its lock.
+    /// Another deployment of the service, in the same environment, holds its lock.
     #[error(
-        "service {service:?} is locked by deployment {deployment} (started by {holder} at {since}); wait for it, follow it with `drover status {deployment}`, or stop it with `drover abort {deployment}`"
+        "service {service:?}{} is locked by deployment {deployment} (started by {holder} at {since}); wait for it, follow it with `drover status {deployment}`, or stop it with `drover abort {deployment}`",
+        in_environment(.environment)
     )]
     Locked {
         /// The service.
         service: String,
+        /// The environment (`""`: the implicit one).
+        environment: String,
         /// The deployment holding the lock.
         deployment: String,
         /// Who started it.
@@ -80,6 +112,9 @@ pub enum StoreError {
     /// rollout step out of order. Nothing was written.
     #[error("{0}; nothing was written")]
     Refused(#[from] crate::rollout::machine::Refused),
+    /// No release with that id.
+    #[error("no release {0:?}; list them with `drover releases SERVICE`")]
+    NoRelease(String),
     /// A blocking task panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
@@ -92,6 +127,12 @@ pub struct Deployment {
     pub id: String,
     /// The service.
     pub service: String,
+    /// The environment it deploys to (`""`: the implicit one of a spec without any).
+    pub environment: String,
+    /// The release it deploys (`r-...`); empty for a rollback or an older deployment.
+    pub release_id: String,
+    /// What the environment's gates said (an approval, an override and its reason).
+    pub gate_note: Option<String>,
     /// Deploy or rollback.
     pub kind: DeploymentKind,
     /// The version (tag) being rolled out.
@@ -217,27 +258,31 @@ CREATE TABLE IF NOT EXISTS events (
     state TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (deployment_id, seq)
 );
-CREATE TABLE IF NOT EXISTS service_locks (
-    service TEXT PRIMARY KEY,
-    deployment_id TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    since_ms INTEGER NOT NULL
-);
 "#;
 
+/// ` in environment "E"`, or nothing for the implicit environment.
+pub fn in_environment(environment: &str) -> String {
+    if environment.is_empty() {
+        String::new()
+    } else {
+        format!(" in environment {environment:?}")
+    }
+}
+
 /// Unix time in ms.
-/// [`StoreError::Locked`] when a deployment holds `service`'s lock.
-fn refuse_if_locked(c: &Connection, service: &str) -> Result<(), StoreError> {
+/// [`StoreError::Locked`] when a deployment holds the lock of `service` in `environment`.
+fn refuse_if_locked(c: &Connection, service: &str, environment: &str) -> Result<(), StoreError> {
     let held: Option<(String, String, u64)> = c
         .query_row(
-            "SELECT deployment_id, holder, since_ms FROM service_locks WHERE service = ?1",
-            params![service],
+            "SELECT deployment_id, holder, since_ms FROM deploy_locks WHERE service = ?1 AND environment = ?2",
+            params![service, environment],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     match held {
         Some((deployment, holder, since)) => Err(StoreError::Locked {
             service: service.to_string(),
+            environment: environment.to_string(),
             deployment,
             holder,
             since: rfc3339(since),
@@ -309,8 +354,15 @@ impl Store {
             conn.execute_batch(security::SCHEMA).map_err(open_err)?;
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(open_err)?;
+            if version < 3 {
+                conn.execute_batch(&format!("BEGIN; {MIGRATE_3} COMMIT;"))
+                    .map_err(open_err)?;
+            }
+            conn.execute_batch(release_rows::INDEXES)
                 .map_err(open_err)?;
             if version < SCHEMA_VERSION {
                 conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -339,26 +391,42 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Records a new deployment and its hosts, taking the service lock in the same
-    /// transaction. Fails with [`StoreError::Locked`] when another deployment holds it.
+    /// Records a new deployment and its hosts, taking the lock of its service and
+    /// environment in the same transaction. Fails with [`StoreError::Locked`] when
+    /// another deployment holds it.
     pub async fn create(
         &self,
         d: Deployment,
         hosts: Vec<DeploymentHost>,
     ) -> Result<(), StoreError> {
+        self.create_with_release(d, hosts, None).await
+    }
+
+    /// As [`Store::create`], recording `release` (a new release the deployment rolls
+    /// out) in the same transaction: a refused deployment leaves no release behind.
+    pub async fn create_with_release(
+        &self,
+        d: Deployment,
+        hosts: Vec<DeploymentHost>,
+        release: Option<Release>,
+    ) -> Result<(), StoreError> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            refuse_if_locked(&tx, &d.service)?;
+            refuse_if_locked(&tx, &d.service, &d.environment)?;
+            if let Some(r) = &release {
+                release_rows::insert(&tx, r)?;
+            }
             tx.execute(
-                "INSERT INTO service_locks (service, deployment_id, holder, since_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![d.service, d.id, d.requested_by, d.created_ms],
+                "INSERT INTO deploy_locks (service, environment, deployment_id, holder, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d.service, d.environment, d.id, d.requested_by, d.created_ms],
             )?;
             tx.execute(
-                "INSERT INTO deployments (id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, scheduled_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO deployments (id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, scheduled_ms, environment, release_id, gate_note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     d.id, d.service, d.kind.as_str(), d.version, d.image, d.pinned, d.spec,
-                    d.state.as_str(), d.epoch, d.requested_by, d.created_ms, d.scheduled_ms
+                    d.state.as_str(), d.epoch, d.requested_by, d.created_ms, d.scheduled_ms,
+                    d.environment, d.release_id, d.gate_note
                 ],
             )?;
             for h in &hosts {
@@ -374,11 +442,13 @@ impl Store {
         .await
     }
 
-    /// Refuses with [`StoreError::Locked`] when a deployment holds `service`'s lock, as
-    /// [`Store::create`] would; reads only (a plan checks this and takes nothing).
-    pub async fn check_unlocked(&self, service: &str) -> Result<(), StoreError> {
-        let service = service.to_string();
-        self.with(move |c| refuse_if_locked(c, &service)).await
+    /// Refuses with [`StoreError::Locked`] when a deployment holds the lock of `service`
+    /// in `environment`, as [`Store::create`] would; reads only (a plan checks this and
+    /// takes nothing).
+    pub async fn check_unlocked(&self, service: &str, environment: &str) -> Result<(), StoreError> {
+        let (service, environment) = (service.to_string(), environment.to_string());
+        self.with(move |c| refuse_if_locked(c, &service, &environment))
+            .await
     }
 
     /// Writes a checked transition as a compare-and-set: only if the deployment is still
@@ -415,7 +485,7 @@ impl Store {
                 });
             }
             if t.lock() == LockEffect::Release {
-                tx.execute("DELETE FROM service_locks WHERE deployment_id = ?1", params![id])?;
+                tx.execute("DELETE FROM deploy_locks WHERE deployment_id = ?1", params![id])?;
             }
             insert_event(&tx, &id, "", &message, None, Some(t.to()))?;
             tx.commit()?;
@@ -602,6 +672,19 @@ impl Store {
         .await
     }
 
+    /// Adds `note` to what history keeps about the deployment's gates.
+    pub async fn add_gate_note(&self, id: &str, note: &str) -> Result<(), StoreError> {
+        let (id, note) = (id.to_string(), note.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE deployments SET gate_note = CASE WHEN gate_note IS NULL OR gate_note = '' THEN ?2 ELSE gate_note || '; ' || ?2 END WHERE id = ?1",
+                params![id, note],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records why the deployment waits (None: it does not).
     pub async fn set_hold(&self, id: &str, hold: Option<String>) -> Result<(), StoreError> {
         let id = id.to_string();
@@ -648,17 +731,27 @@ impl Store {
         .await
     }
 
-    /// Newest deployments first, optionally of one service.
+    /// Newest deployments first, optionally of one service (and one environment).
     pub async fn list(
         &self,
         service: Option<String>,
         limit: u32,
     ) -> Result<Vec<Deployment>, StoreError> {
+        self.list_in(service, None, limit).await
+    }
+
+    /// Newest deployments first, optionally of one service and of one environment.
+    pub async fn list_in(
+        &self,
+        service: Option<String>,
+        environment: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError> {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{SELECT_DEPLOYMENT} WHERE (?1 IS NULL OR service = ?1) ORDER BY created_ms DESC, id DESC LIMIT ?2"
+                "{SELECT_DEPLOYMENT} WHERE (?1 IS NULL OR service = ?1) AND (?3 IS NULL OR environment = ?3) ORDER BY created_ms DESC, id DESC LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![service, limit], deployment_row)?;
+            let rows = stmt.query_map(params![service, limit, environment], deployment_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -681,7 +774,7 @@ impl Store {
     }
 }
 
-const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error, stage, scheduled_ms, hold, control, promoted FROM deployments";
+const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error, stage, scheduled_ms, hold, control, promoted, environment, release_id, gate_note FROM deployments";
 
 fn deployment_by_id(c: &rusqlite::Connection, id: &str) -> Result<Deployment, StoreError> {
     c.prepare_cached(&format!("{SELECT_DEPLOYMENT} WHERE id = ?1"))?
@@ -710,6 +803,9 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
         hold: r.get(15)?,
         control: Control::parse(&r.get::<_, String>(16)?),
         promoted: r.get(17)?,
+        environment: r.get(18)?,
+        release_id: r.get(19)?,
+        gate_note: r.get(20)?,
     })
 }
 

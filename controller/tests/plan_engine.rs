@@ -213,6 +213,7 @@ async fn rollback_to_a_kept_version_restarts_it_and_refuses_one_not_kept() {
         service: "web".into(),
         requested_by: "test".into(),
         to_version: v.into(),
+        ..Default::default()
     };
 
     let err = client.rollback(to("v9")).await.unwrap_err();

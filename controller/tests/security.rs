@@ -439,6 +439,7 @@ async fn operators_are_authenticated_and_held_to_their_role() {
             service: "web".into(),
             name: "X".into(),
             value: b"v".to_vec(),
+            ..Default::default()
         })
         .await,
         Code::PermissionDenied,
@@ -706,6 +707,7 @@ async fn secrets_travel_only_inside_the_swap() {
             service: "web".into(),
             name: "DB_PASSWORD".into(),
             value: DB_PASSWORD.as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -717,6 +719,7 @@ async fn secrets_travel_only_inside_the_swap() {
                 service: "web".into(),
                 name: "BAD-NAME".into(),
                 value: API_KEY.as_bytes().to_vec(),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -746,12 +749,14 @@ async fn secrets_travel_only_inside_the_swap() {
             service: "web".into(),
             name: "API_KEY".into(),
             value: API_KEY.as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap();
     let listed = ci
         .list_secrets(proto::ListSecretsRequest {
             service: "web".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

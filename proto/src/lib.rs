@@ -103,6 +103,7 @@ mod tests {
             service: "web".into(),
             name: "X".into(),
             value: b"hunter2-value".to_vec(),
+            environment: String::new(),
         };
         let enroll = EnrollRequest {
             token: "hunter2-value".into(),

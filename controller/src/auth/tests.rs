@@ -22,8 +22,9 @@ fn the_roles_matrix() {
         "WhoAmI",
         "Plan",
         "GetSlo",
+        "ListReleases",
     ];
-    let deployer = ["Deploy", "Rollback", "Control"];
+    let deployer = ["Deploy", "Rollback", "Control", "CreateRelease"];
     let admin = [
         "RemoveHost",
         "CreateJoinToken",

@@ -1,4 +1,4 @@
-//! `drover promote|pause|resume|abort ID`: steer a running deployment from any terminal.
+//! `drover promote|pause|resume|abort|approve ID`: steer a running deployment from any terminal.
 //! Each is safe to run twice and is recorded in the history with who asked.
 
 use drover_proto::v1::{ControlAction, ControlRequest};
@@ -40,6 +40,7 @@ pub async fn run(args: ControlArgs, action: ControlAction) -> anyhow::Result<i32
                 ControlAction::Resume => "resume recorded",
                 ControlAction::Abort => "abort recorded (every changed host goes back)",
                 ControlAction::Cancel => "cancelled",
+                ControlAction::Approve => "approved",
                 ControlAction::Unspecified => "recorded",
             };
             println!(

@@ -1,13 +1,14 @@
-//! `drover deploy -f drover.toml --version TAG`: validate, start, follow to the end.
+//! `drover deploy -f drover.toml --version TAG [--env E]`, or `--release ID`, or
+//! `--from ENV`: validate, start, follow to the end.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drover_proto::v1::{DeployRequest, PlanRequest, RegistryAuth, plan_request};
+use drover_proto::v1::{DeployRequest, DeploymentState, PlanRequest, RegistryAuth, plan_request};
 
 use super::ClientArgs;
 use super::progress::{self, Mode};
-use crate::spec::ServiceSpec;
+use crate::spec::SpecFile;
 
 /// Flags of `drover deploy`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +17,9 @@ use crate::spec::ServiceSpec;
   drover deploy -f drover.toml --version v2 --json     # one JSON event per line, for CI
   drover deploy -f drover.toml --version v2 --detach   # print the id; follow with `drover status ID`
   drover deploy -f drover.toml --version v2 --at \"2026-12-01T02:00 Europe/Berlin\"
+  drover deploy -f drover.toml --version v2 --env staging     # makes release r-... of v2
+  drover deploy -f drover.toml --env production --from staging  # what staging runs, exactly
+  drover deploy -f drover.toml --env production --release r-3f2a9c0d1e2b  # any release, e.g. a known-good one
 
 Exit codes: 0 every host runs the new version; 1 the deployment failed or was rolled back;
 2 refused before anything changed (bad spec, no spec file, no matching host, locked, not
@@ -27,12 +31,36 @@ pub struct DeployArgs {
     /// The service spec (TOML).
     #[arg(long, short = 'f', default_value = "drover.toml")]
     pub file: PathBuf,
-    /// Version (tag) to deploy: the image is the spec's repository with this tag.
-    #[arg(long, short = 'v', required_unless_present = "image")]
+    /// Version (tag) to deploy: the image is the spec's repository with this tag. Its
+    /// release (the tag resolved to a digest, once) is made, or found, with the deploy.
+    #[arg(long, short = 'v', required_unless_present_any = ["image", "release", "from"])]
     pub version: Option<String>,
     /// A full image reference instead (e.g. `registry:5000/app@sha256:...`).
-    #[arg(long, conflicts_with = "version")]
+    #[arg(long, conflicts_with_all = ["version", "release", "from"])]
     pub image: Option<String>,
+    /// The environment to deploy to (`[env.NAME]` of the spec); required when the spec
+    /// defines environments.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Deploy this release (`r-...`, see `drover releases SERVICE`): exactly its digest.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["version", "from"])]
+    pub release: Option<String>,
+    /// Deploy the release that last succeeded in this environment (promotion).
+    #[arg(long, value_name = "ENV", conflicts_with = "version")]
+    pub from: Option<String>,
+    /// Open the environment's gates anyway (admin only; needs --reason, kept in history).
+    #[arg(long = "override", requires = "reason")]
+    pub override_gates: bool,
+    /// Why the gates are opened.
+    #[arg(long, value_name = "TEXT", requires = "override_gates")]
+    pub reason: Option<String>,
+    /// The commit the version is built from, kept with its release (default: the
+    /// image's `org.opencontainers.image.revision` label, when the registry can be asked).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// When that commit was made, RFC 3339 (the start of DORA's lead time).
+    #[arg(long, value_name = "TIME")]
+    pub commit_time: Option<String>,
     /// Start at this time instead of now: RFC 3339 (`2026-12-01T02:00:00Z`) or a local
     /// time with a zone (`2026-12-01T02:00 Europe/Berlin`). Implies --detach.
     #[arg(long, value_name = "TIME")]
@@ -73,10 +101,24 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_REFUSED);
         }
     };
-    let spec = match ServiceSpec::from_toml(&text) {
+    let file = match SpecFile::parse(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: invalid spec {}: {e}", args.file.display());
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let spec = match file.environment(args.environment.as_deref()) {
+        Ok(env) => env.spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let commit_ms = match args.commit_time.as_deref().map(parse_time).transpose() {
+        Ok(ms) => ms.unwrap_or(0),
+        Err(e) => {
+            eprintln!("error: --commit-time: {e}");
             return Ok(EXIT_REFUSED);
         }
     };
@@ -98,13 +140,20 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
     };
     let mut client = args.client.client().await?;
     let request = DeployRequest {
-        // The canonical form of what was just checked, not the file's own spelling.
-        spec_toml: spec.to_toml(),
+        // The whole file: the controller resolves the environment (and its gates) itself.
+        spec_toml: text,
         version: args.version.clone().unwrap_or_default(),
         image: args.image.clone().unwrap_or_default(),
         requested_by: whoami(),
         registry_auth,
         at_ms,
+        environment: args.environment.clone().unwrap_or_default(),
+        release_id: args.release.clone().unwrap_or_default(),
+        from_environment: args.from.clone().unwrap_or_default(),
+        override_gates: args.override_gates,
+        override_reason: args.reason.clone().unwrap_or_default(),
+        commit_sha: args.commit.clone().unwrap_or_default(),
+        commit_ms,
     };
     if args.plan {
         let request = PlanRequest {
@@ -132,6 +181,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
             .into());
         }
     };
+    if info.state == DeploymentState::AwaitingApproval as i32 && !args.json {
+        eprintln!(
+            "{} waits for approval: environment {} needs a second person with the deployer role to run `drover approve {}`",
+            info.id, info.environment, info.id
+        );
+    }
     if at_ms > 0 && !args.json {
         eprintln!(
             "scheduled {} for {}; see `drover schedule list`, cancel with `drover schedule cancel {}`",
@@ -153,6 +208,15 @@ fn rerun(args: &DeployArgs) -> String {
     }
     if let Some(i) = &args.image {
         cmd.push_str(&format!(" --image {i}"));
+    }
+    if let Some(e) = &args.environment {
+        cmd.push_str(&format!(" --env {e}"));
+    }
+    if let Some(r) = &args.release {
+        cmd.push_str(&format!(" --release {r}"));
+    }
+    if let Some(f) = &args.from {
+        cmd.push_str(&format!(" --from {f}"));
     }
     if let Some(at) = &args.at {
         cmd.push_str(&format!(" --at {at:?}"));
@@ -187,4 +251,11 @@ pub(crate) fn whoami() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host}")
+}
+
+/// Unix ms of an RFC 3339 time (`2026-12-01T02:00:00Z`) or a local time with a zone.
+pub(crate) fn parse_time(text: &str) -> Result<u64, String> {
+    crate::schedule::parse_at(text)
+        .map(|ts| ts.as_millisecond().max(0) as u64)
+        .map_err(|e| e.to_string())
 }

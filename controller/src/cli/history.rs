@@ -18,6 +18,9 @@ pub struct HistoryArgs {
     /// Only this service.
     #[arg(long, short = 's')]
     pub service: Option<String>,
+    /// Only this environment.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: Option<String>,
     /// How many deployments, newest first.
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: u32,
@@ -36,6 +39,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<i32> {
             service: args.service.clone().unwrap_or_default(),
             limit: args.limit,
             scheduled_only: false,
+            environment: args.environment.clone().unwrap_or_default(),
         })
         .await
         .map_err(|s| super::rpc_error("listing deployments", &s))?
@@ -67,8 +71,8 @@ fn table(list: &[DeploymentInfo], hosts: bool) -> String {
         }
     };
     let mut out = format!(
-        "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} DIGEST\n",
-        "ID", "SERVICE", "KIND", "VERSION", "OUTCOME", "BY", "STARTED", "TOOK"
+        "{:<16} {:<12} {:<11} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} DIGEST\n",
+        "ID", "SERVICE", "ENV", "KIND", "VERSION", "OUTCOME", "BY", "STARTED", "TOOK"
     );
     for d in list {
         let started =
@@ -76,9 +80,14 @@ fn table(list: &[DeploymentInfo], hosts: bool) -> String {
         let digest = d.pinned.rsplit_once('@').map_or("-", |(_, dg)| dg);
         let _ = writeln!(
             out,
-            "{:<16} {:<12} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} {}",
+            "{:<16} {:<12} {:<11} {:<8} {:<10} {:<12} {:<20} {:<20} {:<10} {}",
             d.id,
             d.service,
+            if d.environment.is_empty() {
+                "-"
+            } else {
+                &d.environment
+            },
             d.kind,
             d.version,
             state_name(d.state),
@@ -89,6 +98,9 @@ fn table(list: &[DeploymentInfo], hosts: bool) -> String {
         );
         if !d.error.is_empty() && d.state != DeploymentState::Succeeded as i32 {
             let _ = writeln!(out, "    why: {}", d.error);
+        }
+        if !d.gate_note.is_empty() {
+            let _ = writeln!(out, "    gates: {}", d.gate_note);
         }
         if hosts {
             for h in &d.hosts {

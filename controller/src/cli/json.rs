@@ -63,6 +63,9 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
         "state": state_name(s.state), "requested_by": s.requested_by,
         "created_ms": s.created_ms, "finished_ms": s.finished_ms, "error": s.error,
         "epoch": s.epoch, "batches": s.batches, "hosts": hosts,
+        "environment": (!s.environment.is_empty()).then_some(&s.environment),
+        "release_id": (!s.release_id.is_empty()).then_some(&s.release_id),
+        "gate_note": (!s.gate_note.is_empty()).then_some(&s.gate_note),
     })
 }
 

@@ -14,6 +14,7 @@ mod logs;
 mod plan;
 mod profile;
 mod progress;
+mod release;
 mod rollback;
 mod schedule;
 mod secret;
@@ -71,6 +72,14 @@ pub enum Command {
     Resume(control::ControlArgs),
     /// Stop a deployment and return every host it changed to its previous version.
     Abort(control::ControlArgs),
+    /// Approve a deployment that waits for a second person (an environment with
+    /// `approval = "required"`); not by the person who asked for it.
+    Approve(control::ControlArgs),
+    /// Record a release: a version's tag resolved to its digest once, with its commit.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
+    /// A service's releases: where each runs now and where it was deployed.
+    Releases(release::ReleasesArgs),
     /// List or cancel scheduled deployments.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
@@ -186,6 +195,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause(args) => control::run(args, ControlAction::Pause).await,
         Command::Resume(args) => control::run(args, ControlAction::Resume).await,
         Command::Abort(args) => control::run(args, ControlAction::Abort).await,
+        Command::Approve(args) => control::run(args, ControlAction::Approve).await,
+        Command::Release(cmd) => release::run(cmd).await,
+        Command::Releases(args) => release::list(args).await,
         Command::Schedule(cmd) => schedule::run(cmd).await,
         Command::Ca(cmd) => ca::run(cmd),
         Command::Token(cmd) => access::run_token(cmd).await,

@@ -10,6 +10,7 @@ use super::deploy::{EXIT_REFUSED, follow_or_detach, whoami};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   drover rollback web               # back to web's previous successful version, batch by batch
+  drover rollback web --env production   # the same, in one environment
   drover rollback web --json        # one JSON event per line, for CI
   drover history --service web      # which version that is, and who deployed it
 
@@ -20,6 +21,10 @@ pub struct RollbackArgs {
     pub client: ClientArgs,
     /// The service to roll back.
     pub service: String,
+    /// The environment to roll back (`[env.NAME]` of the spec); required for a service
+    /// deployed to environments.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: Option<String>,
     /// Return to this version (one every target host keeps, see `drover hosts`) instead
     /// of the previous successful one.
     #[arg(long, value_name = "VERSION")]
@@ -42,9 +47,13 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<i32> {
         service: args.service.clone(),
         requested_by: whoami(),
         to_version: args.to.clone().unwrap_or_default(),
+        environment: args.environment.clone().unwrap_or_default(),
     };
     if args.plan {
         let mut rerun = format!("drover rollback {}", args.service);
+        if let Some(env) = &args.environment {
+            rerun.push_str(&format!(" --env {env}"));
+        }
         if let Some(to) = &args.to {
             rerun.push_str(&format!(" --to {to}"));
         }

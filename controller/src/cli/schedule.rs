@@ -38,6 +38,7 @@ pub async fn run(cmd: ScheduleCommand) -> anyhow::Result<i32> {
     let mut client = client.client().await?;
     let list = client
         .list_deployments(ListDeploymentsRequest {
+            environment: String::new(),
             service: service.unwrap_or_default(),
             limit: 1000,
             scheduled_only: true,

@@ -16,8 +16,8 @@ const MAX_VALUE: usize = 64 * 1024;
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretCommand {
     /// Set (or replace) a secret of a service; the value is read from stdin, e.g.
-    /// `drover secret set web DB_PASSWORD < password.txt`. One trailing newline is
-    /// dropped. Needs the admin role.
+    /// `drover secret set web DB_PASSWORD --env production < password.txt`. One
+    /// trailing newline is dropped. Needs the admin role.
     Set {
         #[command(flatten)]
         client: ClientArgs,
@@ -26,6 +26,11 @@ pub enum SecretCommand {
         /// The secret's name: letters, digits and `_`, not starting with a digit. It is
         /// the environment variable or file name the container sees.
         name: String,
+        /// Only for this environment of the service (`[env.NAME]`): never sent to the
+        /// hosts of another. Without it, the value is for every environment that has
+        /// no value of its own.
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
     },
     /// List a service's secret names (never their values).
     List {
@@ -33,6 +38,10 @@ pub enum SecretCommand {
         client: ClientArgs,
         /// The service.
         service: String,
+        /// The secrets the service gets in this environment (its own, and those for
+        /// every environment it does not override).
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
         /// One JSON object per secret.
         #[arg(long)]
         json: bool,
@@ -53,16 +62,23 @@ pub async fn run(cmd: SecretCommand) -> anyhow::Result<i32> {
             client,
             service,
             name,
-        } => set(client, service, name).await,
+            environment,
+        } => set(client, service, name, environment.unwrap_or_default()).await,
         SecretCommand::List {
             client,
             service,
+            environment,
             json,
-        } => list(client, service, json).await,
+        } => list(client, service, environment.unwrap_or_default(), json).await,
     }
 }
 
-async fn set(client: ClientArgs, service: String, name: String) -> anyhow::Result<i32> {
+async fn set(
+    client: ClientArgs,
+    service: String,
+    name: String,
+    environment: String,
+) -> anyhow::Result<i32> {
     if !valid_secret_name(&name) {
         return Err(Refused(format!(
             "{name:?} is not a valid secret name: use letters, digits and '_', not starting with a digit (it becomes an environment variable or file name)"
@@ -103,20 +119,34 @@ async fn set(client: ClientArgs, service: String, name: String) -> anyhow::Resul
             service: service.clone(),
             name: name.clone(),
             value: value.to_vec(),
+            environment: environment.clone(),
         })
         .await
         .map_err(|s| rpc_error(&format!("setting secret {name} of {service}"), &s))?
         .into_inner();
     let verb = if r.replaced { "replaced" } else { "set" };
-    println!("secret {name} of {service} {verb}; it reaches containers at their next deploy");
+    let scope = if environment.is_empty() {
+        "every environment".to_string()
+    } else {
+        format!("environment {environment} only")
+    };
+    println!(
+        "secret {name} of {service} {verb} for {scope}; it reaches containers at their next deploy"
+    );
     Ok(0)
 }
 
-async fn list(client: ClientArgs, service: String, json: bool) -> anyhow::Result<i32> {
+async fn list(
+    client: ClientArgs,
+    service: String,
+    environment: String,
+    json: bool,
+) -> anyhow::Result<i32> {
     let mut c = client.client().await?;
     let secrets = c
         .list_secrets(ListSecretsRequest {
             service: service.clone(),
+            environment,
         })
         .await
         .map_err(|s| rpc_error(&format!("listing the secrets of {service}"), &s))?
@@ -128,6 +158,7 @@ async fn list(client: ClientArgs, service: String, json: bool) -> anyhow::Result
                 "{}",
                 serde_json::json!({
                     "name": s.name, "updated_at_ms": s.updated_at_ms, "updated_by": s.updated_by,
+                    "environment": (!s.environment.is_empty()).then_some(&s.environment),
                 })
             );
         }
@@ -139,12 +170,23 @@ async fn list(client: ClientArgs, service: String, json: bool) -> anyhow::Result
         );
         return Ok(0);
     }
-    println!("{:<32} {:<22} UPDATED BY", "NAME", "UPDATED");
+    println!("{:<32} {:<18} {:<22} UPDATED BY", "NAME", "FOR", "UPDATED");
     for s in &secrets {
         let when = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.updated_at_ms),
         );
-        println!("{:<32} {:<22} {}", s.name, when.to_string(), s.updated_by);
+        let scope = if s.environment.is_empty() {
+            "every environment"
+        } else {
+            s.environment.as_str()
+        };
+        println!(
+            "{:<32} {:<18} {:<22} {}",
+            s.name,
+            scope,
+            when.to_string(),
+            s.updated_by
+        );
     }
     Ok(0)
 }

@@ -222,35 +222,48 @@ impl OperatorService {
     ) -> Result<Response<proto::SetSecretResponse>, Status> {
         let result = async {
             check_service(&r.service)?;
+            check_environment(&r.environment)?;
             self.vault
-                .set(&r.service, &r.name, &r.value, &who.name)
+                .set(&r.service, &r.environment, &r.name, &r.value, &who.name)
                 .await
                 .map_err(secrets_status)
         }
         .await;
         r.value.zeroize();
         let replaced = result?;
-        info!(service = %r.service, secret = %r.name, by = %who.name, replaced, "secret set");
+        info!(service = %r.service, environment = %r.environment, secret = %r.name, by = %who.name, replaced, "secret set");
         Ok(Response::new(proto::SetSecretResponse { replaced }))
     }
 
     pub(super) async fn list_secrets_of(
         &self,
-        service: &str,
+        r: proto::ListSecretsRequest,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
-        check_service(service)?;
+        check_service(&r.service)?;
+        check_environment(&r.environment)?;
         let secrets = self
             .vault
-            .list(service)
+            .list(&r.service, &r.environment)
             .await
             .map_err(secrets_status)?
             .into_iter()
-            .map(|m| proto::SecretInfo {
+            .map(|(m, environment)| proto::SecretInfo {
                 name: m.name,
                 updated_at_ms: m.updated_ms,
                 updated_by: m.updated_by,
+                environment,
             })
             .collect();
         Ok(Response::new(proto::ListSecretsResponse { secrets }))
     }
+}
+
+/// Refuses an environment name no spec could define (empty: every environment).
+fn check_environment(environment: &str) -> Result<(), Status> {
+    if environment.is_empty() || crate::spec::valid_service_name(environment) {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "{environment:?} is not an environment name: use the name of an [env.NAME] section of the spec"
+    )))
 }

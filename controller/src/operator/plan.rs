@@ -6,20 +6,78 @@ use tonic::Status;
 
 use super::host_row;
 use crate::auth::Principal;
-use crate::rollout::{self, DigestLookup, Plan, PlanRequest};
-use crate::spec::ServiceSpec;
+use crate::rollout::{self, DigestLookup, Plan, PlanRequest, ReleaseChoice};
+use crate::spec::SpecFile;
+use drover_shared::tls::Role;
 
-/// A deploy request as the engine takes it; the spec parsed once, here.
+/// A deploy request as the engine takes it; the spec parsed once, here, and resolved
+/// for the environment asked for. An override of the gates needs an admin and a reason.
 pub(super) fn deploy_request(
     who: &Principal,
     r: proto::DeployRequest,
 ) -> Result<rollout::DeployRequest, Status> {
-    let spec = ServiceSpec::from_toml(&r.spec_toml)
+    let file = SpecFile::parse(&r.spec_toml)
         .map_err(|e| Status::invalid_argument(format!("invalid spec: {e}")))?;
+    let env = file
+        .environment(Some(r.environment.as_str()))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let given = [
+        !r.version.is_empty() || !r.image.is_empty(),
+        !r.release_id.is_empty(),
+        !r.from_environment.is_empty(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(Status::invalid_argument(
+            "say what to deploy once: --version (or --image), --release or --from",
+        ));
+    }
+    let release = if !r.release_id.is_empty() {
+        ReleaseChoice::Id(r.release_id)
+    } else if !r.from_environment.is_empty() {
+        if r.from_environment == env.name || !file.names().any(|n| n == r.from_environment) {
+            return Err(Status::invalid_argument(format!(
+                "--from {:?}: {}; name another environment of the spec ({})",
+                r.from_environment,
+                if r.from_environment == env.name {
+                    "that is the environment being deployed to"
+                } else {
+                    "not an environment of this spec"
+                },
+                file.names().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        ReleaseChoice::From(r.from_environment)
+    } else {
+        ReleaseChoice::Version {
+            version: r.version,
+            image: Some(r.image).filter(|i| !i.is_empty()),
+        }
+    };
+    let override_reason = if r.override_gates {
+        if who.role < Role::Admin {
+            return Err(Status::permission_denied(format!(
+                "{who} may not override gates: only an admin can, with --override --reason"
+            )));
+        }
+        let reason = r.override_reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "--override needs --reason \"...\": history keeps why the gates were opened",
+            ));
+        }
+        Some(reason)
+    } else {
+        None
+    };
+    let commit = (!r.commit_sha.is_empty() || r.commit_ms > 0)
+        .then(|| (r.commit_sha, Some(r.commit_ms).filter(|ms| *ms > 0)));
     Ok(rollout::DeployRequest {
-        spec,
-        version: r.version,
-        image: Some(r.image).filter(|i| !i.is_empty()),
+        spec: env.spec,
+        environment: env.name,
+        gates: env.gates,
+        release,
+        commit,
+        override_reason,
         requested_by: who.history_name(&r.requested_by),
         auth: r
             .registry_auth
@@ -35,6 +93,7 @@ pub(super) fn rollback_request(
 ) -> rollout::RollbackRequest {
     rollout::RollbackRequest {
         service: r.service,
+        environment: r.environment,
         to_version: Some(r.to_version).filter(|v| !v.is_empty()),
         requested_by: who.history_name(&r.requested_by),
     }
@@ -78,6 +137,7 @@ pub(super) fn plan_response(p: Plan) -> proto::PlanResponse {
             "not recorded: this controller never rolled this version out; the hosts keep its containers".into()
         }
         DigestLookup::FromRegistry => "the registry's answer for the tag, just now".into(),
+        DigestLookup::FromRelease => "recorded with the release when it was made".into(),
         DigestLookup::AtPullTime(why) => format!("resolved at pull time: {why}"),
     };
     let d = p.deployment;

@@ -1,4 +1,4 @@
-//! Operator actions on a deployment (cancel, abort, pause, resume, promote).
+//! Operator actions on a deployment (cancel, abort, pause, resume, promote, approve).
 //!
 //! A deployment that a rollout task owns gets a request the task applies at its next
 //! safe point; one that no task acts on yet (`scheduled`) is ended here, through the
@@ -8,7 +8,7 @@
 use super::machine::{self, Event};
 use super::{Action, DeployError, Deployer};
 use crate::state::{Control, DeploymentState};
-use crate::store::StoreError;
+use crate::store::{Deployment, StoreError};
 use tracing::info;
 
 impl Deployer {
@@ -24,6 +24,7 @@ impl Deployer {
         };
         let store = &self.shared.store;
         match action {
+            Action::Approve => return self.approve(&d, by).await,
             Action::Cancel => {
                 if d.state == DeploymentState::Cancelled {
                     return Ok(());
@@ -62,6 +63,7 @@ impl Deployer {
             }
             _ if d.state.is_terminal() => {
                 let verb = match action {
+                    Action::Approve => "approve",
                     Action::Promote => "promote",
                     Action::Pause => "pause",
                     Action::Resume => "resume",
@@ -101,7 +103,12 @@ impl Deployer {
                 // the rollback under the service lock.
                 let msg = format!("aborted by {by} before it started");
                 let ended = match machine::apply(d.state, Event::Cancel) {
-                    Ok(t) if d.state == DeploymentState::Scheduled => {
+                    Ok(t)
+                        if matches!(
+                            d.state,
+                            DeploymentState::Scheduled | DeploymentState::AwaitingApproval
+                        ) =>
+                    {
                         match store.transition(id, t, Some(msg.clone()), &msg).await {
                             Ok(()) => true,
                             Err(StoreError::Stale { .. }) => false,
@@ -123,6 +130,47 @@ impl Deployer {
             }
         }
         info!(deployment = %id, action = ?action, by, "operator request recorded");
+        self.shared.notify();
+        Ok(())
+    }
+}
+
+impl Deployer {
+    /// A second person approves a deployment waiting for approval: it then waits for
+    /// its start time and a deploy window like any other. The person who asked for the
+    /// deployment cannot approve it; approving twice is a no-op.
+    async fn approve(&self, d: &Deployment, by: &str) -> Result<(), DeployError> {
+        let id = &d.id;
+        if d.state != DeploymentState::AwaitingApproval {
+            let approved = d
+                .gate_note
+                .as_deref()
+                .is_some_and(|n| n.contains("approved by"));
+            if approved && !d.state.is_terminal() || d.state == DeploymentState::Succeeded {
+                return Ok(());
+            }
+            return Err(DeployError::Control(format!(
+                "deployment {id} does not wait for approval (it is {}); see `drover status {id}`",
+                d.state
+            )));
+        }
+        if by == d.requested_by {
+            return Err(DeployError::Control(format!(
+                "{by} asked for deployment {id} and cannot approve it too: another person with the deployer or admin role runs `drover approve {id}`"
+            )));
+        }
+        let t = machine::apply(d.state, Event::Approve).map_err(StoreError::from)?;
+        let msg = format!("approved by {by}");
+        match self.shared.store.transition(id, t, None, &msg).await {
+            Ok(()) => {}
+            // Approved (or cancelled) by someone else meanwhile.
+            Err(StoreError::Stale { actual, .. }) if actual != DeploymentState::Failed => {
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.shared.store.add_gate_note(id, &msg).await?;
+        info!(deployment = %id, by, "deployment approved");
         self.shared.notify();
         Ok(())
     }

@@ -6,23 +6,34 @@ use super::{DeployError, Deployer, load_balancer};
 use crate::spec::ServiceSpec;
 
 impl Deployer {
-    /// Refuses a spec that names secrets not set for its service.
-    pub(super) async fn check_secrets(&self, spec: &ServiceSpec) -> Result<(), DeployError> {
+    /// Refuses a spec that names secrets set neither for its service nor for its
+    /// service in `environment`.
+    pub(super) async fn check_secrets(
+        &self,
+        spec: &ServiceSpec,
+        environment: &str,
+    ) -> Result<(), DeployError> {
         let service = &spec.service.name;
         let missing = self
             .shared
             .vault
-            .missing(service, &spec.secrets.names)
+            .missing(service, environment, &spec.secrets.names)
             .await?;
         if missing.is_empty() {
             return Ok(());
         }
+        let env_flag = if environment.is_empty() {
+            String::new()
+        } else {
+            format!(" --env {environment}")
+        };
         let commands: Vec<String> = missing
             .iter()
-            .map(|n| format!("`drover secret set {service} {n}`"))
+            .map(|n| format!("`drover secret set {service} {n}{env_flag}`"))
             .collect();
         Err(DeployError::MissingSecrets(format!(
-            "service {service} needs secrets that are not set: {}; set them first with {} (each value is read from stdin)",
+            "service {service}{} needs secrets that are not set: {}; set them first with {} (each value is read from stdin)",
+            crate::store::in_environment(environment),
             missing.join(", "),
             commands.join(", ")
         )))

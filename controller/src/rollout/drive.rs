@@ -104,6 +104,12 @@ async fn fail_before_start(shared: &Shared, d: &Deployment, msg: &str) -> Result
 impl Rollout {
     /// Drives the deployment to a terminal state (or until the controller shuts down).
     async fn drive(&mut self) -> Result<()> {
+        if self.d.state == DeploymentState::AwaitingApproval {
+            match self.wait_approval().await? {
+                Start::Go => {}
+                Start::Ended => return Ok(()),
+            }
+        }
         if self.d.state == DeploymentState::Scheduled {
             match self.wait_start().await? {
                 Start::Go => {}
@@ -275,6 +281,15 @@ impl Rollout {
         }
         let pinned = pinned.unwrap_or_default();
         self.shared.store.set_pinned(&self.d.id, &pinned).await?;
+        if let Some((_, digest)) = pinned.rsplit_once('@')
+            && !self.d.release_id.is_empty()
+        {
+            // A release whose registry the controller cannot ask learns its digest here.
+            self.shared
+                .store
+                .set_release_digest(&self.d.release_id, digest)
+                .await?;
+        }
         self.d.pinned = pinned.clone();
         self.set_phase(
             &targets,

@@ -14,6 +14,9 @@ use crate::state::DeploymentState::{self, *};
 /// request applied to a deployment that no task is acting on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// A second person approved a deployment that waited for approval; it then waits
+    /// for its start time and a deploy window like any other.
+    Approve,
     /// A scheduled deployment's start time came and a deploy window is open.
     StartTimeReached,
     /// Pulling the image on every target begins.
@@ -107,6 +110,7 @@ pub struct Refused {
 pub fn next(state: DeploymentState, event: Event) -> Option<DeploymentState> {
     use Event as E;
     let to = match (event, state) {
+        (E::Approve, AwaitingApproval) => Scheduled,
         (E::StartTimeReached, Scheduled) => Pending,
         (E::Prepare, Pending) => Preparing,
         (E::Roll, Pending | Preparing) => Rolling,
@@ -121,7 +125,7 @@ pub fn next(state: DeploymentState, event: Event) -> Option<DeploymentState> {
         (E::BeginRollback, Rolling | Baking | AwaitingPromotion | Held | Paused) => RollingBack,
         (E::FinishRollback, RollingBack) => RolledBack,
         (E::Fail, s) if !s.is_terminal() => Failed,
-        (E::Cancel, Scheduled | Pending) => Cancelled,
+        (E::Cancel, AwaitingApproval | Scheduled | Pending) => Cancelled,
         (E::Skip, Scheduled) => Skipped,
         _ => return None,
     };

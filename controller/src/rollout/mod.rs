@@ -11,10 +11,12 @@ mod canary;
 mod control;
 mod drive;
 mod flight;
+mod gates;
 pub mod machine;
 mod plan;
 mod prepare;
 mod preview;
+mod release;
 mod schedule_wait;
 pub mod stages;
 mod steps;
@@ -34,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
-use crate::spec::{ServiceSpec, SpecError};
+use crate::spec::{Gates, ServiceSpec, SpecError};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError};
 
 pub use plan::batches;
@@ -66,12 +68,18 @@ impl Default for DeployerSettings {
 /// A deploy as asked for by an operator.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
-    /// The validated spec.
+    /// The validated spec, as it applies in `environment`.
     pub spec: ServiceSpec,
-    /// Version (tag) to deploy.
-    pub version: String,
-    /// Full image reference overriding `spec.service.image:version`, if given.
-    pub image: Option<String>,
+    /// The environment deployed to (`""`: the implicit one of a spec without any).
+    pub environment: String,
+    /// The environment's gates.
+    pub gates: Gates,
+    /// What to deploy.
+    pub release: ReleaseChoice,
+    /// Commit SHA and time (Unix ms) of a release made by this deploy.
+    pub commit: Option<(String, Option<u64>)>,
+    /// An admin's reason for opening the environment's gates (checked by the caller).
+    pub override_reason: Option<String>,
     /// Who asks.
     pub requested_by: String,
     /// Registry credentials for this deployment's pulls; never stored.
@@ -80,11 +88,30 @@ pub struct DeployRequest {
     pub at_ms: Option<u64>,
 }
 
+/// What a deploy rolls out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseChoice {
+    /// A version (tag) of the spec's repository, or a full image reference: its
+    /// release is found, or made with the deployment.
+    Version {
+        /// The tag (empty with a full reference).
+        version: String,
+        /// A full image reference overriding `spec.service.image:version`.
+        image: Option<String>,
+    },
+    /// A recorded release, by id.
+    Id(String),
+    /// The release that last succeeded in this environment.
+    From(String),
+}
+
 /// A rollback as asked for by an operator.
 #[derive(Debug, Clone)]
 pub struct RollbackRequest {
     /// The service to roll back.
     pub service: String,
+    /// Its environment (`""`: the implicit one).
+    pub environment: String,
     /// A version every target host keeps; `None` = the previous successful version.
     pub to_version: Option<String>,
     /// Who asks.
@@ -97,9 +124,16 @@ pub enum DeployError {
     /// The spec is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
-    /// The image reference or version is unusable.
+    /// The image reference or version is unusable, or the registry has no such tag.
     #[error("{0}")]
     Image(String),
+    /// The release named does not exist, is of another service, or there is no
+    /// success to promote from.
+    #[error("{0}")]
+    Release(String),
+    /// A gate of the environment holds the deploy; what would open it.
+    #[error("{0}")]
+    Gate(String),
     /// The selector matches no connected host, or a matching host is not connected.
     #[error("{0}")]
     Targets(String),
@@ -139,6 +173,8 @@ pub enum Action {
     Abort,
     /// Cancel a deployment that has not started.
     Cancel,
+    /// Approve a deployment waiting for a second person.
+    Approve,
 }
 
 pub(crate) struct Shared {
@@ -217,37 +253,66 @@ impl Deployer {
     /// Validates `req` against the live fleet, records the deployment and starts it.
     pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
         let p = self.prepare_deploy(&req).await?;
-        self.start(p.deployment, p.hosts, req.auth).await
+        let release = p.release.filter(|c| c.is_new).map(|c| c.release);
+        self.start(p.deployment, p.hosts, release, req.auth).await
     }
 
     /// Rolls a service back to the version of its previous successful deployment, or to
     /// the version asked for, which every target host keeps: no pull.
     pub async fn rollback(&self, req: RollbackRequest) -> Result<Deployment, DeployError> {
         let p = self.prepare_rollback(&req).await?;
-        self.start(p.deployment, p.hosts, None).await
+        self.start(p.deployment, p.hosts, None, None).await
     }
 
     async fn start(
         &self,
         d: Deployment,
         hosts: Vec<DeploymentHost>,
+        release: Option<crate::store::Release>,
         auth: Option<proto::RegistryAuth>,
     ) -> Result<Deployment, DeployError> {
         if self.shared.shutdown.is_cancelled() {
             return Err(DeployError::ShuttingDown);
         }
-        self.shared.store.create(d.clone(), hosts).await?;
         self.shared
             .store
+            .create_with_release(d.clone(), hosts, release)
+            .await?;
+        let store = &self.shared.store;
+        let release = if d.release_id.is_empty() {
+            String::new()
+        } else {
+            format!(" (release {})", d.release_id)
+        };
+        store
             .event(
                 &d.id,
                 "",
                 &format!(
-                    "{} of {} {} requested by {}",
-                    d.kind, d.service, d.version, d.requested_by
+                    "{} of {} {}{release}{} requested by {}",
+                    d.kind,
+                    d.service,
+                    d.version,
+                    crate::store::in_environment(&d.environment),
+                    d.requested_by
                 ),
             )
             .await?;
+        if let Some(note) = &d.gate_note {
+            store.event(&d.id, "", note).await?;
+        }
+        if d.state == crate::state::DeploymentState::AwaitingApproval {
+            store
+                .event(
+                    &d.id,
+                    "",
+                    &format!(
+                        "waiting for approval: environment {} requires a second person with the deployer role to run `drover approve {}`",
+                        d.environment, d.id
+                    ),
+                )
+                .await?;
+        }
         info!(deployment = %d.id, service = %d.service, version = %d.version, "deployment recorded");
         self.spawn(d.clone(), auth);
         Ok(d)

@@ -2,9 +2,8 @@
 //! the one code path behind [`Deployer::deploy`], [`Deployer::rollback`] and
 //! [`Deployer::plan`]: a plan is exactly the deployment a deploy would have recorded.
 
-use drover_shared::image::ImageRef;
-
 use super::plan::plan_hosts;
+use super::release::Chosen;
 use super::{DeployError, DeployRequest, Deployer, RollbackRequest, new_id};
 use crate::hub::AgentHub;
 use crate::spec::ServiceSpec;
@@ -18,33 +17,23 @@ pub struct Prepared {
     pub deployment: Deployment,
     /// Every target host's row: stage, batch, the version it runs now.
     pub hosts: Vec<DeploymentHost>,
+    /// The release a deploy rolls out (to record with it when new); `None` for a
+    /// rollback.
+    pub(super) release: Option<Chosen>,
 }
 
 impl Deployer {
-    /// Checks `req` (image, secrets, targets, load balancers) and plans its hosts.
+    /// Checks `req` (release, gates, secrets, targets, load balancers) and plans its
+    /// hosts.
     pub(super) async fn prepare_deploy(
         &self,
         req: &DeployRequest,
     ) -> Result<Prepared, DeployError> {
         let spec = &req.spec;
-        let image = match &req.image {
-            Some(i) => i.clone(),
-            None => {
-                if req.version.is_empty() {
-                    return Err(DeployError::Image(
-                        "no version given: pass --version TAG (or --image REF)".into(),
-                    ));
-                }
-                format!("{}:{}", spec.service.image, req.version)
-            }
-        };
-        let parsed = ImageRef::parse(&image).map_err(|e| DeployError::Image(e.to_string()))?;
-        let version = if req.version.is_empty() {
-            parsed.tag_or_latest().unwrap_or("pinned").to_string()
-        } else {
-            req.version.clone()
-        };
-        self.check_secrets(spec).await?;
+        let chosen = self.choose_release(req).await?;
+        let admission = self.check_gates(req, &chosen).await?;
+        let version = chosen.release.tag.clone();
+        self.check_secrets(spec, &req.environment).await?;
         let targets = self.targets(spec).await?;
         let id = new_id();
         let seed = canary_seed(&spec.service.name, &version);
@@ -52,7 +41,9 @@ impl Deployer {
         let now = self.shared.clock.now();
         let scheduled_ms = req.at_ms.filter(|at| *at as i64 > now.as_millisecond());
         let windows_closed = !spec.schedule.windows.is_open(now);
-        let state = if scheduled_ms.is_some() || windows_closed {
+        let state = if admission.awaiting_approval {
+            DeploymentState::AwaitingApproval
+        } else if scheduled_ms.is_some() || (windows_closed && req.override_reason.is_none()) {
             DeploymentState::Scheduled
         } else {
             DeploymentState::Pending
@@ -60,14 +51,13 @@ impl Deployer {
         let deployment = Deployment {
             id,
             service: spec.service.name.clone(),
+            environment: req.environment.clone(),
+            release_id: chosen.release.id.clone(),
+            gate_note: admission.note,
             kind: DeploymentKind::Deploy,
             version,
-            image,
-            pinned: parsed
-                .digest
-                .as_ref()
-                .map(|d| parsed.pinned(d))
-                .unwrap_or_default(),
+            image: chosen.image(),
+            pinned: chosen.release.pinned().unwrap_or_default(),
             spec: spec.to_toml(),
             state,
             epoch: 1,
@@ -81,7 +71,11 @@ impl Deployer {
             control: Control::None,
             promoted: -1,
         };
-        Ok(Prepared { deployment, hosts })
+        Ok(Prepared {
+            deployment,
+            hosts,
+            release: Some(chosen),
+        })
     }
 
     /// Finds the version to return to (the previous successful one, or the one asked
@@ -91,22 +85,28 @@ impl Deployer {
         req: &RollbackRequest,
     ) -> Result<Prepared, DeployError> {
         let service = req.service.as_str();
+        let environment = req.environment.as_str();
         let history = self
             .shared
             .store
-            .list(Some(service.to_string()), 200)
+            .list_in(
+                Some(service.to_string()),
+                Some(environment.to_string()),
+                200,
+            )
             .await?;
         let mut succeeded = history
             .iter()
             .filter(|d| d.state == DeploymentState::Succeeded && !d.pinned.is_empty());
         let Some(current) = succeeded.next() else {
             return Err(DeployError::NothingToRollBack(format!(
-                "service {service:?} has no successful deployment to roll back from; see `drover history --service {service}`"
+                "service {service:?}{} has no successful deployment to roll back from; see `drover history --service {service}`",
+                crate::store::in_environment(environment)
             )));
         };
         let spec = ServiceSpec::from_toml(&current.spec)?;
         let targets = self.targets(&spec).await?;
-        let (version, image, pinned) = match &req.to_version {
+        let (version, image, pinned, release_id) = match &req.to_version {
             Some(to) => {
                 let image = kept_everywhere(&self.shared.hub, &targets, service, to)?;
                 // The digest is known when that version was deployed from this controller.
@@ -114,7 +114,13 @@ impl Deployer {
                     .iter()
                     .find(|d| d.version == *to && !d.pinned.is_empty());
                 let pinned = known.map(|d| d.pinned.clone()).unwrap_or_default();
-                (to.clone(), known.map_or(image, |d| d.image.clone()), pinned)
+                let release_id = known.map(|d| d.release_id.clone()).unwrap_or_default();
+                (
+                    to.clone(),
+                    known.map_or(image, |d| d.image.clone()),
+                    pinned,
+                    release_id,
+                )
             }
             None => {
                 let Some(previous) = succeeded.find(|d| d.pinned != current.pinned) else {
@@ -126,6 +132,7 @@ impl Deployer {
                     previous.version.clone(),
                     previous.image.clone(),
                     previous.pinned.clone(),
+                    previous.release_id.clone(),
                 )
             }
         };
@@ -134,6 +141,9 @@ impl Deployer {
         let deployment = Deployment {
             id,
             service: service.to_string(),
+            environment: environment.to_string(),
+            release_id,
+            gate_note: None,
             kind: DeploymentKind::Rollback,
             version,
             image,
@@ -151,7 +161,11 @@ impl Deployer {
             control: Control::None,
             promoted: -1,
         };
-        Ok(Prepared { deployment, hosts })
+        Ok(Prepared {
+            deployment,
+            hosts,
+            release: None,
+        })
     }
 }
 

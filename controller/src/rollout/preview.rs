@@ -35,6 +35,8 @@ pub enum DigestLookup {
     FromHistory,
     /// The controller asked the registry, which pointed the tag at it just now.
     FromRegistry,
+    /// Recorded with the release when it was made.
+    FromRelease,
     /// A rollback to a version this controller never rolled out: no digest recorded.
     NotRecorded,
     /// Not known before the agents pull; why.
@@ -84,14 +86,18 @@ impl Deployer {
         let Prepared {
             mut deployment,
             hosts,
+            release,
         } = prepared;
         // The one refusal the deploy makes when recording: another holds the lock.
         self.shared
             .store
-            .check_unlocked(&deployment.service)
+            .check_unlocked(&deployment.service, &deployment.environment)
             .await?;
         let spec = ServiceSpec::from_toml(&deployment.spec)?;
-        let digest = self.lookup_digest(&mut deployment, auth).await;
+        let digest = match release {
+            Some(chosen) => chosen.digest,
+            None => self.lookup_digest(&mut deployment, auth).await,
+        };
         let now = self.shared.clock.now();
         let windows = &spec.schedule.windows;
         let asked = deployment
@@ -150,7 +156,9 @@ impl Deployer {
                 d.pinned = image.pinned(&digest);
                 DigestLookup::FromRegistry
             }
-            Lookup::Unknown(why) => DigestLookup::AtPullTime(why),
+            Lookup::Unknown(why) | Lookup::Missing(why) | Lookup::Refused(why) => {
+                DigestLookup::AtPullTime(why)
+            }
         }
     }
 }

@@ -62,6 +62,22 @@ impl Rollout {
         Ok(Start::Go)
     }
 
+    /// Waits until a second person approves the deployment (or it is cancelled).
+    pub(super) async fn wait_approval(&mut self) -> Result<Start> {
+        loop {
+            let d = self.shared.store.deployment(&self.d.id).await?;
+            if d.state.is_terminal() {
+                self.d.state = d.state;
+                return Ok(Start::Ended);
+            }
+            if d.state != DeploymentState::AwaitingApproval {
+                self.d.state = d.state;
+                return Ok(Start::Go);
+            }
+            self.nap(Duration::from_secs(60)).await;
+        }
+    }
+
     /// Holds stage `stage` until a deploy window is open.
     pub(super) async fn wait_window(&mut self, stage: u32) -> Result<Go> {
         let schedule = self.schedule();

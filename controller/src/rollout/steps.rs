@@ -182,7 +182,7 @@ impl Rollout {
         let values = self
             .shared
             .vault
-            .open_all(&self.d.service, names)
+            .open_all(&self.d.service, &self.d.environment, names)
             .await
             .map_err(|e| HostFailure::new(host, Left::AsBefore, e))?;
         let (delivery, mount_path) = self.spec.secrets_delivery();

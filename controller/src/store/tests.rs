@@ -6,6 +6,9 @@ fn deployment(id: &str, service: &str) -> Deployment {
     Deployment {
         id: id.into(),
         service: service.into(),
+        environment: String::new(),
+        release_id: String::new(),
+        gate_note: None,
         kind: DeploymentKind::Deploy,
         version: "v2".into(),
         image: "reg/demo:v2".into(),
@@ -445,4 +448,184 @@ async fn an_older_database_gains_the_security_tables() {
         .await
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
+}
+
+fn in_env(id: &str, environment: &str) -> Deployment {
+    Deployment {
+        environment: environment.into(),
+        ..deployment(id, "web")
+    }
+}
+
+#[tokio::test]
+async fn each_environment_has_its_own_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+    store
+        .create(in_env("d-s", "staging"), vec![])
+        .await
+        .unwrap();
+    // Production of the same service is not held by staging's deployment...
+    store
+        .create(in_env("d-p", "production"), vec![])
+        .await
+        .unwrap();
+    // ...but a second production deployment is, naming the environment.
+    let e = store
+        .create(in_env("d-p2", "production"), vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Locked { ref deployment, .. } if deployment == "d-p"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("in environment \"production\""),
+        "{e}"
+    );
+    assert!(store.check_unlocked("web", "").await.is_ok());
+    assert!(store.check_unlocked("web", "staging").await.is_err());
+    // Ending production's deployment frees production only.
+    let t = machine::apply(DeploymentState::Pending, Event::Cancel).unwrap();
+    store.transition("d-p", t, None, "cancelled").await.unwrap();
+    store
+        .create(in_env("d-p3", "production"), vec![])
+        .await
+        .unwrap();
+    assert!(store.check_unlocked("web", "staging").await.is_err());
+}
+
+#[tokio::test]
+async fn a_version_2_database_keeps_its_deployments_and_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(
+            "CREATE TABLE service_locks (service TEXT PRIMARY KEY, deployment_id TEXT NOT NULL, holder TEXT NOT NULL, since_ms INTEGER NOT NULL);
+             INSERT INTO deployments (id, service, kind, version, image, spec, state, epoch, requested_by, created_ms)
+                 VALUES ('d-old', 'web', 'deploy', 'v1', 'reg/web:v1', '', 'rolling', 1, 'ops', 1);
+             INSERT INTO service_locks VALUES ('web', 'd-old', 'ops', 1);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    let d = store.deployment("d-old").await.unwrap();
+    assert_eq!((d.environment.as_str(), d.release_id.as_str()), ("", ""));
+    let e = store
+        .create(deployment("d-new", "web"), vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Locked { ref deployment, .. } if deployment == "d-old"),
+        "{e}"
+    );
+    drop(store);
+    // Opening again does not migrate twice.
+    let store = Store::open(&path).await.unwrap();
+    assert!(store.check_unlocked("web", "").await.is_err());
+}
+
+fn release(id: &str, tag: &str, digest: &str) -> Release {
+    Release {
+        id: id.into(),
+        service: "web".into(),
+        tag: tag.into(),
+        image: "reg/web".into(),
+        digest: digest.into(),
+        commit_sha: String::new(),
+        commit_ms: None,
+        created_by: "ci".into(),
+        created_ms: now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn a_release_is_recorded_once_per_tag_and_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+    let (first, new) = store
+        .create_release(release("r-1", "v2", "sha256:aa"))
+        .await
+        .unwrap();
+    assert!(new);
+    let (again, new) = store
+        .create_release(release("r-2", "v2", "sha256:aa"))
+        .await
+        .unwrap();
+    assert!(!new);
+    assert_eq!(again, first);
+    // The tag moved: another release.
+    let (moved, new) = store
+        .create_release(release("r-3", "v2", "sha256:bb"))
+        .await
+        .unwrap();
+    assert!(new && moved.id == "r-3");
+    // A digest learnt at the first pull is filled once, never changed.
+    store
+        .create_release(release("r-4", "v3", ""))
+        .await
+        .unwrap();
+    store.set_release_digest("r-4", "sha256:cc").await.unwrap();
+    store.set_release_digest("r-4", "sha256:dd").await.unwrap();
+    assert_eq!(store.release("r-4").await.unwrap().digest, "sha256:cc");
+    assert!(matches!(
+        store.release("r-9").await,
+        Err(StoreError::NoRelease(_))
+    ));
+}
+
+#[tokio::test]
+async fn successes_since_a_digest_start_at_its_newest_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+    let succeed = |id: &str, pinned: &str, created_ms: u64, kind: DeploymentKind| Deployment {
+        pinned: pinned.into(),
+        created_ms,
+        kind,
+        ..in_env(id, "staging")
+    };
+    for d in [
+        succeed("d-1", "reg/web@sha256:aa", 1, DeploymentKind::Deploy),
+        succeed("d-2", "reg/web@sha256:bb", 2, DeploymentKind::Deploy),
+        succeed("d-3", "reg/web@sha256:aa", 3, DeploymentKind::Deploy),
+        succeed("d-4", "reg/web@sha256:bb", 4, DeploymentKind::Rollback),
+    ] {
+        let id = d.id.clone();
+        store.create(d, vec![]).await.unwrap();
+        for e in [Event::Roll, Event::Succeed] {
+            let state = store.deployment(&id).await.unwrap().state;
+            let t = machine::apply(state, e).unwrap();
+            store.transition(&id, t, None, "").await.unwrap();
+        }
+    }
+    let got: Vec<String> = store
+        .successes_since_digest("web", "staging", "sha256:aa")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(got, ["d-3", "d-4"]);
+    assert!(
+        store
+            .successes_since_digest("web", "production", "sha256:aa")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .successes_since_digest("web", "staging", "sha256:ee")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let last = store
+        .last_in("web", "staging", DeploymentState::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(last.unwrap().id, "d-4");
 }

@@ -121,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&dir.path().join("drover.db")).await?;
     let id = "d-000000bench".to_string();
     let d = Deployment {
+        environment: String::new(),
+        release_id: String::new(),
+        gate_note: None,
         id: id.clone(),
         service: "web".into(),
         kind: DeploymentKind::Deploy,

@@ -3,7 +3,8 @@
 
 use super::*;
 
-const STATES: [DeploymentState; 14] = [
+const STATES: [DeploymentState; 15] = [
+    AwaitingApproval,
     Scheduled,
     Pending,
     Preparing,
@@ -20,7 +21,8 @@ const STATES: [DeploymentState; 14] = [
     Skipped,
 ];
 
-const EVENTS: [Event; 16] = [
+const EVENTS: [Event; 17] = [
+    Event::Approve,
     Event::StartTimeReached,
     Event::Prepare,
     Event::Roll,
@@ -44,6 +46,11 @@ const EVENTS: [Event; 16] = [
 fn allowed(state: DeploymentState) -> Vec<(Event, DeploymentState)> {
     use Event as E;
     match state {
+        AwaitingApproval => vec![
+            (E::Approve, Scheduled),
+            (E::Fail, Failed),
+            (E::Cancel, Cancelled),
+        ],
         Scheduled => vec![
             (E::StartTimeReached, Pending),
             (E::Fail, Failed),
@@ -114,6 +121,17 @@ fn check_state(state: DeploymentState) {
             (got, want) => panic!("{state} --{event:?}-->: got {got:?}, want {want:?}"),
         }
     }
+}
+
+#[test]
+fn awaiting_approval_is_approved_or_cancelled_and_nothing_else() {
+    check_state(AwaitingApproval);
+    assert_eq!(
+        apply(AwaitingApproval, Event::StartTimeReached)
+            .unwrap_err()
+            .state,
+        AwaitingApproval
+    );
 }
 
 #[test]
@@ -195,7 +213,8 @@ fn only_a_transition_that_ends_the_deployment_releases_the_lock() {
 fn every_non_terminal_state_is_reachable_and_can_end() {
     for state in STATES.iter().filter(|s| !s.is_terminal()) {
         assert!(apply(*state, Event::Fail).is_ok(), "{state} cannot fail");
-        if *state != Scheduled {
+        // The two states a deployment is recorded in without an event.
+        if !matches!(*state, Scheduled | AwaitingApproval) {
             let reached = STATES
                 .iter()
                 .any(|from| EVENTS.iter().any(|e| next(*from, *e) == Some(*state)));
