@@ -15,6 +15,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod secrets;
 pub mod server;
+pub mod slo;
 pub mod spec;
 pub mod state;
 pub mod store;

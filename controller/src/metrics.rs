@@ -44,6 +44,8 @@ pub struct Metrics {
     host_phases: Mutex<BTreeMap<(String, String), HostPhase>>,
     /// When the controller's serving certificate expires (Unix seconds; 0: none).
     controller_cert_not_after: AtomicI64,
+    /// Error budget of every watched (service, environment), set by the SLO sampler.
+    pub slo: crate::slo::SloGauges,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +137,7 @@ impl Metrics {
             );
         }
         self.render_durations(&mut out);
+        self.slo.render(&mut out);
 
         help(
             &mut out,

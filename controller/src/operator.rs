@@ -5,12 +5,13 @@
 //! Every request has been authenticated and its role checked before it gets here (see
 //! [`crate::auth::guard`]); handlers read the caller from [`Principal::of`] and record
 //! that name in history. The security RPCs (hosts, tokens, secrets) are in
-//! [`admin`], container logs in [`logs`].
+//! [`admin`], container logs in [`logs`], error budgets in [`slo`].
 
 mod admin;
 mod logs;
 mod plan;
 mod releases;
+mod slo;
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::hub::{AgentHub, HostSnapshot};
 use crate::rollout::{Action, DeployError, Deployer};
 use crate::secrets::Vault;
+use crate::slo::SloMonitor;
 use crate::state::{DeploymentState, HostPhase};
 use crate::store::{Deployment, DeploymentHost, Event, StoreError};
 
@@ -41,6 +43,8 @@ pub struct OperatorService {
     deployer: Deployer,
     /// Service secrets (set and listed here; opened only by the rollout engine).
     vault: Vault,
+    /// Error budgets, read by `GetSlo`.
+    slo: SloMonitor,
 }
 
 impl OperatorService {
@@ -49,6 +53,7 @@ impl OperatorService {
         hub: AgentHub,
         deployer: Deployer,
         vault: Vault,
+        slo: SloMonitor,
         auth: Authenticator,
     ) -> Guarded<OperatorServer<Self>> {
         Guarded::new(
@@ -56,6 +61,7 @@ impl OperatorService {
                 hub,
                 deployer,
                 vault,
+                slo,
             }),
             auth,
         )
@@ -139,6 +145,13 @@ impl Operator for OperatorService {
             role: who.role.as_str().to_owned(),
             method: who.method.as_str().to_owned(),
         }))
+    }
+
+    async fn get_slo(
+        &self,
+        request: Request<proto::GetSloRequest>,
+    ) -> Result<Response<proto::GetSloResponse>, Status> {
+        self.get_slo_of(request.into_inner()).await
     }
 
     async fn list_hosts(

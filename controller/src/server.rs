@@ -20,6 +20,7 @@ use crate::operator::OperatorService;
 use crate::rollout::{Deployer, DeployerSettings};
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, SecretsKey, Vault, insecure_dev_key_path};
+use crate::slo::{SloMonitor, SloSettings};
 use crate::store::Store;
 use crate::tls::ServingCert;
 
@@ -51,6 +52,8 @@ pub struct ServeSettings {
     pub clock: SharedClock,
     /// TLS and authentication, or `--insecure-dev`.
     pub security: Security,
+    /// The error-budget sampler's interval and command timeout.
+    pub slo: SloSettings,
 }
 
 /// Why the controller could not run.
@@ -123,6 +126,15 @@ pub async fn run(
             .instrument(tracing::info_span!("metrics")),
         )
     });
+    let slo = SloMonitor::new(store.clone(), metrics.clone(), settings.slo);
+    let slo_task = {
+        let stop = stop_background.clone();
+        tokio::spawn(
+            slo.clone()
+                .run(async move { stop.cancelled().await })
+                .instrument(tracing::info_span!("slo")),
+        )
+    };
     let resumed = deployer.resume().await?;
     let (admission, auth, issuer) = match &settings.security {
         Security::Tls(tls) => (
@@ -142,6 +154,7 @@ pub async fn run(
             hub.clone(),
             deployer.clone(),
             vault,
+            slo,
             auth,
         ));
     let graceful = async {
@@ -189,6 +202,7 @@ pub async fn run(
         }
     }
     stop_background.cancel();
+    let _ = slo_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }

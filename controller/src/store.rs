@@ -19,10 +19,12 @@ use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 mod release_rows;
 mod secret_rows;
 mod security;
+mod slo_rows;
 
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
+pub use slo_rows::SloCounted;
 
 /// The schema version this build writes (`PRAGMA user_version`): 1 = deployments only,
 /// 2 = plus the security tables, 3 = environments (a deployment's environment, release
@@ -351,6 +353,7 @@ impl Store {
             conn.execute_batch(SCHEMA).map_err(open_err)?;
             conn.execute_batch(security::SCHEMA).map_err(open_err)?;
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -121,6 +121,7 @@ impl Controller {
             metrics: None,
             clock: drover_controller::schedule::SystemClock::shared(),
             security: Security::Tls(security),
+            slo: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -71,6 +71,8 @@ pub struct Haproxy {
     tcp_runtime: Option<SocketAddr>,
     /// The config it runs, for messages.
     config: String,
+    /// The HAProxy binary, for a reload.
+    binary: PathBuf,
 }
 
 impl Haproxy {
@@ -107,6 +109,7 @@ impl Haproxy {
                 frontend,
                 tcp_runtime,
                 config,
+                binary: opts.binary.clone(),
             };
             if proxy.wait_runtime().await {
                 return proxy;
@@ -130,6 +133,46 @@ impl Haproxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// Reloads HAProxy as `haproxy -sf OLDPID` does: a new process with the same config
+    /// takes over the listeners and the runtime socket, the old one finishes and exits.
+    /// The new process counts from zero. Returns once the old process has exited and
+    /// the new one answers the runtime API; panics with the logs otherwise.
+    pub async fn reload(&mut self) {
+        let old_pid = self.process.pid().expect("HAProxy runs before a reload");
+        let cfg = self.dir.path().join("haproxy.cfg");
+        let old_pid_arg = old_pid.to_string();
+        let args = [
+            "-f".as_ref(),
+            cfg.as_os_str(),
+            "-db".as_ref(),
+            "-sf".as_ref(),
+            old_pid_arg.as_ref(),
+        ];
+        let label = format!("haproxy {} (reloaded)", self.frontend);
+        let new = ChildGuard::spawn(&label, &self.binary, args, &[]);
+        let new_pid = new.pid();
+        let mut old = std::mem::replace(&mut self.process, new);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while old.try_exit_status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the old HAProxy (pid {old_pid}) did not exit after the reload:\n{}\n{}",
+                old.logs(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let runtime = self.runtime();
+        while runtime.process_info().await.ok().map(|p| p.pid) != new_pid {
+            assert!(
+                Instant::now() < deadline && self.process.try_exit_status().is_none(),
+                "the reloaded HAProxy does not answer its runtime API:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Where clients send HTTP.

@@ -32,6 +32,11 @@ pub struct SoloController {
 impl SoloController {
     /// Runs `drover ca init` into `<dir>/pki`, then `drover serve` with it.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`] with further `drover serve` flags.
+    pub async fn start_with(serve_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("drover-solo-")
             .tempdir()
@@ -56,7 +61,10 @@ impl SoloController {
             db.to_string_lossy().into_owned(),
             "--metrics-listen".into(),
             String::new(),
-        ];
+        ]
+        .into_iter()
+        .chain(serve_args.iter().map(|a| a.to_string()))
+        .collect();
         let pki_env = pki.to_string_lossy().into_owned();
         let mut child = ChildGuard::spawn(
             &format!("controller {addr}"),
@@ -83,6 +91,11 @@ impl SoloController {
     /// Where agents and the CLI dial.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The controller's state database.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("drover.db")
     }
 
     /// The PKI directory `drover ca init` wrote.

@@ -21,6 +21,7 @@ fn the_roles_matrix() {
         "ListSecrets",
         "WhoAmI",
         "Plan",
+        "GetSlo",
         "ListReleases",
     ];
     let deployer = ["Deploy", "Rollback", "Control", "CreateRelease"];

@@ -19,6 +19,7 @@ mod rollback;
 mod schedule;
 mod secret;
 mod serve;
+mod slo;
 mod status;
 mod summary;
 
@@ -59,6 +60,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// A service's container logs from every matching host, each line with its host.
     Logs(logs::LogsArgs),
+    /// A service's error budgets (SLO) per environment, measured from HAProxy's counters.
+    Slo(slo::SloArgs),
     /// Return a service to its previous successful version (or `--to` a kept one), without pulling.
     Rollback(rollback::RollbackArgs),
     /// Continue a staged deployment past its manual gate.
@@ -186,6 +189,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Hosts(args) => hosts::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Logs(args) => logs::run(args).await,
+        Command::Slo(args) => slo::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
         Command::Promote(args) => control::run(args, ControlAction::Promote).await,
         Command::Pause(args) => control::run(args, ControlAction::Pause).await,

@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// at two thirds of it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub agent_cert_ttl: Duration,
+    /// How often the error-budget sampler reads each watched HAProxy's counters.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub slo_interval: Duration,
     /// DEVELOPMENT ONLY: serve plaintext gRPC with no authentication at all (every caller
     /// is admin; the secrets key is kept next to the database). Logged on every start.
     #[arg(long)]
@@ -69,6 +72,10 @@ pub struct ServeArgs {
 const MIN_AGENT_CERT_TTL: Duration = Duration::from_secs(60);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    if args.slo_interval.is_zero() {
+        eprintln!("drover serve: --slo-interval must be above zero; write e.g. 10s");
+        return Ok(EXIT_CONFIG);
+    }
     let security = if args.insecure_dev {
         Security::InsecureDev
     } else {
@@ -132,6 +139,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         metrics,
         clock: crate::schedule::SystemClock::shared(),
         security,
+        slo: crate::slo::SloSettings {
+            interval: args.slo_interval,
+            ..Default::default()
+        },
     };
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");

@@ -6,6 +6,7 @@
 //! by a deadline. Every step is idempotent: draining a drained server or enabling an
 //! enabled one is a no-op, so a retried or resumed rollout ends in the same state.
 
+mod counters;
 mod error;
 mod haproxy;
 mod stats;
@@ -17,6 +18,7 @@ use futures::future::join_all;
 use tokio::time::{Instant, sleep};
 use tracing::{info, warn};
 
+pub use counters::{BackendCounters, ProcessInfo};
 pub use error::{LbError, NotUp};
 pub use haproxy::{HaproxyRuntime, RuntimeAddr};
 pub use stats::{AdminState, OpStatus, ParseError, ServerStatus};

@@ -192,6 +192,7 @@ impl Controller {
             metrics: None,
             clock,
             security: drover_controller::server::Security::InsecureDev,
+            slo: Default::default(),
         };
         let server = tokio::spawn(async move {
             let _ = run(listener, settings, async move {

@@ -40,6 +40,7 @@ impl InProcessController {
             metrics: None,
             clock: clock.shared(),
             security: Security::InsecureDev,
+            slo: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
