@@ -118,6 +118,7 @@ pub fn requirement(method: &str) -> Requirement {
         "ListSecrets" => (Role::Viewer, "list secret names"),
         "WhoAmI" => (Role::Viewer, "ask who they are"),
         "Plan" => (Role::Viewer, "plan deploys and rollbacks"),
+        "GetDora" => (Role::Viewer, "read delivery metrics"),
         "Deploy" => (Role::Deployer, "deploy"),
         "Rollback" => (Role::Deployer, "roll back"),
         "Control" => (

@@ -69,6 +69,9 @@ pub struct Settings {
 /// within minutes of going live; a revert a day later is more likely a new decision.
 pub const DEFAULT_ROLLBACK_WINDOW_MS: u64 = 3_600_000;
 
+/// The default window: the last 30 days.
+pub const DEFAULT_WINDOW_MS: u64 = 30 * 86_400_000;
+
 /// Median and 90th percentile (nearest rank) of durations, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spread {

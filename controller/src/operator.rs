@@ -5,9 +5,10 @@
 //! Every request has been authenticated and its role checked before it gets here (see
 //! [`crate::auth::guard`]); handlers read the caller from [`Principal::of`] and record
 //! that name in history. The security RPCs (hosts, tokens, secrets) are in
-//! [`admin`], container logs in [`logs`].
+//! [`admin`], container logs in [`logs`], delivery metrics in [`dora`].
 
 mod admin;
+mod dora;
 mod logs;
 mod plan;
 
@@ -259,6 +260,13 @@ impl Operator for OperatorService {
             .await
             .map_err(deploy_status)?;
         Ok(Response::new(self.info(&r.id).await?))
+    }
+
+    async fn get_dora(
+        &self,
+        request: Request<proto::GetDoraRequest>,
+    ) -> Result<Response<proto::GetDoraResponse>, Status> {
+        self.dora(request.into_inner()).await
     }
 
     type LogsStream = ReceiverStream<Result<proto::LogsEvent, Status>>;

@@ -1,6 +1,7 @@
 //! The controller's durable state in SQLite: deployments, their hosts, their event log,
 //! the per-service deploy lock, and (in [`security`] and [`secret_rows`]) join tokens,
-//! issued certificates, enrolled hosts, API tokens and sealed secrets. Every rollout state change is written here before it
+//! issued certificates, enrolled hosts, API tokens and sealed secrets; [`dora_rows`] reads
+//! the history the delivery metrics need. Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
 //! rusqlite is synchronous: every call runs on the blocking pool, one connection behind
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
+mod dora_rows;
 mod secret_rows;
 mod security;
 
@@ -306,6 +308,7 @@ impl Store {
             conn.execute_batch(SCHEMA).map_err(open_err)?;
             conn.execute_batch(security::SCHEMA).map_err(open_err)?;
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(dora_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;

@@ -21,6 +21,7 @@ fn the_roles_matrix() {
         "ListSecrets",
         "WhoAmI",
         "Plan",
+        "GetDora",
     ];
     let deployer = ["Deploy", "Rollback", "Control"];
     let admin = [

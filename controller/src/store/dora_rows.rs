@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::{Store, StoreError};
-use crate::dora::Record;
+use crate::dora::{self, Dora, Record};
 use crate::state::{DeploymentKind, DeploymentState};
 
 /// The indexes the query uses: deployments finished since a time, and the first
@@ -46,6 +46,23 @@ JOIN d f ON f.id = (
 "#;
 
 impl Store {
+    /// The delivery metrics of the window `settings` gives, per service and
+    /// environment, of `service` and `environment` when given: the records read in one
+    /// query, the metrics computed off the runtime (a long history is a few ms of work).
+    pub async fn dora(
+        &self,
+        settings: dora::Settings,
+        service: Option<String>,
+        environment: Option<String>,
+    ) -> Result<Vec<Dora>, StoreError> {
+        let records = self
+            .dora_records(settings.start_ms, service, environment)
+            .await?;
+        tokio::task::spawn_blocking(move || dora::compute(&records, &settings))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
+    }
+
     /// What [`crate::dora::compute`] needs for a window starting at `since_ms`:
     /// deployments finished since then (or not finished), of `service` and
     /// `environment` when given, and the first deployment of each of their digests.
