@@ -111,6 +111,8 @@ pub async fn run(
         vault.clone(),
     );
     let stop_background = CancellationToken::new();
+    // An early return (a failed resume) stops the background tasks too.
+    let _stop_on_exit = stop_background.clone().drop_guard();
     let metrics_task = settings.metrics.map(|l| {
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "serving Prometheus metrics at /metrics");
@@ -121,6 +123,18 @@ pub async fn run(
                 stop.cancelled().await
             })
             .instrument(tracing::info_span!("metrics")),
+        )
+    });
+    // The delivery-metric gauges, only where something scrapes them.
+    let dora_task = metrics_task.is_some().then(|| {
+        tokio::spawn(
+            crate::metrics::dora::refresh(
+                store.clone(),
+                metrics.clone(),
+                crate::metrics::dora::REFRESH,
+                stop_background.clone(),
+            )
+            .instrument(tracing::info_span!("dora_metrics")),
         )
     });
     let resumed = deployer.resume().await?;
@@ -190,6 +204,9 @@ pub async fn run(
     }
     stop_background.cancel();
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = dora_task {
         let _ = t.await;
     }
     if let Some(t) = renewal {
