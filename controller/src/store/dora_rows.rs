@@ -19,10 +19,10 @@ CREATE INDEX IF NOT EXISTS deployments_digest ON deployments(service, pinned, cr
 /// `d` is the one place that says where each field comes from; the rest of the query
 /// reads `d` only. `w`: the window's deployments (finished since ?1, or not finished),
 /// of service ?2 and environment ?3 when given. Then, once per digest of `w`, its first
-/// deployment in that environment, wherever it falls in time (`UNION` drops a record
-/// that is both). `w` is materialized: read once, used twice.
+/// deployment in that environment when it finished before the window (else it is in
+/// `w` already). `d` is a view (never copied); `w` is materialized: read once, used twice.
 const RECORDS: &str = r#"
-WITH d AS (
+WITH d AS NOT MATERIALIZED (
     SELECT id, service, kind, state, pinned, created_ms, finished_ms,
         '' AS environment, -- environments: environment,
         NULL AS commit_ms -- environments: (SELECT r.commit_ms FROM releases r WHERE r.id = deployments.release_id) AS commit_ms
@@ -35,14 +35,14 @@ w AS MATERIALIZED (
         AND (?3 IS NULL OR environment = ?3)
 )
 SELECT id, service, environment, kind, state, pinned, created_ms, finished_ms, commit_ms FROM w
-UNION
+UNION ALL
 SELECT f.id, f.service, f.environment, f.kind, f.state, f.pinned, f.created_ms, f.finished_ms, f.commit_ms
 FROM (SELECT DISTINCT service, environment, pinned FROM w WHERE pinned <> '') k
 JOIN d f ON f.id = (
     SELECT g.id FROM d g
     WHERE g.service = k.service AND g.environment = k.environment AND g.pinned = k.pinned
     ORDER BY g.created_ms LIMIT 1
-)
+) AND f.finished_ms < ?1
 "#;
 
 impl Store {

@@ -79,7 +79,8 @@ struct Row {
     finished_ms: u64,
 }
 
-/// The history of one (service, environment): `n` deployments, one every ~2 hours.
+/// The history of one (service, environment): `n` deployments, one every ~2 hours,
+/// the last finished a minute ago.
 fn stream(rng: &mut StdRng, service: &str, n: usize, now: u64) -> Vec<Row> {
     let step = SPAN_DAYS * DAY_MS / n as u64;
     let mut rows: Vec<Row> = Vec::with_capacity(n);
@@ -122,6 +123,12 @@ fn stream(rng: &mut StdRng, service: &str, n: usize, now: u64) -> Vec<Row> {
         });
         t += took;
     }
+    // End just before now, whatever the random steps added up to.
+    let shift = rows.last().map_or(0, |r| r.finished_ms) as i64 - (now - 60_000) as i64;
+    for r in &mut rows {
+        r.created_ms = (r.created_ms as i64 - shift) as u64;
+        r.finished_ms = (r.finished_ms as i64 - shift) as u64;
+    }
     rows
 }
 
@@ -151,7 +158,7 @@ async fn write_history(db: &std::path::Path, deployments: usize) -> anyhow::Resu
                         r.pinned,
                         r.state,
                         r.created_ms,
-                        r.finished_ms.min(now - 1),
+                        r.finished_ms,
                     ])?;
                 }
             }
