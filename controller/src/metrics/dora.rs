@@ -15,6 +15,9 @@ use super::{Metrics, help, label, lock};
 use crate::dora::{DEFAULT_ROLLBACK_WINDOW_MS, DEFAULT_WINDOW_MS, Dora, Settings};
 use crate::store::{Store, now_ms};
 
+/// A gauge's samples of one row: `(quantile label or "", value)`.
+type Samples = fn(&Dora) -> Vec<(&'static str, f64)>;
+
 /// How often the gauges are recomputed.
 pub const REFRESH: Duration = Duration::from_secs(60);
 
@@ -56,7 +59,7 @@ impl Metrics {
 
     pub(super) fn render_dora(&self, out: &mut String) {
         let rows = lock(&self.dora);
-        let gauges: [(&str, &str, fn(&Dora) -> Vec<(&'static str, f64)>); 5] = [
+        let gauges: [(&str, &str, Samples); 5] = [
             (
                 "drover_dora_deployments",
                 "Deploys that succeeded in the last 30 days, by service and environment.",
