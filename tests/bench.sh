@@ -12,6 +12,11 @@
 #   tests/bench.sh watch              # bench_watch: a Watch stream's / checkpoint's
 #                                     # store reads on a 2,000-host (SIMULATED)
 #                                     # deployment, own row vs every host row
+#   tests/bench.sh dora               # bench_dora: `drover dora` on a 100,000-deployment
+#                                     # history (written straight to SQLite) vs
+#                                     # `drover history --limit 1`, CLI end to end and
+#                                     # the controller's CPU time per call
+#   BENCH_DORA_ROUNDS=15 tests/bench.sh dora   # rounds of bench_dora (default 9)
 #   tests/bench.sh tls                # the cost of mTLS: bench_rollout --tls-cost (the
 #                                     # 10-host deploy over mTLS vs --insecure-dev,
 #                                     # interleaved) and bench_handshake (1,000 SIMULATED
@@ -38,8 +43,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | restore | watch) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch)" ;;
+        agent | rollout | tls | restore | watch | dora) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora)" ;;
     esac
 done
 
@@ -140,6 +145,12 @@ for b in "$@"; do
         watch)
             say "bench_watch  (log: $out/watch-$stamp.txt)"
             "$target/release/bench_watch" 2>&1 | tee "$out/watch-$stamp.txt" || status=1
+            ;;
+        dora)
+            args=(--rounds "${BENCH_DORA_ROUNDS:-9}")
+            say "bench_dora ${args[*]}  (log: $out/dora-$stamp.txt)"
+            "$target/release/bench_dora" "${args[@]}" 2>&1 | tee "$out/dora-$stamp.txt" \
+                || status=1
             ;;
     esac
 done

@@ -120,6 +120,7 @@ pub fn requirement(method: &str) -> Requirement {
         "Plan" => (Role::Viewer, "plan deploys and rollbacks"),
         "GetSlo" => (Role::Viewer, "read error budgets"),
         "ListReleases" => (Role::Viewer, "list releases"),
+        "GetDora" => (Role::Viewer, "read delivery metrics"),
         "Deploy" => (Role::Deployer, "deploy"),
         "Rollback" => (Role::Deployer, "roll back"),
         "CreateRelease" => (Role::Deployer, "create releases"),

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod dora;
 pub mod enroll;
 pub mod hub;
 pub mod lb;

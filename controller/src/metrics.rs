@@ -1,8 +1,10 @@
 //! Prometheus metrics at `GET /metrics`: deploys by service and outcome, a histogram of
 //! their durations, hosts by phase in running deployments, agent connections, and when
-//! the controller's and each agent's certificate expires. Rendered on request from the
-//! hub and a few counters; served by a tiny HTTP/1.1 responder (one endpoint, no
-//! framework needed).
+//! the controller's and each agent's certificate expires, and the delivery metrics
+//! ([`dora`]). Rendered on request from the hub and a few counters; served by a tiny
+//! HTTP/1.1 responder (one endpoint, no framework needed).
+
+pub mod dora;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,6 +48,8 @@ pub struct Metrics {
     controller_cert_not_after: AtomicI64,
     /// Error budget of every watched (service, environment), set by the SLO sampler.
     pub slo: crate::slo::SloGauges,
+    /// The delivery metrics of the last 30 days, as last refreshed ([`dora::refresh`]).
+    dora: Mutex<Vec<crate::dora::Dora>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -186,6 +190,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_dora(&mut out);
         out
     }
 

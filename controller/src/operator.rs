@@ -5,9 +5,11 @@
 //! Every request has been authenticated and its role checked before it gets here (see
 //! [`crate::auth::guard`]); handlers read the caller from [`Principal::of`] and record
 //! that name in history. The security RPCs (hosts, tokens, secrets) are in
-//! [`admin`], container logs in [`logs`], error budgets in [`slo`].
+//! [`admin`], container logs in [`logs`], error budgets in [`slo`], delivery metrics in
+//! [`dora`].
 
 mod admin;
+mod dora;
 mod logs;
 mod plan;
 mod releases;
@@ -290,6 +292,13 @@ impl Operator for OperatorService {
         request: Request<proto::ListReleasesRequest>,
     ) -> Result<Response<proto::ListReleasesResponse>, Status> {
         self.list_releases_of(request.into_inner()).await
+    }
+
+    async fn get_dora(
+        &self,
+        request: Request<proto::GetDoraRequest>,
+    ) -> Result<Response<proto::GetDoraResponse>, Status> {
+        self.dora(request.into_inner()).await
     }
 
     type LogsStream = ReceiverStream<Result<proto::LogsEvent, Status>>;

@@ -114,6 +114,8 @@ pub async fn run(
         vault.clone(),
     );
     let stop_background = CancellationToken::new();
+    // An early return (a failed resume) stops the background tasks too.
+    let _stop_on_exit = stop_background.clone().drop_guard();
     let metrics_task = settings.metrics.map(|l| {
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "serving Prometheus metrics at /metrics");
@@ -135,6 +137,18 @@ pub async fn run(
                 .instrument(tracing::info_span!("slo")),
         )
     };
+    // The delivery-metric gauges, only where something scrapes them.
+    let dora_task = metrics_task.is_some().then(|| {
+        tokio::spawn(
+            crate::metrics::dora::refresh(
+                store.clone(),
+                metrics.clone(),
+                crate::metrics::dora::REFRESH,
+                stop_background.clone(),
+            )
+            .instrument(tracing::info_span!("dora_metrics")),
+        )
+    });
     let resumed = deployer.resume().await?;
     let (admission, auth, issuer) = match &settings.security {
         Security::Tls(tls) => (
@@ -204,6 +218,9 @@ pub async fn run(
     stop_background.cancel();
     let _ = slo_task.await;
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = dora_task {
         let _ = t.await;
     }
     if let Some(t) = renewal {

@@ -1,6 +1,8 @@
 //! The controller's durable state in SQLite: deployments, their hosts, their event log,
-//! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in [`security`] and [`secret_rows`]) join tokens,
-//! issued certificates, enrolled hosts, API tokens and sealed secrets. Every rollout state change is written here before it
+//! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in
+//! [`security`] and [`secret_rows`]) join tokens, issued certificates, enrolled hosts, API
+//! tokens and sealed secrets; [`dora_rows`] reads the history the delivery metrics need.
+//! Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
 //! rusqlite is synchronous: every call runs on the blocking pool, one connection behind
@@ -16,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
+mod dora_rows;
 mod release_rows;
 mod secret_rows;
 mod security;
@@ -364,6 +367,7 @@ impl Store {
             }
             conn.execute_batch(release_rows::INDEXES)
                 .map_err(open_err)?;
+            conn.execute_batch(dora_rows::SCHEMA).map_err(open_err)?;
             if version < SCHEMA_VERSION {
                 conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(open_err)?;

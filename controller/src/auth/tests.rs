@@ -23,6 +23,7 @@ fn the_roles_matrix() {
         "Plan",
         "GetSlo",
         "ListReleases",
+        "GetDora",
     ];
     let deployer = ["Deploy", "Rollback", "Control", "CreateRelease"];
     let admin = [

@@ -6,6 +6,7 @@ mod connect;
 mod control;
 mod deploy;
 mod docs;
+mod dora;
 mod history;
 mod hosts;
 mod json;
@@ -58,6 +59,8 @@ pub enum Command {
     Hosts(hosts::HostsArgs),
     /// Past deployments: who, what version and digest, when, outcome, durations.
     History(history::HistoryArgs),
+    /// Delivery metrics (DORA): deploy frequency, lead time, change failure rate, time to restore.
+    Dora(dora::DoraArgs),
     /// A service's container logs from every matching host, each line with its host.
     Logs(logs::LogsArgs),
     /// A service's error budgets (SLO) per environment, measured from HAProxy's counters.
@@ -188,6 +191,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => status::run(args).await,
         Command::Hosts(args) => hosts::run(args).await,
         Command::History(args) => history::run(args).await,
+        Command::Dora(args) => dora::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Slo(args) => slo::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
