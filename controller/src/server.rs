@@ -105,6 +105,7 @@ pub async fn run(
     let vault = Vault::new(store.clone(), secrets_key);
     let hub = AgentHub::new(settings.hub);
     let metrics = Arc::new(Metrics::default());
+    let slo = SloMonitor::new(store.clone(), metrics.clone(), settings.slo);
     let deployer = Deployer::new(
         store.clone(),
         hub.clone(),
@@ -112,6 +113,7 @@ pub async fn run(
         metrics.clone(),
         settings.clock,
         vault.clone(),
+        slo.clone(),
     );
     let stop_background = CancellationToken::new();
     // An early return (a failed resume) stops the background tasks too.
@@ -128,7 +130,6 @@ pub async fn run(
             .instrument(tracing::info_span!("metrics")),
         )
     });
-    let slo = SloMonitor::new(store.clone(), metrics.clone(), settings.slo);
     let slo_task = {
         let stop = stop_background.clone();
         tokio::spawn(

@@ -445,3 +445,130 @@ async fn environments_deploy_at_once_under_their_own_locks_and_keep_their_secret
     assert_eq!(staging_seen.failed, 0, "{}", staging_seen.summary());
     assert_eq!(production_seen.failed, 0, "{}", production_seen.summary());
 }
+
+/// `drover slo web --env production --json` once it says `pred`.
+async fn wait_budget(fleet: &Fleet, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = fleet
+            .drover(&["slo", "web", "--env", "production", "--json"])
+            .await;
+        let last = run.json().pop();
+        if let Some(b) = last.as_ref().filter(|b| pred(b)) {
+            return b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget never showed {what}: {}",
+            run.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_error_budget_holds_deploys_but_not_a_rollback() {
+    let fleet = Fleet::start(FleetOptions {
+        images: &[DemoImage::V1, DemoImage::V2],
+        env_labels: &ENVIRONMENTS,
+        ..Default::default()
+    })
+    .await;
+    let staging_lb = environment_haproxy(&fleet, "staging").await;
+    let production_lb = environment_haproxy(&fleet, "production").await;
+    let spec = fleet.write_spec(
+        "environments.toml",
+        &spec_with_environments(
+            &fleet,
+            [&staging_lb, &production_lb],
+            "slo = { availability = \"99%\", window = \"10m\" }",
+        ),
+    );
+    let spec = spec.to_string_lossy().into_owned();
+    for v in ["v1", "v2"] {
+        let r = fleet
+            .drover(&[
+                "deploy",
+                "-f",
+                &spec,
+                "--version",
+                v,
+                "--env",
+                "production",
+                "--json",
+            ])
+            .await;
+        assert_eq!(r.code, Some(0), "production {v}: {}", r.describe());
+    }
+    // Good traffic, then HAProxy's own 503s while every production server is in
+    // maintenance: 20 errors in about 220 requests is far beyond 1%.
+    let front = production_lb.frontend_addr();
+    for _ in 0..200 {
+        assert!(drover_tests::fleet::version_of(front).await.is_ok());
+    }
+    wait_budget(&fleet, "200 requests", |b| {
+        b["requests"].as_u64() >= Some(200)
+    })
+    .await;
+    let runtime = production_lb.runtime();
+    let servers: Vec<String> = production_lb
+        .servers()
+        .await
+        .into_iter()
+        .map(|s| s.server)
+        .collect();
+    for s in &servers {
+        runtime
+            .set_admin(BACKEND, s, drover_controller::lb::AdminState::Maint)
+            .await
+            .expect("maint");
+    }
+    for _ in 0..20 {
+        assert!(drover_tests::fleet::version_of(front).await.is_err());
+    }
+    for s in &servers {
+        runtime
+            .set_admin(BACKEND, s, drover_controller::lb::AdminState::Ready)
+            .await
+            .expect("ready");
+    }
+    production_lb.wait_all_up(Duration::from_secs(30)).await;
+    let spent = wait_budget(&fleet, "spent", |b| b["spent"] == true).await;
+    assert!(spent["errors"].as_u64() >= Some(20), "{spent}");
+
+    // A deploy into production is held with the numbers; staging is not.
+    let held = fleet
+        .drover(&[
+            "deploy",
+            "-f",
+            &spec,
+            "--version",
+            "v1",
+            "--env",
+            "production",
+        ])
+        .await;
+    expect_refused(
+        &held,
+        &["gate `slo` holds", "error budget", "spent", "--override"],
+    );
+    let staging = fleet
+        .drover(&[
+            "deploy",
+            "-f",
+            &spec,
+            "--version",
+            "v2",
+            "--env",
+            "staging",
+            "--json",
+        ])
+        .await;
+    assert_eq!(staging.code, Some(0), "{}", staging.describe());
+    // A rollback still goes through.
+    let back = fleet
+        .drover(&["rollback", "web", "--env", "production", "--json"])
+        .await;
+    assert_eq!(back.code, Some(0), "{}", back.describe());
+    assert_eq!(field(&back.final_snapshot(), "version"), "v1");
+}

@@ -1,8 +1,9 @@
 //! An environment's gates, checked before a deploy into it is recorded: `requires`
 //! (the release's digest succeeded in another environment, at least `soak` ago, and
 //! was not rolled back there since) refuses the deploy, saying which gate and what
-//! would open it; `approval` records the deployment waiting for a second person. An
-//! admin may open every gate with a reason, which history keeps.
+//! would open it; a spent error budget (`slo`) refuses it with the numbers (a rollback
+//! is never held by it); `approval` records the deployment waiting for a second person.
+//! An admin may open every gate with a reason, which history keeps.
 
 use std::time::Duration;
 
@@ -43,6 +44,16 @@ impl Deployer {
                 held.push(why);
             }
         }
+        if gates.slo.is_some()
+            && let Some(budget) = self
+                .shared
+                .slo
+                .budget(&req.spec.service.name, &req.environment)
+                .await?
+            && budget.spent
+        {
+            held.push(format!("gate `slo` holds: {}", budget.describe()));
+        }
         if let Some(reason) = &req.override_reason {
             let mut opened = held;
             if gates.approval {
@@ -66,9 +77,12 @@ impl Deployer {
             });
         }
         if let Some(why) = held.into_iter().next() {
-            return Err(DeployError::Gate(format!(
-                "{why}; an admin may deploy anyway with --override --reason \"...\""
-            )));
+            let hint = if why.contains("--override") {
+                String::new()
+            } else {
+                "; an admin may deploy anyway with --override --reason \"...\"".to_string()
+            };
+            return Err(DeployError::Gate(format!("{why}{hint}")));
         }
         Ok(Admission {
             awaiting_approval: gates.approval,

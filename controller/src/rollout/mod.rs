@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::registry_auth::RegistryCredentials;
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
+use crate::slo::SloMonitor;
 use crate::spec::{Gates, ServiceSpec, SpecError};
 use crate::store::{Deployment, DeploymentHost, Store, StoreError};
 
@@ -190,6 +191,8 @@ pub(crate) struct Shared {
     pub clock: SharedClock,
     /// Service secrets, opened at swap time.
     pub vault: Vault,
+    /// Error budgets: sampled for environments with an `slo`, read by the deploy gate.
+    pub slo: SloMonitor,
 }
 
 impl Shared {
@@ -213,6 +216,7 @@ impl Deployer {
         metrics: Arc<Metrics>,
         clock: SharedClock,
         vault: Vault,
+        slo: SloMonitor,
     ) -> Self {
         let (changed, _) = watch::channel(0);
         Self {
@@ -226,6 +230,7 @@ impl Deployer {
                 metrics,
                 clock,
                 vault,
+                slo,
             }),
         }
     }
@@ -254,7 +259,9 @@ impl Deployer {
     pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
         let p = self.prepare_deploy(&req).await?;
         let release = p.release.filter(|c| c.is_new).map(|c| c.release);
-        self.start(p.deployment, p.hosts, release, req.auth).await
+        let slo = req.gates.slo.map(|s| (&req.spec, s));
+        self.start_with(p.deployment, p.hosts, release, req.auth, slo)
+            .await
     }
 
     /// Rolls a service back to the version of its previous successful deployment, or to
@@ -270,6 +277,19 @@ impl Deployer {
         hosts: Vec<DeploymentHost>,
         release: Option<crate::store::Release>,
         auth: Option<proto::RegistryAuth>,
+    ) -> Result<Deployment, DeployError> {
+        self.start_with(d, hosts, release, auth, None).await
+    }
+
+    /// [`Deployer::start`], then starts sampling the error budget `slo` of the
+    /// deployment's environment when it has one.
+    async fn start_with(
+        &self,
+        d: Deployment,
+        hosts: Vec<DeploymentHost>,
+        release: Option<crate::store::Release>,
+        auth: Option<proto::RegistryAuth>,
+        slo: Option<(&ServiceSpec, crate::slo::SloSpec)>,
     ) -> Result<Deployment, DeployError> {
         if self.shared.shutdown.is_cancelled() {
             return Err(DeployError::ShuttingDown);
@@ -314,6 +334,14 @@ impl Deployer {
                 .await?;
         }
         info!(deployment = %d.id, service = %d.service, version = %d.version, "deployment recorded");
+        if let Some((spec, objective)) = slo
+            && let Some(lb) = &spec.load_balancer
+        {
+            match crate::slo::SloTarget::new(&d.service, &d.environment, lb, objective) {
+                Ok(target) => self.shared.slo.watch(target).await?,
+                Err(e) => tracing::warn!(error = %e, "the error budget cannot be sampled"),
+            }
+        }
         self.spawn(d.clone(), auth);
         Ok(d)
     }

@@ -3,7 +3,8 @@
 //! A spec may define environments (`[env.staging]`, `[env.production]`), each able to
 //! override where the service runs and how it moves there (targets, load balancer,
 //! container env, rollout plan, canary thresholds, deploy windows, which secrets) and
-//! to set the gates a deploy into it must pass (`requires` with `soak`, `approval`).
+//! to set the gates a deploy into it must pass (`requires` with `soak`, `approval`, an
+//! error budget `slo`).
 //! What the service *is* (its image repository, port, readiness, registry) stays one
 //! definition for every environment.
 //!
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{ServiceSpec, SpecError, invalid, valid_service_name};
+use crate::slo::{RawSlo, SloSpec};
 
 /// The name of the one implicit environment of a spec that defines none.
 pub const IMPLICIT: &str = "";
@@ -36,7 +38,7 @@ const OVERRIDABLE: [&str; 7] = [
 ];
 
 /// Keys that are gates of the environment, not part of the service spec.
-const GATE_KEYS: [&str; 3] = ["requires", "soak", "approval"];
+const GATE_KEYS: [&str; 4] = ["requires", "soak", "approval", "slo"];
 
 /// Sections every environment shares.
 const SHARED: [&str; 3] = ["service", "readiness", "registry"];
@@ -70,6 +72,9 @@ pub struct Gates {
     pub soak: Duration,
     /// `approval = "required"`: a second person with the deployer role approves.
     pub approval: bool,
+    /// `slo = { availability = "99.5%", window = "30d" }`: the environment's error
+    /// budget, sampled from its load balancer; a spent budget holds deploys.
+    pub slo: Option<SloSpec>,
 }
 
 impl Gates {
@@ -89,6 +94,8 @@ struct RawGates {
     soak: Option<String>,
     #[serde(default)]
     approval: Option<String>,
+    #[serde(default)]
+    slo: Option<RawSlo>,
 }
 
 impl SpecFile {
@@ -287,6 +294,12 @@ fn resolve(base: &Table, name: &str, overlay: Value) -> Result<Environment, Spec
     }
     let spec = ServiceSpec::from_table(merged)?;
     let gates = parse_gates(gates)?;
+    if gates.slo.is_some() && spec.load_balancer.is_none() {
+        return Err(invalid(
+            "slo",
+            "an error budget is measured on the load balancer: give the environment a [load_balancer]",
+        ));
+    }
     Ok(Environment {
         name: name.to_string(),
         spec,
@@ -350,10 +363,12 @@ fn parse_gates(table: Table) -> Result<Gates, SpecError> {
             "name the environment that must have run the release first",
         ));
     }
+    let slo = raw.slo.as_ref().map(SloSpec::from_raw).transpose()?;
     Ok(Gates {
         requires: raw.requires,
         soak,
         approval,
+        slo,
     })
 }
 

@@ -32,6 +32,7 @@ rollout = { batch_size = "25%" }
 requires = "staging"
 soak = "1h"
 approval = "required"
+slo = { availability = "99.5%", window = "30d" }
 "#;
 
 #[test]
@@ -61,6 +62,10 @@ fn overlays_override_what_they_name_and_keep_the_rest() {
     assert_eq!(production.gates.requires.as_deref(), Some("staging"));
     assert_eq!(production.gates.soak, Duration::from_secs(3600));
     assert!(production.gates.approval);
+    let slo = production.gates.slo.unwrap();
+    assert_eq!(slo.availability_ppm, 995_000);
+    assert_eq!(slo.window, Duration::from_secs(30 * 86_400));
+    assert_eq!(staging.gates.slo, None);
     // The resolved spec is an ordinary spec: it round-trips through its canonical form.
     let canonical = production.spec.to_toml();
     assert_eq!(ServiceSpec::from_toml(&canonical).unwrap(), production.spec);
@@ -140,6 +145,13 @@ fn bad_overlays_are_refused_naming_the_environment_and_the_key() {
     );
     let e = refusal("requires = \"production\"");
     assert!(e.contains("this environment itself"), "{e}");
+    let e = refusal("slo = { availability = \"150%\", window = \"30d\" }");
+    assert!(
+        e.starts_with("in [env.production]:") && e.contains("slo.availability"),
+        "{e}"
+    );
+    let e = refusal("slo = { availability = \"99%\" }");
+    assert!(e.contains("window"), "{e}");
     let e = refusal("rollout = { colour = 1 }");
     assert!(
         e.starts_with("in [env.production]:") && e.contains("colour"),

@@ -194,6 +194,8 @@ impl Fleet {
             self.metrics_addr.to_string(),
             "--reconnect-grace".into(),
             "5s".into(),
+            "--slo-interval".into(),
+            "200ms".into(),
             "--registry-auth-file".into(),
             auth.to_string_lossy().into_owned(),
         ];
