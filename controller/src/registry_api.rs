@@ -56,6 +56,30 @@ pub async fn resolve(image: &ImageRef, auth: Option<&RegistryAuth>) -> Lookup {
     }
 }
 
+/// Whether the registry of `image` (pinned to a digest) still has that digest: a
+/// release deployed long after it was made may name one the registry has since lost.
+/// [`Lookup::Digest`] when it does, [`Lookup::Missing`] when it answers 404, and
+/// [`Lookup::Unknown`] when the controller cannot ask.
+pub async fn check_digest(image: &ImageRef, auth: Option<&RegistryAuth>) -> Lookup {
+    let host = image.registry_host().to_string();
+    let Some(digest) = image.digest.as_deref() else {
+        return Lookup::Unknown("the image names no digest".into());
+    };
+    if !is_loopback(&host) {
+        return Lookup::Unknown(format!(
+            "the controller asks only registries on loopback; each agent pulls {digest} from {host}"
+        ));
+    }
+    match tokio::time::timeout(LOOKUP_TIMEOUT, head_manifest(&host, image, digest, auth)).await {
+        Ok(Ok(lookup)) => lookup,
+        Ok(Err(e)) => Lookup::Unknown(format!("registry {host} could not be asked: {e}")),
+        Err(_) => Lookup::Unknown(format!(
+            "registry {host} did not answer within {}s",
+            LOOKUP_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// Whether `host` (`name[:port]`) is a loopback address or `localhost`.
 fn is_loopback(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
@@ -103,10 +127,16 @@ async fn head_manifest(
             .to_string()
     };
     let name = image.name();
+    // `name:tag`, or `name@sha256:...` for a digest.
+    let shown = if tag.starts_with("sha256:") {
+        format!("{name}@{tag}")
+    } else {
+        format!("{name}:{tag}")
+    };
     Ok(match status.as_u16() {
         200 => match header("docker-content-digest") {
             d if d.starts_with("sha256:") => Lookup::Digest(d),
-            _ => Lookup::Unknown(format!("registry {host} gave no digest for {name}:{tag}")),
+            _ => Lookup::Unknown(format!("registry {host} gave no digest for {shown}")),
         },
         401 if header("www-authenticate").starts_with("Bearer") => Lookup::Unknown(format!(
             "registry {host} wants a bearer token, which only the agents' pulls fetch"
@@ -115,10 +145,10 @@ async fn head_manifest(
             "registry {host} refused the controller's credentials (HTTP {status}); pass them with registry.username and registry.password_env, or give the controller --registry-auth-file"
         )),
         404 => Lookup::Missing(format!(
-            "registry {host} has no {name}:{tag} (HTTP 404): check the tag (was the image pushed?) or the spec's service.image"
+            "registry {host} has no {shown} (HTTP 404): check the tag (was the image pushed?) or the spec's service.image"
         )),
         _ => Lookup::Unknown(format!(
-            "registry {host} answered HTTP {status} for {name}:{tag}"
+            "registry {host} answered HTTP {status} for {shown}"
         )),
     })
 }

@@ -180,6 +180,18 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         let r = run(deploy(&["--version", v, "--env", "staging"])).await;
         assert_eq!(r.code, Some(0), "staging {v}: {}", r.describe());
     }
+    // Production's baseline: v1, put there by an admin past the gates.
+    let baseline = run(deploy(&[
+        "--env",
+        "production",
+        "--version",
+        "v1",
+        "--override",
+        "--reason",
+        "baseline before the first promotion",
+    ]))
+    .await;
+    assert_eq!(baseline.code, Some(0), "{}", baseline.describe());
     let (v1, _) = release_of(&fleet, "v1").await;
     let (v2, release) = release_of(&fleet, "v2").await;
     assert_eq!(
@@ -319,6 +331,17 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         image_ids(&fleet, "staging").await,
         "both back on v1"
     );
+    // In DORA, the push-button return to the older v1 makes the v2 deploy a failed
+    // change, restored by that same deploy.
+    let dora = fleet
+        .drover(&["dora", "web", "--env", "production", "--json"])
+        .await;
+    assert_eq!(dora.code, Some(0), "{}", dora.describe());
+    let dora = dora.json().pop().expect("one object");
+    let row = &dora["rows"][0];
+    assert_eq!(row["finished_deploys"], 3, "{dora}");
+    assert_eq!(row["failed_changes"], 1, "{dora}");
+    assert_eq!(row["restored"], 1, "{dora}");
 
     let staging_seen = staging_load.stop().await;
     let production_seen = production_load.stop().await;

@@ -69,6 +69,15 @@ pub fn plan_text(p: &PlanResponse, rerun: &str) -> String {
     let row = |w: &mut String, key: &str, value: &str| {
         let _ = writeln!(w, "  {key:<10}{value}");
     };
+    if !p.environment.is_empty() {
+        row(w, "env", &p.environment);
+    }
+    if !p.release_id.is_empty() {
+        row(w, "release", &p.release_id);
+    }
+    if !p.gate_note.is_empty() {
+        row(w, "gates", &p.gate_note);
+    }
     row(w, "image", &p.image);
     // The digest, then how it was found (or why not) on a line of its own.
     match p.digest_note.split_once(": ") {
@@ -222,6 +231,9 @@ pub fn plan_json(p: &PlanResponse) -> Value {
         "pulls": p.pulls,
         "starts_at": Some(p.starts_ms).filter(|ms| *ms > 0).map(rfc3339),
         "held_by": Some(&p.held_by).filter(|s| !s.is_empty()),
+        "environment": Some(&p.environment).filter(|s| !s.is_empty()),
+        "release_id": Some(&p.release_id).filter(|s| !s.is_empty()),
+        "gate_note": Some(&p.gate_note).filter(|s| !s.is_empty()),
         "windows": p.windows,
         "max_out_of_rotation": p.max_out_of_rotation,
         "changing_hosts": p.hosts.iter().filter(|h| changes(h)).count(),

@@ -155,5 +155,12 @@ pub(super) fn plan_response(p: Plan) -> proto::PlanResponse {
         starts_ms: p.starts.map_or(0, |t| t.as_millisecond().max(0) as u64),
         held_by: p.held_by.unwrap_or_default(),
         windows: p.windows,
+        environment: d.environment,
+        release_id: if p.new_release {
+            format!("new: {} (made by the deploy)", d.release_id)
+        } else {
+            d.release_id
+        },
+        gate_note: d.gate_note.unwrap_or_default(),
     }
 }

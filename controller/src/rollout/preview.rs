@@ -60,6 +60,8 @@ pub struct Plan {
     pub held_by: Option<String>,
     /// The spec's deploy windows, in words; empty = always open.
     pub windows: Vec<String>,
+    /// The deploy would make its release (`deployment.release_id`), not find it.
+    pub new_release: bool,
 }
 
 impl Plan {
@@ -94,6 +96,7 @@ impl Deployer {
             .check_unlocked(&deployment.service, &deployment.environment)
             .await?;
         let spec = ServiceSpec::from_toml(&deployment.spec)?;
+        let new_release = release.as_ref().is_some_and(|c| c.is_new);
         let digest = match release {
             Some(chosen) => chosen.digest,
             None => self.lookup_digest(&mut deployment, auth).await,
@@ -105,6 +108,13 @@ impl Deployer {
             .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok());
         let from = asked.unwrap_or(now);
         let opens = windows.next_open(from);
+        let approval = (deployment.state == crate::state::DeploymentState::AwaitingApproval)
+            .then(|| {
+                format!(
+                    "a second person's approval: environment {} has approval = \"required\" (`drover approve ID`)",
+                    deployment.environment
+                )
+            });
         let held_by = match (asked, opens) {
             (_, None) => Some("no deploy window opens within a year".to_string()),
             (Some(at), Some(open)) if open > at => {
@@ -116,6 +126,10 @@ impl Deployer {
             }
             (None, _) => None,
         };
+        let held_by = match (approval, held_by) {
+            (Some(a), Some(w)) => Some(format!("{a}; then {w}")),
+            (a, w) => a.or(w),
+        };
         Ok(Plan {
             stages: stage_gates(&spec, deployment.kind, hosts.len()),
             starts: opens.filter(|at| *at > now),
@@ -124,6 +138,7 @@ impl Deployer {
             digest,
             deployment,
             hosts,
+            new_release,
         })
     }
 

@@ -69,6 +69,7 @@ impl Deployer {
                     Err(e) => return Err(e.into()),
                 };
                 self.same_service(&release, service)?;
+                self.still_in_registry(&release, req).await?;
                 Ok(existing(release, DigestLookup::FromRelease))
             }
             ReleaseChoice::From(env) => {
@@ -85,12 +86,42 @@ impl Deployer {
                 };
                 let release = self.shared.store.release(&d.release_id).await?;
                 self.same_service(&release, service)?;
+                self.still_in_registry(&release, req).await?;
                 Ok(existing(release, DigestLookup::FromRelease))
             }
             ReleaseChoice::Version { version, image } => {
                 self.release_of_version(req, version, image.as_deref())
                     .await
             }
+        }
+    }
+
+    /// Refuses a release whose digest the registry no longer has (when it can ask).
+    async fn still_in_registry(&self, release: &Release, req: &DeployRequest) -> Result<(), DeployError> {
+        let Some(pinned) = release.pinned() else {
+            return Ok(());
+        };
+        let Ok(image) = ImageRef::parse(&pinned) else {
+            return Ok(());
+        };
+        let auth = req.auth.clone().or_else(|| {
+            self.shared
+                .settings
+                .registry_credentials
+                .for_image(&pinned)
+        });
+        match registry_api::check_digest(&image, auth.as_ref()).await {
+            Lookup::Missing(_) => Err(DeployError::Release(format!(
+                "release {} ({} {}) is {}, which registry {} no longer has; make a new release of the version (`drover release create --version {}`) after pushing it again",
+                release.id,
+                release.service,
+                release.tag,
+                release.digest,
+                image.registry_host(),
+                release.tag
+            ))),
+            Lookup::Refused(why) => Err(DeployError::Image(why)),
+            Lookup::Digest(_) | Lookup::Unknown(_) => Ok(()),
         }
     }
 
