@@ -90,12 +90,14 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn head_manifest(
+/// Sends `method path` to the registry at `host` (plain HTTP, Basic auth when given).
+async fn send(
     host: &str,
-    image: &ImageRef,
-    tag: &str,
+    method: http::Method,
+    path: &str,
+    accept: &str,
     auth: Option<&RegistryAuth>,
-) -> Result<Lookup, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<http::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
     let addr = if host.contains(':') {
         host.to_string()
     } else {
@@ -103,20 +105,34 @@ async fn head_manifest(
     };
     let stream = tokio::net::TcpStream::connect(&addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    // Owned by this lookup: the connection ends when the lookup (or its timeout) does.
+    // Owned by this request: the connection ends with the response's body (or when the
+    // caller's timeout drops the future).
     let conn = tokio::spawn(conn);
-    let path = format!("/v2/{}/manifests/{tag}", image.repository);
-    let mut req = http::Request::head(&path)
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header(http::header::HOST, host)
-        .header(http::header::ACCEPT, ACCEPT);
+        .header(http::header::ACCEPT, accept);
     if let Some(a) = auth.filter(|a| !a.username.is_empty()) {
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", a.username, a.password));
         req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
     }
     let response = sender.send_request(req.body(String::new())?).await;
-    conn.abort();
-    let response = response?;
+    if response.is_err() {
+        conn.abort();
+    }
+    Ok(response?)
+}
+
+async fn head_manifest(
+    host: &str,
+    image: &ImageRef,
+    tag: &str,
+    auth: Option<&RegistryAuth>,
+) -> Result<Lookup, Box<dyn std::error::Error + Send + Sync>> {
+    let path = format!("/v2/{}/manifests/{tag}", image.repository);
+    let response = send(host, http::Method::HEAD, &path, ACCEPT, auth).await?;
     let status = response.status();
     let header = |name: &str| {
         response
@@ -151,6 +167,99 @@ async fn head_manifest(
             "registry {host} answered HTTP {status} for {shown}"
         )),
     })
+}
+
+/// What an image says about where it comes from: its OCI labels
+/// `org.opencontainers.image.revision` (the commit) and `org.opencontainers.image.created`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageOrigin {
+    /// The commit SHA, if labelled.
+    pub revision: Option<String>,
+    /// The `created` label as Unix ms, if labelled with an RFC 3339 time.
+    pub created_ms: Option<u64>,
+}
+
+/// Largest manifest or image config read while looking for labels.
+const MAX_JSON: usize = 4 << 20;
+
+/// Reads the OCI labels of `image` (pinned to a digest) from its registry's manifest
+/// and image config; `None` when the controller cannot ask or the image has neither.
+pub async fn image_origin(image: &ImageRef, auth: Option<&RegistryAuth>) -> Option<ImageOrigin> {
+    let host = image.registry_host().to_string();
+    let digest = image.digest.clone()?;
+    if !is_loopback(&host) {
+        return None;
+    }
+    let read = async {
+        let mut manifest = get_json(&host, image, &format!("manifests/{digest}"), auth).await?;
+        if let Some(list) = manifest["manifests"].as_array() {
+            // An index: the linux/amd64 image's manifest (the platform agents pull).
+            let pick = list
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
+                })
+                .or_else(|| list.first())?;
+            let d = pick["digest"].as_str()?.to_string();
+            manifest = get_json(&host, image, &format!("manifests/{d}"), auth).await?;
+        }
+        let config = manifest["config"]["digest"].as_str()?.to_string();
+        let config = get_json(&host, image, &format!("blobs/{config}"), auth).await?;
+        let labels = &config["config"]["Labels"];
+        let text = |k: &str| {
+            labels[k]
+                .as_str()
+                .map(str::to_string)
+                .filter(|s| !s.is_empty())
+        };
+        let origin = ImageOrigin {
+            revision: text("org.opencontainers.image.revision"),
+            created_ms: text("org.opencontainers.image.created")
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond().max(0) as u64),
+        };
+        (origin != ImageOrigin::default()).then_some(origin)
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET /v2/<repository>/<what>` as JSON, at most [`MAX_JSON`] bytes; `None` on any
+/// failure (labels are a nicety: a release is made without them).
+async fn get_json(
+    host: &str,
+    image: &ImageRef,
+    what: &str,
+    auth: Option<&RegistryAuth>,
+) -> Option<serde_json::Value> {
+    let path = format!("/v2/{}/{what}", image.repository);
+    let accept = if what.starts_with("blobs/") {
+        "*/*"
+    } else {
+        ACCEPT
+    };
+    let response = send(host, http::Method::GET, &path, accept, auth)
+        .await
+        .ok()?;
+    if response.status() != http::StatusCode::OK {
+        return None;
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            .await
+    {
+        if let Ok(data) = frame.ok()?.into_data() {
+            bytes.extend_from_slice(&data);
+            if bytes.len() > MAX_JSON {
+                return None;
+            }
+        }
+    }
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

@@ -116,7 +116,8 @@ pub fn ensure_demo_images() {
 fn build_missing() -> Result<(), String> {
     let binary = demo_binary();
     let dockerfile = crate::workspace_root().join("tests/images/demo/Dockerfile");
-    let build_id = format!("{}-{}", sha256(&binary)?, sha256(&dockerfile)?);
+    // The labels are part of what is built: a change of them (`-labels2`) rebuilds.
+    let build_id = format!("{}-{}-labels2", sha256(&binary)?, sha256(&dockerfile)?);
 
     let _lock = crate::exclusive_lock("demo-images")?;
 
@@ -137,6 +138,9 @@ fn build_missing() -> Result<(), String> {
         let label = format!("{BUILD_LABEL}={build_id}");
         let version = format!("DEMO_VERSION={}", variant.version());
         let mode = format!("DEMO_MODE={}", variant.mode());
+        // Where a release reads its commit from: the OCI labels of the image.
+        let revision = format!("{ORIGIN_REVISION}=demo-{}", variant.tag());
+        let created = format!("{ORIGIN_CREATED}={DEMO_CREATED}");
         docker_blocking(&[
             "build",
             "--quiet",
@@ -144,6 +148,10 @@ fn build_missing() -> Result<(), String> {
             &variant.local_ref(),
             "--label",
             &label,
+            "--label",
+            &revision,
+            "--label",
+            &created,
             "--build-arg",
             &version,
             "--build-arg",
@@ -154,6 +162,13 @@ fn build_missing() -> Result<(), String> {
     Ok(())
     // The lock is released when `_lock` drops.
 }
+
+/// The commit label of every demo image: `demo-<tag>`.
+pub const ORIGIN_REVISION: &str = "org.opencontainers.image.revision";
+/// The creation label of every demo image.
+pub const ORIGIN_CREATED: &str = "org.opencontainers.image.created";
+/// What the demo images say they were created at.
+pub const DEMO_CREATED: &str = "2026-11-30T12:00:00Z";
 
 /// The build id recorded on the local image of `variant`, if it exists.
 fn built_from(variant: DemoImage) -> Option<String> {

@@ -199,6 +199,14 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         fleet.pushed(DemoImage::V2).digest.as_str(),
         "the release holds the registry's digest: {release}"
     );
+    // Its commit comes from the image's OCI labels.
+    assert_eq!(release["commit_sha"], "demo-v2", "{release}");
+    let created: jiff::Timestamp = drover_tests::images::DEMO_CREATED.parse().unwrap();
+    assert_eq!(
+        release["commit_ms"].as_u64(),
+        Some(created.as_millisecond() as u64),
+        "{release}"
+    );
 
     // Too early: the soak holds, and says when it opens.
     expect_refused(

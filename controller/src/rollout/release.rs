@@ -97,19 +97,21 @@ impl Deployer {
     }
 
     /// Refuses a release whose digest the registry no longer has (when it can ask).
-    async fn still_in_registry(&self, release: &Release, req: &DeployRequest) -> Result<(), DeployError> {
+    async fn still_in_registry(
+        &self,
+        release: &Release,
+        req: &DeployRequest,
+    ) -> Result<(), DeployError> {
         let Some(pinned) = release.pinned() else {
             return Ok(());
         };
         let Ok(image) = ImageRef::parse(&pinned) else {
             return Ok(());
         };
-        let auth = req.auth.clone().or_else(|| {
-            self.shared
-                .settings
-                .registry_credentials
-                .for_image(&pinned)
-        });
+        let auth = req
+            .auth
+            .clone()
+            .or_else(|| self.shared.settings.registry_credentials.for_image(&pinned));
         match registry_api::check_digest(&image, auth.as_ref()).await {
             Lookup::Missing(_) => Err(DeployError::Release(format!(
                 "release {} ({} {}) is {}, which registry {} no longer has; make a new release of the version (`drover release create --version {}`) after pushing it again",
@@ -191,7 +193,26 @@ impl Deployer {
                 digest: lookup,
             });
         }
-        let (commit_sha, commit_ms) = req.commit.clone().unwrap_or_default();
+        let (mut commit_sha, mut commit_ms) = req.commit.clone().unwrap_or_default();
+        if (commit_sha.is_empty() || commit_ms.is_none()) && !digest.is_empty() {
+            // Flags win; the image's own OCI labels fill what they leave out.
+            let pinned = ImageRef::parse(&parsed.pinned(&digest)).ok();
+            let auth = req.auth.clone().or_else(|| {
+                self.shared
+                    .settings
+                    .registry_credentials
+                    .for_image(&reference)
+            });
+            if let Some(origin) = match &pinned {
+                Some(p) => registry_api::image_origin(p, auth.as_ref()).await,
+                None => None,
+            } {
+                if commit_sha.is_empty() {
+                    commit_sha = origin.revision.unwrap_or_default();
+                }
+                commit_ms = commit_ms.or(origin.created_ms);
+            }
+        }
         Ok(Chosen {
             release: Release {
                 id: new_release_id(),

@@ -144,7 +144,12 @@ fn advertise_host_ip_uses_each_agent_address() {
 #[test]
 fn the_documented_example_parses() {
     let text = include_str!("../../../deploy/drover.example.toml");
-    let s = ServiceSpec::from_toml(text).unwrap();
+    let file = SpecFile::parse(text).unwrap();
+    assert_eq!(file.names().collect::<Vec<_>>(), ["production", "staging"]);
+    let production = file.environment(Some("production")).unwrap();
+    assert_eq!(production.gates.requires.as_deref(), Some("staging"));
+    assert!(production.gates.approval && production.gates.slo.is_some());
+    let s = file.base().clone();
     let stages = s.rollout.staging.as_ref().unwrap();
     assert_eq!(stages.stages().len(), 3);
     assert_eq!(stages.spread_by(), Some("zone"));
