@@ -131,7 +131,7 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         &spec_with_environments(
             &fleet,
             [&staging_lb, &production_lb],
-            "requires = \"staging\"\nsoak = \"6s\"\napproval = \"required\"",
+            "requires = \"staging\"\nsoak = \"12s\"\napproval = \"required\"",
         ),
     );
     let spec = spec.to_string_lossy().into_owned();
@@ -175,11 +175,29 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         &["no release \"r-000000000000\""],
     );
 
-    // Staging runs v1, then v2: each makes (or finds) the release of its tag.
-    for v in ["v1", "v2"] {
-        let r = run(deploy(&["--version", v, "--env", "staging"])).await;
-        assert_eq!(r.code, Some(0), "staging {v}: {}", r.describe());
-    }
+    // A release of another service is refused by name.
+    let api = fleet.write_spec(
+        "api.toml",
+        &fleet
+            .spec_toml("1")
+            .replace("name = \"web\"", "name = \"api\""),
+    );
+    let made = fleet
+        .drover(&[
+            "release",
+            "create",
+            "-f",
+            &api.to_string_lossy(),
+            "--version",
+            "v1",
+        ])
+        .await;
+    assert_eq!(made.code, Some(0), "{}", made.describe());
+    let api_release = made.stdout.trim().to_string();
+    expect_refused(
+        &run(deploy(&["--env", "staging", "--release", &api_release])).await,
+        &["is of service api, not web"],
+    );
     // Production's baseline: v1, put there by an admin past the gates.
     let baseline = run(deploy(&[
         "--env",
@@ -192,6 +210,11 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
     ]))
     .await;
     assert_eq!(baseline.code, Some(0), "{}", baseline.describe());
+    // Staging runs v1, then v2: each makes (or finds) the release of its tag.
+    for v in ["v1", "v2"] {
+        let r = run(deploy(&["--version", v, "--env", "staging"])).await;
+        assert_eq!(r.code, Some(0), "staging {v}: {}", r.describe());
+    }
     let (v1, _) = release_of(&fleet, "v1").await;
     let (v2, release) = release_of(&fleet, "v2").await;
     assert_eq!(
@@ -208,10 +231,18 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         "{release}"
     );
 
-    // Too early: the soak holds, and says when it opens.
+    // Too early: the soak holds, and says when it opens (detached: were the gate
+    // wrongly open, the deploy would wait for approval instead of blocking the test).
     expect_refused(
-        &run(deploy(&["--env", "production", "--from", "staging"])).await,
-        &["soak = \"6s\"", "opens in"],
+        &run(deploy(&[
+            "--env",
+            "production",
+            "--from",
+            "staging",
+            "--detach",
+        ]))
+        .await,
+        &["soak = \"12s\"", "opens in"],
     );
     // Once soaked, the plan is accepted.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -328,6 +359,15 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
     let history = fleet
         .drover(&["history", "--service", "web", "--env", "production"])
         .await;
+    // What an operator reads, printed for the test log.
+    for args in [
+        &["releases", "web"][..],
+        &["status", "--env", "production"],
+        &["history", "--service", "web", "--env", "production"],
+    ] {
+        let out = fleet.drover(args).await;
+        eprintln!("$ drover {}\n{}{}", args.join(" "), out.stdout, out.stderr);
+    }
     assert!(
         history.stdout.contains("gates overridden by")
             && history.stdout.contains("v2 breaks checkout"),

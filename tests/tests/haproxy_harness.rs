@@ -101,6 +101,10 @@ async fn drain_and_enable_under_load_lose_no_request() {
         h1.served() > served
     })
     .await;
+    wait_until(UP_TIMEOUT, "the sampler seeing host-1 UP again", || async {
+        sampler.last("host-1") == Some((OpStatus::Up, AdminState::Ready))
+    })
+    .await;
 
     let (ka, cl) = (keep_alive.stop().await, close.stop().await);
     let samples = sampler.stop().await;
