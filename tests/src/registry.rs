@@ -119,6 +119,36 @@ impl Registry {
         }
     }
 
+    /// Deletes the manifest `digest` of `repository` (the registry runs with deletes
+    /// enabled): afterwards the registry answers 404 for it, as after a cleanup.
+    pub async fn delete_manifest(&self, repository: &str, digest: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", self.username, self.password),
+        );
+        let request = format!(
+            "DELETE /v2/{repository}/manifests/{digest} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n",
+            self.host()
+        );
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the registry");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send DELETE");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .await
+            .expect("read the registry's answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 202"),
+            "DELETE {repository}@{digest}: {answer}"
+        );
+    }
+
     async fn login(&self) {
         let mut child = tokio::process::Command::new("docker")
             .arg("--config")

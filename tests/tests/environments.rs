@@ -515,6 +515,29 @@ async fn environments_deploy_at_once_under_their_own_locks_and_keep_their_secret
     let production_seen = production_load.stop().await;
     assert_eq!(staging_seen.failed, 0, "{}", staging_seen.summary());
     assert_eq!(production_seen.failed, 0, "{}", production_seen.summary());
+
+    // A release whose digest the registry has since lost is refused, naming both; an
+    // override without a reason is refused before anything is sent.
+    let (v2, _) = release_of(&fleet, "v2").await;
+    let digest = &fleet.pushed(DemoImage::V2).digest;
+    fleet.registry().delete_manifest("demo", digest).await;
+    let gone = fleet
+        .drover(&["deploy", "-f", &spec, "--env", "staging", "--release", &v2])
+        .await;
+    expect_refused(&gone, &[&v2, digest.as_str(), "no longer has"]);
+    let no_reason = fleet
+        .drover(&[
+            "deploy",
+            "-f",
+            &spec,
+            "--env",
+            "staging",
+            "--release",
+            &v2,
+            "--override",
+        ])
+        .await;
+    expect_refused(&no_reason, &["--reason"]);
 }
 
 /// `drover slo web --env production --json` once it says `pred`.
