@@ -47,6 +47,38 @@ fn spec_with_environments(fleet: &Fleet, hp: [&Haproxy; 2], production: &str) ->
     )
 }
 
+/// A fleet of four hosts, two `env=staging` and two `env=production`, all on v1, with
+/// one HAProxy per environment, and the path of its spec with environments
+/// (`production` added to production's overlay). Fields drop in order: the HAProxies,
+/// then the fleet.
+struct EnvFleet {
+    staging_lb: Haproxy,
+    production_lb: Haproxy,
+    fleet: Fleet,
+    spec: String,
+}
+
+async fn env_fleet(production: &str) -> EnvFleet {
+    let fleet = Fleet::start(FleetOptions {
+        images: &[DemoImage::V1, DemoImage::V2],
+        env_labels: &ENVIRONMENTS,
+        ..Default::default()
+    })
+    .await;
+    let staging_lb = environment_haproxy(&fleet, "staging").await;
+    let production_lb = environment_haproxy(&fleet, "production").await;
+    let spec = fleet.write_spec(
+        "environments.toml",
+        &spec_with_environments(&fleet, [&staging_lb, &production_lb], production),
+    );
+    EnvFleet {
+        staging_lb,
+        production_lb,
+        spec: spec.to_string_lossy().into_owned(),
+        fleet,
+    }
+}
+
 /// Keep-alive load through `hp`, bounded.
 fn load(hp: &Haproxy) -> Load {
     Load::start(
@@ -118,23 +150,12 @@ async fn release_of(fleet: &Fleet, tag: &str) -> (String, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_proves_a_release_and_production_takes_exactly_its_digest_through_its_gates() {
-    let fleet = Fleet::start(FleetOptions {
-        images: &[DemoImage::V1, DemoImage::V2],
-        env_labels: &ENVIRONMENTS,
-        ..Default::default()
-    })
-    .await;
-    let staging_lb = environment_haproxy(&fleet, "staging").await;
-    let production_lb = environment_haproxy(&fleet, "production").await;
-    let spec = fleet.write_spec(
-        "environments.toml",
-        &spec_with_environments(
-            &fleet,
-            [&staging_lb, &production_lb],
-            "requires = \"staging\"\nsoak = \"12s\"\napproval = \"required\"",
-        ),
-    );
-    let spec = spec.to_string_lossy().into_owned();
+    let EnvFleet {
+        staging_lb,
+        production_lb,
+        fleet,
+        spec,
+    } = env_fleet("requires = \"staging\"\nsoak = \"12s\"\napproval = \"required\"").await;
     let bob = fleet
         .drover(&["api-token", "create", "bob", "--role", "deployer"])
         .await;
@@ -405,23 +426,12 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environments_deploy_at_once_under_their_own_locks_and_keep_their_secrets() {
-    let fleet = Fleet::start(FleetOptions {
-        images: &[DemoImage::V1, DemoImage::V2],
-        env_labels: &ENVIRONMENTS,
-        ..Default::default()
-    })
-    .await;
-    let staging_lb = environment_haproxy(&fleet, "staging").await;
-    let production_lb = environment_haproxy(&fleet, "production").await;
-    let spec = fleet.write_spec(
-        "environments.toml",
-        &spec_with_environments(
-            &fleet,
-            [&staging_lb, &production_lb],
-            "secrets = { names = [\"PROD_TOKEN\"], delivery = \"env\" }",
-        ),
-    );
-    let spec = spec.to_string_lossy().into_owned();
+    let EnvFleet {
+        staging_lb,
+        production_lb,
+        fleet,
+        spec,
+    } = env_fleet("secrets = { names = [\"PROD_TOKEN\"], delivery = \"env\" }").await;
     const SECRET: &str = "prod-only-s3cret-value";
     let set = fleet
         .drover_stdin(
@@ -562,23 +572,12 @@ async fn wait_budget(fleet: &Fleet, what: &str, pred: impl Fn(&Value) -> bool) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_error_budget_holds_deploys_but_not_a_rollback() {
-    let fleet = Fleet::start(FleetOptions {
-        images: &[DemoImage::V1, DemoImage::V2],
-        env_labels: &ENVIRONMENTS,
-        ..Default::default()
-    })
-    .await;
-    let staging_lb = environment_haproxy(&fleet, "staging").await;
-    let production_lb = environment_haproxy(&fleet, "production").await;
-    let spec = fleet.write_spec(
-        "environments.toml",
-        &spec_with_environments(
-            &fleet,
-            [&staging_lb, &production_lb],
-            "slo = { availability = \"99%\", window = \"10m\" }",
-        ),
-    );
-    let spec = spec.to_string_lossy().into_owned();
+    let EnvFleet {
+        staging_lb: _staging_lb,
+        production_lb,
+        fleet,
+        spec,
+    } = env_fleet("slo = { availability = \"99%\", window = \"10m\" }").await;
     for v in ["v1", "v2"] {
         let r = fleet
             .drover(&[
