@@ -46,16 +46,23 @@ fn lines(data: &Path) -> Vec<String> {
 }
 
 /// Hook containers of this fleet's agents that Docker still has.
-async fn hook_containers() -> String {
-    docker(&[
-        "ps",
-        "-a",
-        "-q",
-        "--filter",
-        &format!("label={}", drover_shared::labels::HOOK),
-    ])
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+async fn hook_containers(fleet: &Fleet) -> String {
+    let mut left = String::new();
+    for h in fleet.hosts() {
+        let found = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label={}", drover_shared::labels::HOOK),
+            "--filter",
+            &format!("label={}={}", drover_shared::labels::AGENT, h.name),
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        left.push_str(found.trim());
+    }
+    left
 }
 
 async fn deploy(fleet: &Fleet, spec: &str, version: &str, extra: &[&str]) -> (Option<i32>, Value) {
@@ -128,7 +135,7 @@ async fn a_migration_runs_once_before_any_drain_and_its_failures_leave_the_fleet
         status.describe()
     );
     assert!(
-        hook_containers().await.trim().is_empty(),
+        hook_containers(&fleet).await.trim().is_empty(),
         "a hook container was left"
     );
 
@@ -147,7 +154,7 @@ async fn a_migration_runs_once_before_any_drain_and_its_failures_leave_the_fleet
         "{snap}"
     );
     assert!(
-        hook_containers().await.trim().is_empty(),
+        hook_containers(&fleet).await.trim().is_empty(),
         "a hook container was left"
     );
     fleet.assert_serves("v1").await;

@@ -90,7 +90,7 @@ mod tests {
         let t = text(std::slice::from_ref(&h), "  ");
         assert!(t.contains("migrate"), "{t}");
         assert!(t.contains("failed (exit 3)"), "{t}");
-        assert!(t.contains("2s 500ms"), "{t}");
+        assert!(t.contains("2.5 s"), "{t}");
         assert!(t.contains("2 earlier lines"), "{t}");
         assert!(t.contains("| line 12") && !t.contains("| line 2\n"), "{t}");
         let j = &json(&[h])[0];

@@ -318,3 +318,132 @@ mod tests {
         assert_eq!(parse_http_url("http://a:b/"), None);
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use super::super::{ServiceSpec, SpecFile};
+    use super::*;
+
+    const BASE: &str = r#"
+[service]
+name = "web"
+image = "registry.local/team/web"
+port = 8080
+
+[targets]
+selector = "role=web"
+"#;
+
+    fn parse(hooks: &str) -> Result<ServiceSpec, String> {
+        ServiceSpec::from_toml(&format!("{BASE}\n{hooks}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hooks_parse_with_defaults_and_round_trip() {
+        let s = parse(
+            r#"
+[[hooks]]
+name = "migrate"
+phase = "before_rollout"
+command = ["migrate", "--up"]
+
+[[hooks]]
+name = "check"
+phase = "after_batch"
+command = ["check"]
+run_in = "container"
+timeout = "30s"
+
+[[hooks]]
+name = "smoke"
+phase = "after_rollout"
+[hooks.http]
+url = "http://127.0.0.1:8080/health"
+body_contains = "ok"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.hooks.len(), 3);
+        assert_eq!(s.hooks[0].timeout, Duration::from_secs(600));
+        assert_eq!(
+            s.hooks[0].action,
+            HookAction::Command {
+                argv: vec!["migrate".into(), "--up".into()],
+                image: None,
+                run_in: RunIn::Container
+            }
+        );
+        let HookAction::Http(h) = &s.hooks[2].action else {
+            panic!("an HTTP check")
+        };
+        assert_eq!((h.status, h.tries), (200, 3));
+        assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
+    }
+
+    #[test]
+    fn bad_hooks_are_named() {
+        for (hooks, words) in [
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"before_rollout\"\n",
+                "hooks[0].command",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"sometime\"\ncommand = [\"x\"]\n",
+                "phase",
+            ),
+            (
+                "[[hooks]]\nname = \"a b\"\nphase = \"after_batch\"\ncommand = [\"x\"]\n",
+                "hooks[0].name",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"before_rollout\"\ncommand = [\"x\"]\ntimeout = \"0s\"\n",
+                "timeout",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"before_rollout\"\ncommand = [\"x\"]\nrun_in = \"exec\"\n",
+                "run_in",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"after_batch\"\n[hooks.http]\nurl = \"http://x:1/\"\n",
+                "after_rollout",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"after_rollout\"\n[hooks.http]\nurl = \"https://x/\"\n",
+                "http://",
+            ),
+            (
+                "[[hooks]]\nname = \"m\"\nphase = \"after_rollout\"\ncommand = [\"x\"]\n[[hooks]]\nname = \"m\"\nphase = \"after_batch\"\ncommand = [\"y\"]\n",
+                "another hook",
+            ),
+        ] {
+            let e = parse(hooks).unwrap_err();
+            assert!(e.contains(words), "{hooks}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_environment_replaces_the_hooks() {
+        let text = format!(
+            r#"{BASE}
+[[hooks]]
+name = "migrate"
+phase = "before_rollout"
+command = ["migrate"]
+
+[env.staging]
+[env.production]
+[[env.production.hooks]]
+name = "migrate"
+phase = "before_rollout"
+command = ["migrate", "--careful"]
+timeout = "30m"
+"#
+        );
+        let file = SpecFile::parse(&text).unwrap();
+        let staging = file.environment(Some("staging")).unwrap();
+        let production = file.environment(Some("production")).unwrap();
+        assert_eq!(staging.spec.hooks[0].timeout, Duration::from_secs(600));
+        assert_eq!(production.spec.hooks.len(), 1);
+        assert_eq!(production.spec.hooks[0].timeout, Duration::from_secs(1800));
+    }
+}
