@@ -201,10 +201,10 @@ impl Hook {
             }
             (None, false) => {
                 let run_in = r.run_in.unwrap_or_default();
-                if run_in == RunIn::Exec && r.image.is_some() {
+                if run_in == RunIn::Exec {
                     return Err(invalid(
-                        key("image"),
-                        "run_in = \"exec\" runs in the service's new container, whose image is the release's",
+                        key("run_in"),
+                        "\"exec\" (in the new container) is not supported yet: use \"container\", a one-off container with the service's env, secrets, network and mounts",
                     ));
                 }
                 if let Some(image) = &r.image
