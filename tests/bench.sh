@@ -12,6 +12,7 @@
 #   tests/bench.sh watch              # bench_watch: a Watch stream's / checkpoint's
 #                                     # store reads on a 2,000-host (SIMULATED)
 #                                     # deployment, own row vs every host row
+#   tests/bench.sh hooks              # bench_hooks: a no-op before_rollout hook on 10 hosts
 #   tests/bench.sh dora               # bench_dora: `drover dora` on a 100,000-deployment
 #                                     # history (written straight to SQLite) vs
 #                                     # `drover history --limit 1`, CLI end to end and
@@ -43,8 +44,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | restore | watch | dora) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora)" ;;
+        agent | rollout | tls | restore | watch | dora | hooks) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks)" ;;
     esac
 done
 
@@ -145,6 +146,12 @@ for b in "$@"; do
         watch)
             say "bench_watch  (log: $out/watch-$stamp.txt)"
             "$target/release/bench_watch" 2>&1 | tee "$out/watch-$stamp.txt" || status=1
+            ;;
+        hooks)
+            args=(--rounds "${BENCH_HOOKS_ROUNDS:-3}")
+            say "bench_hooks ${args[*]}  (log: $out/hooks-$stamp.txt)"
+            "$target/release/bench_hooks" "${args[@]}" 2>&1 | tee "$out/hooks-$stamp.txt" \
+                || status=1
             ;;
         dora)
             args=(--rounds "${BENCH_DORA_ROUNDS:-9}")

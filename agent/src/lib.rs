@@ -157,6 +157,7 @@ pub async fn run_with_runtime<R: ContainerRuntime>(
 /// Reconciles every service, then removes the secrets and ready records of containers
 /// that no longer exist.
 async fn reconcile<R: ContainerRuntime>(ctx: &CommandContext<R>) {
+    commands::hook::remove_leftovers(ctx).await;
     match commands::reconcile::all(ctx).await {
         Ok(services) => {
             for (service, outcome) in services {

@@ -77,7 +77,17 @@ impl OperatorService {
             .last_seq(id)
             .await
             .map_err(store_status)?;
-        Ok(deployment_info(d, hosts, last_seq))
+        let mut info = deployment_info(d, hosts, last_seq);
+        info.hooks = self
+            .deployer
+            .store()
+            .hook_runs(id)
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .map(hook_run_info)
+            .collect();
+        Ok(info)
     }
 }
 
@@ -448,6 +458,20 @@ fn phase_proto(p: HostPhase) -> proto::HostPhase {
 }
 
 /// A deployment in wire form.
+/// A hook run in wire form.
+fn hook_run_info(r: crate::store::HookRun) -> proto::HookRunInfo {
+    proto::HookRunInfo {
+        name: r.name,
+        phase: r.phase,
+        host: r.host,
+        outcome: r.outcome.to_proto() as i32,
+        exit_code: r.exit_code,
+        started_ms: r.started_ms,
+        finished_ms: r.finished_ms,
+        output: r.output,
+    }
+}
+
 pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64) -> DeploymentInfo {
     DeploymentInfo {
         batches: hosts.iter().map(|h| h.batch + 1).max().unwrap_or(0),
@@ -472,6 +496,7 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
         environment: d.environment,
         release_id: d.release_id,
         gate_note: d.gate_note.unwrap_or_default(),
+        hooks: vec![],
     }
 }
 

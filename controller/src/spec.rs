@@ -11,6 +11,7 @@
 //! `[registry]`) are used as they are. This module checks what spans sections.
 
 mod environments;
+mod hooks;
 mod readiness;
 mod rollout;
 mod secrets;
@@ -23,6 +24,7 @@ use drover_shared::labels::Selector;
 use serde::{Deserialize, Serialize};
 
 pub use self::environments::{Environment, Gates, IMPLICIT, SpecFile, UnknownEnvironment};
+pub use self::hooks::{Hook, HookAction, HookPhase, HttpCheck, RunIn, parse_http_url};
 pub use self::readiness::{ReadinessKind, ReadinessSection};
 pub use self::rollout::{BatchSize, OnFailure, RolloutSection};
 pub use self::secrets::{RegistrySection, SecretDelivery, SecretsSection};
@@ -52,6 +54,8 @@ pub struct ServiceSpec {
     pub schedule: Schedule,
     /// Secrets the container gets (names only: values are set with `drover secret set`).
     pub secrets: SecretsSection,
+    /// Commands run at fixed points of a deploy (`[[hooks]]`), in the order written.
+    pub hooks: Vec<Hook>,
 }
 
 /// `[targets]`
@@ -81,6 +85,8 @@ struct RawSpec {
     schedule: ScheduleSpec,
     #[serde(default, skip_serializing_if = "SecretsSection::is_empty")]
     secrets: SecretsSection,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hooks: Vec<hooks::RawHook>,
 }
 
 /// `[targets]` as written.
@@ -167,6 +173,7 @@ impl ServiceSpec {
         if let Some(registry) = &raw.registry {
             registry.check()?;
         }
+        let hooks = Hook::from_raw_all(raw.hooks)?;
         Ok(Self {
             service,
             targets: TargetsSection { selector },
@@ -177,6 +184,7 @@ impl ServiceSpec {
             canary: raw.canary,
             schedule,
             secrets: raw.secrets,
+            hooks,
         })
     }
 
@@ -193,6 +201,7 @@ impl ServiceSpec {
             canary: self.canary.clone(),
             schedule: self.schedule.to_spec(),
             secrets: self.secrets.clone(),
+            hooks: self.hooks.iter().map(Hook::to_raw).collect(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The controller's durable state in SQLite: deployments, their hosts, their event log,
 //! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in
 //! [`security`] and [`secret_rows`]) join tokens, issued certificates, enrolled hosts, API
-//! tokens and sealed secrets; [`dora_rows`] reads the history the delivery metrics need.
+//! tokens and sealed secrets; [`hook_rows`] keeps deploy hooks' runs and markers;
+//! [`dora_rows`] reads the history the delivery metrics need.
 //! Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
@@ -19,11 +20,13 @@ use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
 mod dora_rows;
+mod hook_rows;
 mod release_rows;
 mod secret_rows;
 mod security;
 mod slo_rows;
 
+pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
@@ -358,6 +361,7 @@ impl Store {
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(hook_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;

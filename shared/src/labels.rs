@@ -23,6 +23,10 @@ pub const IMAGE: &str = "drover.image";
 /// The readiness probe the container was swapped in with, so a restarted agent can
 /// check a container it finds running (absent: running is enough).
 pub const READINESS: &str = "drover.readiness";
+/// The deploy hook a one-off container runs (such a container is no service's).
+pub const HOOK: &str = "drover.hook";
+/// The service a hook container runs for.
+pub const HOOK_SERVICE: &str = "drover.hook-service";
 /// The stop grace (ms) the container was swapped in with.
 pub const STOP_GRACE: &str = "drover.stop-grace-ms";
 

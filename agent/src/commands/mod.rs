@@ -3,10 +3,13 @@
 //! and the [`Job`] (command id, receipt time, progress reporting). Also the
 //! [`reconcile`]iation run at start, which finishes or undoes an interrupted handover.
 //!
+//! [`hook`] runs a deploy hook in a one-off container.
+//!
 //! Commands are reconcilers over Docker state: each reads what runs, acts, and on any
 //! failure leaves the previously running container running.
 
 pub mod handover;
+pub mod hook;
 pub mod inspect;
 pub mod prepare;
 pub mod reconcile;
@@ -166,7 +169,7 @@ pub fn service_of(kind: &command::Kind) -> Option<&str> {
     match kind {
         command::Kind::Swap(s) => s.spec.as_ref().map(|s| s.service.as_str()),
         command::Kind::Rollback(r) => Some(r.service.as_str()),
-        command::Kind::Prepare(_) | command::Kind::Inspect(_) => None,
+        command::Kind::Prepare(_) | command::Kind::Inspect(_) | command::Kind::RunHook(_) => None,
     }
 }
 
@@ -177,6 +180,7 @@ pub fn kind_name(kind: &command::Kind) -> &'static str {
         command::Kind::Swap(_) => "swap",
         command::Kind::Rollback(_) => "rollback",
         command::Kind::Inspect(_) => "inspect",
+        command::Kind::RunHook(_) => "run_hook",
     }
 }
 
@@ -193,5 +197,8 @@ pub async fn execute<R: ContainerRuntime>(
         command::Kind::Swap(s) => swap::swap(ctx, job, fence, s).await.map(Output::Swap),
         command::Kind::Rollback(r) => rollback::rollback(ctx, job, r).await.map(Output::Rollback),
         command::Kind::Inspect(i) => inspect::inspect(ctx, &i.service).await.map(Output::Inspect),
+        command::Kind::RunHook(h) => hook::run_hook(ctx, job, fence, h)
+            .await
+            .map(Output::RunHook),
     }
 }

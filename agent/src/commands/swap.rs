@@ -170,7 +170,7 @@ pub async fn swap<R: ContainerRuntime>(
 
 /// Gives the container to be created its secrets: environment variables, or files written
 /// into its own directory and bind-mounted read-only. Returns whether files were written.
-async fn deliver_secrets<R: ContainerRuntime>(
+pub(super) async fn deliver_secrets<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     create: &mut CreateSpec,
     delivery: Delivery,

@@ -75,6 +75,10 @@ pub struct DeployArgs {
     /// and change nothing; exit 2 with the reason if it would be refused.
     #[arg(long, conflicts_with = "detach")]
     pub plan: bool,
+    /// Run the spec's before_rollout hooks (migrations) even if they already ran for
+    /// this service, environment and digest.
+    #[arg(long)]
+    pub rerun_hooks: bool,
 }
 
 /// Exit code when the request was refused before anything was touched.
@@ -154,6 +158,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<i32> {
         override_reason: args.reason.clone().unwrap_or_default(),
         commit_sha: args.commit.clone().unwrap_or_default(),
         commit_ms,
+        rerun_hooks: args.rerun_hooks,
     };
     if args.plan {
         let request = PlanRequest {

@@ -102,6 +102,7 @@ fn table(list: &[DeploymentInfo], hosts: bool) -> String {
         if !d.gate_note.is_empty() {
             let _ = writeln!(out, "    gates: {}", d.gate_note);
         }
+        out.push_str(&super::hooks::text(&d.hooks, "    "));
         if hosts {
             for h in &d.hosts {
                 let _ = writeln!(

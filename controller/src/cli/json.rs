@@ -66,6 +66,7 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
         "environment": (!s.environment.is_empty()).then_some(&s.environment),
         "release_id": (!s.release_id.is_empty()).then_some(&s.release_id),
         "gate_note": (!s.gate_note.is_empty()).then_some(&s.gate_note),
+        "hooks": super::hooks::json(&s.hooks),
     })
 }
 

@@ -8,6 +8,7 @@ mod deploy;
 mod docs;
 mod dora;
 mod history;
+mod hooks;
 mod hosts;
 mod json;
 mod login;

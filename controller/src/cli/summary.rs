@@ -72,6 +72,7 @@ pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
             println!("      {line}");
         }
     }
+    print!("{}", super::hooks::text(&s.hooks, "  "));
     if ok { 0 } else { 1 }
 }
 

@@ -83,6 +83,7 @@ pub(super) fn deploy_request(
             .registry_auth
             .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
         at_ms: Some(r.at_ms).filter(|at| *at > 0),
+        rerun_hooks: r.rerun_hooks,
     })
 }
 

@@ -41,6 +41,7 @@ impl OperatorService {
                 .registry_auth
                 .filter(|a| !a.username.is_empty() || !a.password.is_empty()),
             at_ms: None,
+            rerun_hooks: false,
         };
         let (release, created) = self
             .deployer

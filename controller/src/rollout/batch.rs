@@ -201,6 +201,7 @@ impl Rollout {
                 Err(f) => failed.push(f),
             }
         }
+        let ready = self.checked_after_batch(ready, &mut failed).await?;
         let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
         let mut done = vec![];
         for (host, r) in ready.iter().zip(enables) {
@@ -219,6 +220,47 @@ impl Rollout {
         }
         self.restore(&[], &failed).await?;
         Ok(Err(failed.remove(0)))
+    }
+
+    /// Runs the `after_batch` hooks on the `ready` hosts (still out of rotation); a host
+    /// whose hook fails goes back to its previous version, like a readiness failure, and
+    /// joins `failed`. Returns the hosts to put back in rotation on the new version.
+    async fn checked_after_batch(
+        &mut self,
+        ready: Vec<String>,
+        failed: &mut Vec<HostFailure>,
+    ) -> Result<Vec<String>> {
+        let checks = self.after_batch(&ready).await?;
+        let mut passed = vec![];
+        let mut undo = vec![];
+        for (host, r) in ready.into_iter().zip(checks) {
+            match r {
+                Ok(()) => passed.push(host),
+                Err(f) => undo.push(f),
+            }
+        }
+        let this = &*self;
+        let undone = join_all(undo.iter().map(|f| this.undo(&f.host))).await;
+        for (f, r) in undo.into_iter().zip(undone) {
+            let msg = match r {
+                Ok(version) => HostFailure::new(
+                    &f.host,
+                    Left::AsBefore,
+                    format!("{}; back on {version}", strip_host(&f)),
+                ),
+                Err(e) => HostFailure::new(
+                    &f.host,
+                    Left::Unknown,
+                    format!(
+                        "{}; returning to the previous version failed: {}",
+                        strip_host(&f),
+                        e.message
+                    ),
+                ),
+            };
+            failed.push(msg);
+        }
+        Ok(passed)
     }
 
     /// Puts failed hosts (restored to their previous version by their agent) and the
@@ -384,4 +426,11 @@ impl Rollout {
         }
         Ok(all_back)
     }
+}
+
+/// A failure's message without the host name it starts with.
+fn strip_host(f: &HostFailure) -> &str {
+    f.message
+        .strip_prefix(&format!("{}: ", f.host))
+        .unwrap_or(&f.message)
 }

@@ -129,6 +129,9 @@ impl Rollout {
                     let msg = format!("pull failed before any host was drained: {}", f.message);
                     return self.advance(Event::Fail, Some(msg.clone()), &msg).await;
                 }
+                if let Err(msg) = self.before_rollout().await? {
+                    return self.advance(Event::Fail, Some(msg.clone()), &msg).await;
+                }
             }
             let msg = format!(
                 "rolling {} to {} in {} batches{}",
@@ -159,6 +162,11 @@ impl Rollout {
             }
             match self.roll_stages().await? {
                 Go::Continue => {
+                    if self.d.kind == DeploymentKind::Deploy
+                        && let Err(reason) = self.after_rollout().await?
+                    {
+                        break reason;
+                    }
                     let msg = format!("every host runs {} and is in rotation", self.d.version);
                     return self.advance(Event::Succeed, None, &msg).await;
                 }

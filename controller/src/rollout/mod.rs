@@ -12,12 +12,14 @@ mod control;
 mod drive;
 mod flight;
 mod gates;
+mod hooks;
 pub mod machine;
 mod plan;
 mod prepare;
 mod preview;
 mod release;
 mod schedule_wait;
+mod smoke;
 pub mod stages;
 mod steps;
 
@@ -87,6 +89,8 @@ pub struct DeployRequest {
     pub auth: Option<proto::RegistryAuth>,
     /// Start time (Unix ms) for a scheduled deploy; `None` = now.
     pub at_ms: Option<u64>,
+    /// Run the `before_rollout` hooks even where they already ran for the digest.
+    pub rerun_hooks: bool,
 }
 
 /// What a deploy rolls out.
@@ -258,6 +262,10 @@ impl Deployer {
     /// Validates `req` against the live fleet, records the deployment and starts it.
     pub async fn deploy(&self, req: DeployRequest) -> Result<Deployment, DeployError> {
         let p = self.prepare_deploy(&req).await?;
+        if req.rerun_hooks {
+            // Written first: a deployment is never resumed without its request.
+            self.shared.store.set_rerun_hooks(&p.deployment.id).await?;
+        }
         let release = p.release.filter(|c| c.is_new).map(|c| c.release);
         let slo = req.gates.slo.map(|s| (&req.spec, s));
         self.start_with(p.deployment, p.hosts, release, req.auth, slo)

@@ -174,7 +174,7 @@ impl Rollout {
 
     /// The spec's secrets, opened for one swap on `host` (`None` when it names none).
     /// Nothing was touched on the host when this fails; the message names the secret.
-    async fn secrets(&self, host: &str) -> Result<Option<proto::Secrets>, HostFailure> {
+    pub(super) async fn secrets(&self, host: &str) -> Result<Option<proto::Secrets>, HostFailure> {
         let names = &self.spec.secrets.names;
         if names.is_empty() {
             return Ok(None);

@@ -2,7 +2,7 @@
 //!
 //! A spec may define environments (`[env.staging]`, `[env.production]`), each able to
 //! override where the service runs and how it moves there (targets, load balancer,
-//! container env, rollout plan, canary thresholds, deploy windows, which secrets) and
+//! container env, rollout plan, canary thresholds, deploy windows, which secrets, hooks) and
 //! to set the gates a deploy into it must pass (`requires` with `soak`, `approval`, an
 //! error budget `slo`).
 //! What the service *is* (its image repository, port, readiness, registry) stays one
@@ -27,7 +27,7 @@ use crate::slo::{RawSlo, SloSpec};
 pub const IMPLICIT: &str = "";
 
 /// Keys an overlay may set that override the spec's own sections.
-const OVERRIDABLE: [&str; 7] = [
+const OVERRIDABLE: [&str; 8] = [
     "targets",
     "load_balancer",
     "env",
@@ -35,6 +35,7 @@ const OVERRIDABLE: [&str; 7] = [
     "canary",
     "schedule",
     "secrets",
+    "hooks",
 ];
 
 /// Keys that are gates of the environment, not part of the service spec.
