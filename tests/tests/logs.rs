@@ -76,7 +76,17 @@ async fn logs_of_every_host_prefixed_followed_redacted_and_kept_for_a_failed_dep
     }
 
     // The tail of every host, prefixed; stderr apart; the secret redacted on the agent.
-    let all = fleet.drover(&["logs", SERVICE, "--tail", "50"]).await;
+    // Docker writes a container's log a moment after the line is printed: wait until
+    // every host's last line is there.
+    let mut all = fleet.drover(&["logs", SERVICE, "--tail", "50"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while [&h0, &h1].iter().any(|name| {
+        !lines_of(&all.stdout, name).contains(&format!("{name} | DB_PASSWORD=[redacted]").as_str())
+    }) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        all = fleet.drover(&["logs", SERVICE, "--tail", "50"]).await;
+    }
     assert_eq!(all.code, Some(0), "{}", all.describe());
     for name in [&h0, &h1] {
         let out = lines_of(&all.stdout, name);
