@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use drover_shared::image::ImageRef;
 use drover_shared::labels;
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, CreateSpec, HealthState, LocalImage, LogFrame, LogFrames,
-    LogsQuery, PullProgress, RegistryCredentials, RunState, RuntimeError,
+    ContainerInfo, ContainerRuntime, CreateSpec, ExecRun, ExecSpec, ExecStatus, HealthState,
+    LocalImage, LogFrame, LogFrames, LogsQuery, PullProgress, RegistryCredentials, RunState,
+    RuntimeError,
 };
 
 /// The fake digest every image resolves to.
@@ -41,7 +43,23 @@ pub struct FakeRuntime {
     pub starts: AtomicUsize,
     /// What every container's log holds (`logs` returns these frames, then ends).
     pub log_frames: Mutex<Vec<LogFrame>>,
+    /// How the next execs behave (a `kill` exec always ends the container's hung ones).
+    pub exec_behaviour: Mutex<FakeExec>,
+    /// Every exec request, in order: (container id, spec).
+    pub execs: Mutex<Vec<(String, ExecSpec)>>,
+    exec_states: Mutex<HashMap<String, (String, ExecStatus)>>,
     clock: AtomicUsize,
+}
+
+/// How a fake exec behaves.
+#[derive(Debug, Clone)]
+pub enum FakeExec {
+    /// Writes these frames and exits with this code.
+    Exit(i64, Vec<LogFrame>),
+    /// Writes these frames and never exits (until a `kill` exec in its container).
+    Hang(Vec<LogFrame>),
+    /// Like `Hang`, and no process id can be found for it (so it cannot be killed).
+    HangUnkillable(Vec<LogFrame>),
 }
 
 impl FakeRuntime {
@@ -58,6 +76,9 @@ impl FakeRuntime {
             unready_versions: Mutex::default(),
             starts: AtomicUsize::new(0),
             log_frames: Mutex::default(),
+            exec_behaviour: Mutex::new(FakeExec::Exit(0, vec![])),
+            execs: Mutex::default(),
+            exec_states: Mutex::default(),
             clock: AtomicUsize::new(0),
         }
     }
@@ -247,6 +268,76 @@ impl ContainerRuntime for FakeRuntime {
             .collect();
         Ok(Box::pin(futures::stream::iter(frames)))
     }
+
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecRun, RuntimeError> {
+        let running = self
+            .inspect(container)
+            .await?
+            .is_some_and(|c| c.state == RunState::Running);
+        if !running {
+            return Err(RuntimeError::Engine {
+                op: format!("exec in container {container}"),
+                message: format!("container {container} is not running"),
+            });
+        }
+        let mut execs = self.execs.lock().unwrap();
+        execs.push((container.to_string(), spec.clone()));
+        let id = format!("exec{}", execs.len());
+        let mut states = self.exec_states.lock().unwrap();
+        let (frames, status, hangs) = if spec.argv.first().map(String::as_str) == Some("kill") {
+            for (c, st) in states.values_mut() {
+                if c == container && st.running {
+                    *st = ExecStatus {
+                        running: false,
+                        exit_code: Some(137),
+                        container_pid: None,
+                    };
+                }
+            }
+            (vec![], exited(0), false)
+        } else {
+            match self.exec_behaviour.lock().unwrap().clone() {
+                FakeExec::Exit(code, frames) => (frames, exited(code), false),
+                FakeExec::Hang(frames) => (frames, hung(Some(7)), true),
+                FakeExec::HangUnkillable(frames) => (frames, hung(None), true),
+            }
+        };
+        states.insert(id.clone(), (container.to_string(), status));
+        let frames = futures::stream::iter(frames.into_iter().map(Ok));
+        let output: LogFrames = if hangs {
+            Box::pin(frames.chain(futures::stream::pending()))
+        } else {
+            Box::pin(frames)
+        };
+        Ok(ExecRun { id, output })
+    }
+
+    async fn exec_status(&self, exec_id: &str) -> Result<ExecStatus, RuntimeError> {
+        self.exec_states
+            .lock()
+            .unwrap()
+            .get(exec_id)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("exec {exec_id}"),
+            })
+    }
+}
+
+fn exited(code: i64) -> ExecStatus {
+    ExecStatus {
+        running: false,
+        exit_code: Some(code),
+        container_pid: None,
+    }
+}
+
+fn hung(pid: Option<u32>) -> ExecStatus {
+    ExecStatus {
+        running: true,
+        exit_code: None,
+        container_pid: pid,
+    }
 }
 
 /// Labels for a container adopted from an earlier agent run.
@@ -265,4 +356,29 @@ pub fn adopted_labels(
         (labels::EPOCH.to_string(), epoch.to_string()),
         (labels::COMMAND.to_string(), command.to_string()),
     ])
+}
+
+/// A context for agent `h1` over `rt`, its secrets root (`dir/secrets`) on a file system
+/// of `fs_type` as a sample mount table (written in `dir`) says.
+pub fn context(
+    rt: &std::sync::Arc<FakeRuntime>,
+    dir: &std::path::Path,
+    fs_type: &str,
+) -> crate::commands::CommandContext<FakeRuntime> {
+    let table = dir.join("mountinfo");
+    std::fs::write(
+        &table,
+        format!(
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n30 27 0:25 / {} rw - {fs_type} x rw\n",
+            dir.canonicalize().unwrap().display()
+        ),
+    )
+    .unwrap();
+    crate::commands::CommandContext {
+        runtime: rt.clone(),
+        agent: "h1".into(),
+        keep_previous: 1,
+        secrets: crate::secrets::SecretsDir::with_mountinfo(dir.join("secrets"), &table),
+        ready: crate::commands::record::ReadyRecords::new(&dir.join("state")),
+    }
 }

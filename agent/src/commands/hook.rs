@@ -1,6 +1,8 @@
 //! RunHook: one deploy hook as a one-off container with the service's env, secrets,
 //! network and mounts. Create, start, wait up to the timeout (then kill), collect the
 //! last [`OUTPUT_BYTES`] of stdout and stderr with the hook's secrets redacted, remove.
+//! With `exec` the hook runs inside the service's new container instead
+//! ([`super::hook_exec`]), with the same timeout, output tail and result.
 //!
 //! The container is labelled `drover.hook` and carries no `drover.service` label, so it
 //! is never taken for one of the service's containers. It is removed on every path out of
@@ -21,7 +23,7 @@ use super::spec::{self, Origin};
 use super::{CommandContext, Job};
 use crate::error::CommandFailure;
 use crate::logs::lines::{LineSplitter, Redactor};
-use crate::runtime::{ContainerRuntime, LogOutput, LogsQuery, RunState};
+use crate::runtime::{ContainerRuntime, LogFrames, LogOutput, LogsQuery, RunState};
 use crate::secrets;
 
 /// How much of a hook's output is kept: the end of it.
@@ -29,7 +31,7 @@ pub const OUTPUT_BYTES: usize = 64 * 1024;
 /// A hook's timeout when the command gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a running hook container is looked at.
-const POLL: Duration = Duration::from_millis(25);
+pub(super) const POLL: Duration = Duration::from_millis(25);
 
 /// Runs a hook to its exit (or its timeout) and removes its container.
 pub async fn run_hook<R: ContainerRuntime>(
@@ -38,21 +40,10 @@ pub async fn run_hook<R: ContainerRuntime>(
     fence: &Fence,
     cmd: RunHookCommand,
 ) -> Result<RunHookResult, CommandFailure> {
-    if cmd.exec {
-        return Err(CommandFailure::invalid(format!(
-            "hook {}: run_in = \"exec\" is not supported by this agent (version {}); use a one-off container",
-            cmd.hook,
-            drover_shared::VERSION
-        )));
-    }
     let spec = cmd.spec.as_ref().ok_or_else(|| {
         CommandFailure::invalid(format!("hook {} without a container spec", cmd.hook))
     })?;
     let checked = spec::check(spec)?;
-    let service = checked.service.as_str();
-    let rt = &*ctx.runtime;
-    ensure_image(ctx, &checked.image).await?;
-    let delivery = secrets::plan(cmd.secrets.as_ref(), service, &checked.env, &checked.mounts)?;
     let redactor = Redactor::new(
         cmd.secrets
             .iter()
@@ -60,6 +51,18 @@ pub async fn run_hook<R: ContainerRuntime>(
             .map(|v| String::from_utf8_lossy(&v.value).into_owned())
             .collect(),
     );
+    let timeout = if cmd.timeout_ms == 0 {
+        DEFAULT_TIMEOUT
+    } else {
+        Duration::from_millis(cmd.timeout_ms)
+    };
+    if cmd.exec {
+        return super::hook_exec::run(ctx, &cmd.hook, &checked, &redactor, timeout).await;
+    }
+    let service = checked.service.as_str();
+    let rt = &*ctx.runtime;
+    ensure_image(ctx, &checked.image).await?;
+    let delivery = secrets::plan(cmd.secrets.as_ref(), service, &checked.env, &checked.mounts)?;
     let origin = Origin {
         agent: &ctx.agent,
         command_id: &job.command_id,
@@ -91,11 +94,6 @@ pub async fn run_hook<R: ContainerRuntime>(
             return Err(e.into());
         }
     };
-    let timeout = if cmd.timeout_ms == 0 {
-        DEFAULT_TIMEOUT
-    } else {
-        Duration::from_millis(cmd.timeout_ms)
-    };
     let outcome = run_to_exit(rt, &id, timeout).await;
     let output = match &outcome {
         Ok(_) => collect_output(rt, &id, &redactor).await,
@@ -109,14 +107,7 @@ pub async fn run_hook<R: ContainerRuntime>(
         warn!(container = %create.name, error = %e, "could not remove the hook container");
     }
     super::remove_secrets(&ctx.secrets, &create.name).await;
-    let ran = outcome?;
-    Ok(RunHookResult {
-        exit_code: ran.exit_code,
-        timed_out: ran.timed_out,
-        output: output.text,
-        truncated: output.truncated,
-        duration_ms: u64::try_from(ran.took.as_millis()).unwrap_or(u64::MAX),
-    })
+    Ok(outcome?.result(output))
 }
 
 /// Pulls the hook's image when it is not on the host (a hook image other than the
@@ -144,10 +135,26 @@ async fn ensure_image<R: ContainerRuntime>(
 }
 
 /// How a hook's run ended.
-struct Ran {
-    exit_code: i64,
-    timed_out: bool,
-    took: Duration,
+pub(super) struct Ran {
+    /// The process's exit code (-1 when it was killed at its timeout).
+    pub exit_code: i64,
+    /// It was still running at its timeout.
+    pub timed_out: bool,
+    /// From its start to its end (or its kill).
+    pub took: Duration,
+}
+
+impl Ran {
+    /// The wire result with `output`.
+    pub fn result(self, output: Output) -> RunHookResult {
+        RunHookResult {
+            exit_code: self.exit_code,
+            timed_out: self.timed_out,
+            output: output.text,
+            truncated: output.truncated,
+            duration_ms: u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// Starts the container and waits for it to exit, killing it at `timeout`.
@@ -184,9 +191,16 @@ async fn run_to_exit<R: ContainerRuntime>(
 
 /// A hook's output as kept.
 #[derive(Debug, Default)]
-struct Output {
+pub(super) struct Output {
     text: String,
     truncated: bool,
+}
+
+impl Output {
+    /// The lines kept.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 /// The end of the container's stdout and stderr, line by line as written, redacted.
@@ -197,17 +211,38 @@ async fn collect_output<R: ContainerRuntime>(rt: &R, id: &str, redactor: &Redact
         since_unix_s: None,
         follow: false,
     };
-    let mut frames = match rt.logs(id, query).await {
-        Ok(f) => f,
-        Err(e) => {
-            tail.push(format!("[the hook's output could not be read: {e}]"));
-            return tail.finish();
+    match rt.logs(id, query).await {
+        Ok(frames) => {
+            read_frames(frames, redactor, None, &mut tail).await;
         }
-    };
+        Err(e) => tail.push(format!("[the hook's output could not be read: {e}]")),
+    }
+    tail.finish()
+}
+
+/// Reads `frames` into `tail` line by line as written, redacted, until they end (or
+/// fail) or `deadline` passes; whether they ended.
+pub(super) async fn read_frames(
+    mut frames: LogFrames,
+    redactor: &Redactor,
+    deadline: Option<Instant>,
+    tail: &mut Tail,
+) -> bool {
     let (mut out, mut err) = (LineSplitter::default(), LineSplitter::default());
-    while let Some(frame) = frames.next().await {
-        match frame {
-            Ok(f) => {
+    let mut ended = true;
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, frames.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    ended = false;
+                    break;
+                }
+            },
+            None => frames.next().await,
+        };
+        match next {
+            Some(Ok(f)) => {
                 let splitter = match f.output {
                     LogOutput::Stdout => &mut out,
                     LogOutput::Stderr => &mut err,
@@ -216,29 +251,31 @@ async fn collect_output<R: ContainerRuntime>(rt: &R, id: &str, redactor: &Redact
                     tail.push(redactor.redact(line));
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tail.push(format!("[reading the hook's output failed: {e}]"));
                 break;
             }
+            None => break,
         }
     }
     for line in [out.finish(), err.finish()].into_iter().flatten() {
         tail.push(redactor.redact(line));
     }
-    tail.finish()
+    ended
 }
 
 /// The last [`OUTPUT_BYTES`] of lines (redacted before they are cut, so no part of a
 /// secret survives at the cut).
 #[derive(Debug, Default)]
-struct Tail {
+pub(super) struct Tail {
     lines: VecDeque<String>,
     bytes: usize,
     dropped: bool,
 }
 
 impl Tail {
-    fn push(&mut self, line: String) {
+    /// Adds a line (already redacted), dropping the oldest beyond [`OUTPUT_BYTES`].
+    pub fn push(&mut self, line: String) {
         self.bytes += line.len() + 1;
         self.lines.push_back(line);
         while self.bytes > OUTPUT_BYTES && self.lines.len() > 1 {
@@ -249,7 +286,8 @@ impl Tail {
         }
     }
 
-    fn finish(self) -> Output {
+    /// The lines kept, newline-terminated.
+    pub fn finish(self) -> Output {
         let mut text = String::with_capacity(self.bytes);
         for l in &self.lines {
             text.push_str(l);

@@ -10,6 +10,7 @@
 
 pub mod handover;
 pub mod hook;
+mod hook_exec;
 pub mod inspect;
 pub mod prepare;
 pub mod reconcile;

@@ -11,7 +11,6 @@ use drover_shared::proto::{ContainerSpec, SecretDelivery, SecretValue, Secrets};
 
 use super::*;
 use crate::commands::Job;
-use crate::secrets::SecretsDir;
 use crate::testing::FakeRuntime;
 
 const VALUE: &[u8] = b"hunter2-secret-value";
@@ -28,27 +27,12 @@ struct Fixture {
 fn fixture(fs_type: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("secrets");
-    let table = dir.path().join("mountinfo");
-    std::fs::write(
-        &table,
-        format!(
-            "27 1 254:0 / / rw - ext4 /dev/vda rw\n30 27 0:25 / {} rw - {fs_type} x rw\n",
-            dir.path().canonicalize().unwrap().display()
-        ),
-    )
-    .unwrap();
     let rt = Arc::new(FakeRuntime::new());
     for v in ["v1", "v2", "v3"] {
         rt.add_image(&format!("app:{v}"));
     }
     Fixture {
-        ctx: CommandContext {
-            runtime: rt.clone(),
-            agent: "h1".into(),
-            keep_previous: 1,
-            secrets: SecretsDir::with_mountinfo(&root, &table),
-            ready: crate::commands::record::ReadyRecords::new(&dir.path().join("state")),
-        },
+        ctx: crate::testing::context(&rt, dir.path(), fs_type),
         rt,
         root,
         _dir: dir,

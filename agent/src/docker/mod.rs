@@ -8,6 +8,7 @@
 
 mod classify;
 mod convert;
+mod exec;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, CreateSpec, LocalImage, LogFrame, LogFrames, LogOutput,
-    LogsQuery, PullProgress, RegistryCredentials, RuntimeError,
+    ContainerInfo, ContainerRuntime, CreateSpec, ExecRun, ExecSpec, ExecStatus, LocalImage,
+    LogFrame, LogFrames, LogOutput, LogsQuery, PullProgress, RegistryCredentials, RuntimeError,
 };
 use classify::{ImageContext, classify};
 use convert::{container_info, create_body};
@@ -309,22 +310,39 @@ impl ContainerRuntime for DockerRuntime {
         }
         let op = format!("read logs of {id}");
         let endpoint = self.endpoint().to_string();
-        let frames = docker.logs(id, Some(options.build())).map(move |chunk| {
-            use bollard::container::LogOutput as Out;
-            match chunk {
-                Ok(Out::StdErr { message }) => Ok(LogFrame {
-                    output: LogOutput::Stderr,
-                    bytes: message.to_vec(),
-                }),
-                Ok(Out::StdOut { message } | Out::Console { message } | Out::StdIn { message }) => {
-                    Ok(LogFrame {
-                        output: LogOutput::Stdout,
-                        bytes: message.to_vec(),
-                    })
-                }
-                Err(e) => Err(classify(&endpoint, &op, None, e)),
-            }
-        });
+        let frames = docker
+            .logs(id, Some(options.build()))
+            .map(move |chunk| log_frame(&endpoint, &op, chunk));
         Ok(Box::pin(frames))
+    }
+
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecRun, RuntimeError> {
+        exec::start(self, container, spec).await
+    }
+
+    async fn exec_status(&self, exec_id: &str) -> Result<ExecStatus, RuntimeError> {
+        exec::status(self, exec_id).await
+    }
+}
+
+/// One chunk of a container's (or an exec's) output in the agent's terms.
+fn log_frame(
+    endpoint: &str,
+    op: &str,
+    chunk: Result<bollard::container::LogOutput, BollardError>,
+) -> Result<LogFrame, RuntimeError> {
+    use bollard::container::LogOutput as Out;
+    match chunk {
+        Ok(Out::StdErr { message }) => Ok(LogFrame {
+            output: LogOutput::Stderr,
+            bytes: message.to_vec(),
+        }),
+        Ok(Out::StdOut { message } | Out::Console { message } | Out::StdIn { message }) => {
+            Ok(LogFrame {
+                output: LogOutput::Stdout,
+                bytes: message.to_vec(),
+            })
+        }
+        Err(e) => Err(classify(endpoint, op, None, e)),
     }
 }

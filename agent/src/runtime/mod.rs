@@ -1,7 +1,7 @@
 //! The narrow interface between the agent's commands and a container engine.
 //!
 //! [`ContainerRuntime`] is everything prepare, swap, rollback and inspect need from
-//! Docker, in the agent's own terms ([`ContainerInfo`], [`CreateSpec`], [`RuntimeError`]).
+//! Docker (and deploy hooks, `exec` included), in the agent's own terms ([`ContainerInfo`], [`CreateSpec`], [`RuntimeError`]).
 //! [`crate::docker::DockerRuntime`] implements it with bollard; a simulated runtime can
 //! implement it for scale benchmarks. End-to-end tests always use real Docker.
 
@@ -53,6 +53,36 @@ pub struct LogsQuery {
 /// the container stops).
 pub type LogFrames =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogFrame, RuntimeError>> + Send>>;
+
+/// A command to run inside a running container (`docker exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    /// The argv, run as is (no shell, no entrypoint).
+    pub argv: Vec<String>,
+    /// `KEY=value` pairs added to the container's own environment.
+    pub env: Vec<String>,
+}
+
+/// An exec that was started with its output attached.
+pub struct ExecRun {
+    /// The engine's id of the exec, for [`ContainerRuntime::exec_status`].
+    pub id: String,
+    /// What the process writes; ends when it exits (or the engine drops the stream).
+    pub output: LogFrames,
+}
+
+/// How an exec is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecStatus {
+    /// The process still runs.
+    pub running: bool,
+    /// Its exit code, once it has exited.
+    pub exit_code: Option<i64>,
+    /// Its process id inside the container's PID namespace, when the engine's host
+    /// process table can be read (the agent runs beside dockerd): what a `kill` run by a
+    /// second exec needs, since Docker cannot signal an exec itself.
+    pub container_pid: Option<u32>,
+}
 
 /// A failure of the engine or of a registry behind it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -224,6 +254,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         query: LogsQuery,
     ) -> impl Future<Output = Result<LogFrames, RuntimeError>> + Send;
 
+    /// Starts `spec` inside the running container `container` with its stdout and
+    /// stderr attached. Dropping the output abandons the exec; the process runs on.
+    fn exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> impl Future<Output = Result<ExecRun, RuntimeError>> + Send;
+
+    /// How the exec `exec_id` (from [`ContainerRuntime::exec`]) is doing.
+    fn exec_status(
+        &self,
+        exec_id: &str,
+    ) -> impl Future<Output = Result<ExecStatus, RuntimeError>> + Send;
+
     /// Where a readiness probe reaches `container_port` of `info` (0 = its first published
     /// port): the published host address, else the container's own address.
     fn probe_address(&self, info: &ContainerInfo, container_port: u16) -> Option<SocketAddr> {
@@ -324,6 +368,19 @@ impl<T: ContainerRuntime> ContainerRuntime for Arc<T> {
         query: LogsQuery,
     ) -> impl Future<Output = Result<LogFrames, RuntimeError>> + Send {
         (**self).logs(id, query)
+    }
+    fn exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> impl Future<Output = Result<ExecRun, RuntimeError>> + Send {
+        (**self).exec(container, spec)
+    }
+    fn exec_status(
+        &self,
+        exec_id: &str,
+    ) -> impl Future<Output = Result<ExecStatus, RuntimeError>> + Send {
+        (**self).exec_status(exec_id)
     }
     fn probe_address(&self, info: &ContainerInfo, container_port: u16) -> Option<SocketAddr> {
         (**self).probe_address(info, container_port)
