@@ -201,10 +201,10 @@ impl Hook {
             }
             (None, false) => {
                 let run_in = r.run_in.unwrap_or_default();
-                if run_in == RunIn::Exec {
+                if run_in == RunIn::Exec && r.image.is_some() {
                     return Err(invalid(
-                        key("run_in"),
-                        "\"exec\" (in the new container) is not supported yet: use \"container\", a one-off container with the service's env, secrets, network and mounts",
+                        key("image"),
+                        "an exec hook runs in the service's new container, of the release's image: drop `image`, or use run_in = \"container\"",
                     ));
                 }
                 if let Some(image) = &r.image
@@ -360,10 +360,24 @@ phase = "after_rollout"
 [hooks.http]
 url = "http://127.0.0.1:8080/health"
 body_contains = "ok"
+
+[[hooks]]
+name = "in-place"
+phase = "after_batch"
+command = ["/app", "selftest"]
+run_in = "exec"
 "#,
         )
         .unwrap();
-        assert_eq!(s.hooks.len(), 3);
+        assert_eq!(s.hooks.len(), 4);
+        assert_eq!(
+            s.hooks[3].action,
+            HookAction::Command {
+                argv: vec!["/app".into(), "selftest".into()],
+                image: None,
+                run_in: RunIn::Exec
+            }
+        );
         assert_eq!(s.hooks[0].timeout, Duration::from_secs(600));
         assert_eq!(
             s.hooks[0].action,
@@ -402,6 +416,10 @@ body_contains = "ok"
             (
                 "[[hooks]]\nname = \"m\"\nphase = \"before_rollout\"\ncommand = [\"x\"]\nrun_in = \"exec\"\n",
                 "run_in",
+            ),
+            (
+                "[[hooks]]\nname = \"c\"\nphase = \"after_batch\"\ncommand = [\"x\"]\nrun_in = \"exec\"\nimage = \"r.local/tools:1\"\n",
+                "hooks[0].image",
             ),
             (
                 "[[hooks]]\nname = \"m\"\nphase = \"after_batch\"\n[hooks.http]\nurl = \"http://x:1/\"\n",
