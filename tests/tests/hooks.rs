@@ -7,7 +7,11 @@
 //! a hanging one is killed at its timeout and leaves no container; a good one runs exactly
 //! once before any drain; a controller killed right after it and restarted does not run
 //! it again; a deploy of the same digest skips it; `--rerun-hooks` runs it again; the
-//! secret is in no stored output, history or controller log.
+//! secret is in no stored output, history or controller log; an agent killed mid-hook
+//! and restarted ends the hook container and the deploy fails with nothing drained.
+//!
+//! A second fleet checks after a batch, in a one-off container and inside each new
+//! container (`run_in = "exec"`), failing on one host and passing, and the smoke test.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,22 +49,38 @@ fn lines(data: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Hook containers of this fleet's agents that Docker still has.
-async fn hook_containers(fleet: &Fleet) -> String {
-    let mut left = String::new();
+/// The agents of this fleet that Docker still has a hook container of, one per container.
+async fn hook_containers(fleet: &Fleet) -> Vec<String> {
+    hook_containers_in(fleet, "-a").await
+}
+
+/// The agents of this fleet that have a hook container running, one per container.
+async fn running_hook_containers(fleet: &Fleet) -> Vec<String> {
+    hook_containers_in(fleet, "--filter=status=running").await
+}
+
+async fn hook_containers_in(fleet: &Fleet, which: &str) -> Vec<String> {
+    let mut left = vec![];
     for h in fleet.hosts() {
         let found = docker(&[
             "ps",
-            "-a",
-            "-q",
+            which,
             "--filter",
             &format!("label={}", drover_shared::labels::HOOK),
             "--filter",
             &format!("label={}={}", drover_shared::labels::AGENT, h.name),
+            "--format",
+            &format!("{{{{.Label \"{}\"}}}}", drover_shared::labels::AGENT),
         ])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-        left.push_str(found.trim());
+        left.extend(
+            found
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
     }
     left
 }
@@ -135,7 +155,7 @@ async fn a_migration_runs_once_before_any_drain_and_its_failures_leave_the_fleet
         status.describe()
     );
     assert!(
-        hook_containers(&fleet).await.trim().is_empty(),
+        hook_containers(&fleet).await.is_empty(),
         "a hook container was left"
     );
 
@@ -154,10 +174,71 @@ async fn a_migration_runs_once_before_any_drain_and_its_failures_leave_the_fleet
         "{snap}"
     );
     assert!(
-        hook_containers(&fleet).await.trim().is_empty(),
+        hook_containers(&fleet).await.is_empty(),
         "a hook container was left"
     );
     fleet.assert_serves("v1").await;
+
+    // An agent killed (SIGKILL) while its migration hangs, and restarted: it finds and
+    // ends the hook container; the deploy fails with nothing drained; v1 serves
+    // throughout.
+    let stuck = fleet.write_spec(
+        "stuck.toml",
+        &spec(&fleet, &data, &migration(", \"--hang\"", "10m")),
+    );
+    let stuck = stuck.to_string_lossy().into_owned();
+    let load = fleet.load(true);
+    let detached = fleet
+        .drover(&[
+            "deploy",
+            "-f",
+            &stuck,
+            "--version",
+            "v2",
+            "--detach",
+            "--json",
+        ])
+        .await;
+    assert_eq!(detached.code, Some(0), "{}", detached.describe());
+    let id = field(&detached.json()[0], "id").to_string();
+    wait_until(
+        STEP_TIMEOUT,
+        "the hanging migration's container to run",
+        || async { !running_hook_containers(&fleet).await.is_empty() },
+    )
+    .await;
+    let running = running_hook_containers(&fleet).await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    let i = fleet.index_of(&running[0]);
+    fleet.kill_agent(i);
+    fleet.start_agent(i).await;
+    wait_until(
+        STEP_TIMEOUT,
+        "the restarted agent to end the hook container",
+        || async { hook_containers(&fleet).await.is_empty() },
+    )
+    .await;
+    let status = fleet.drover(&["status", &id, "--json"]).await;
+    let snap = status.final_snapshot();
+    let report = load.stop().await;
+    assert_eq!(field(&snap, "state"), "failed", "{}", status.describe());
+    for h in snap["hosts"].as_array().expect("hosts") {
+        assert!(
+            matches!(field(h, "phase"), "prepared" | "pending"),
+            "nothing drained: {snap}"
+        );
+    }
+    assert_eq!(
+        hook_runs(&snap)[0]["outcome"],
+        "error",
+        "its agent was lost: {snap}"
+    );
+    assert_eq!(report.failed, 0, "{}", report.summary());
+    fleet.assert_serves("v1").await;
+    assert!(
+        lines(&data).is_empty(),
+        "the hanging migration appended nothing"
+    );
 
     // A good migration: once, before the first drain.
     let good = fleet.write_spec("good.toml", &spec(&fleet, &data, &migration("", "1m")));
@@ -254,6 +335,42 @@ async fn a_migration_runs_once_before_any_drain_and_its_failures_leave_the_fleet
     );
 }
 
+/// The fleet's spec with one after_batch `check` hook that fails on `fail_on`: in a one-off
+/// container, or with `exec` inside each new container (the image is FROM scratch: the
+/// argv names the binary, no entrypoint is added).
+fn check_spec(base: &str, exec: bool, fail_on: &str) -> String {
+    let (program, run_in) = if exec {
+        ("\"/demo-app\", ", "run_in = \"exec\"\n")
+    } else {
+        ("", "")
+    };
+    format!(
+        "{base}\n[[hooks]]\nname = \"check\"\nphase = \"after_batch\"\ncommand = [{program}\"check\", \"--fail-on-host\", \"{fail_on}\"]\n{run_in}timeout = \"30s\"\n"
+    )
+}
+
+/// Deploys v2 with `spec` under load, expecting its after_batch check to fail on `host`
+/// and the deployment to roll back with zero failed requests; the failed run.
+async fn deploy_failing_check(fleet: &Fleet, spec: &str, host: &str) -> Value {
+    let path = fleet.write_spec("check.toml", spec);
+    let path = path.to_string_lossy().into_owned();
+    let load = fleet.load(true);
+    let (code, snap) = deploy(fleet, &path, "v2", &[]).await;
+    let report = load.stop().await;
+    assert_eq!(code, Some(1), "{snap}");
+    assert_eq!(field(&snap, "state"), "rolled_back", "{snap}");
+    assert!(
+        field(&snap, "error").contains("after_batch hook check"),
+        "{snap}"
+    );
+    assert_eq!(report.failed, 0, "{}", report.summary());
+    fleet.assert_serves("v1").await;
+    hook_runs(&snap)
+        .into_iter()
+        .find(|r| r["host"] == host && r["outcome"] == "failed")
+        .unwrap_or_else(|| panic!("no failed run on {host}: {snap}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_checks_after_a_batch_and_after_the_rollout_roll_changed_hosts_back() {
     let fleet = Fleet::start(FleetOptions {
@@ -265,29 +382,25 @@ async fn failing_checks_after_a_batch_and_after_the_rollout_roll_changed_hosts_b
     let failing_host = fleet.host(1).name.clone();
     let base = fleet.spec_toml("1");
 
-    // after_batch fails on the second host: it goes back to v1, the deployment rolls back.
-    let after_batch = format!(
-        "{base}\n[[hooks]]\nname = \"check\"\nphase = \"after_batch\"\ncommand = [\"check\", \"--fail-on-host\", \"{failing_host}\"]\ntimeout = \"30s\"\n"
-    );
-    let path = fleet.write_spec("after-batch.toml", &after_batch);
-    let path = path.to_string_lossy().into_owned();
-    let load = fleet.load(true);
-    let (code, snap) = deploy(&fleet, &path, "v2", &[]).await;
-    let report = load.stop().await;
-    assert_eq!(code, Some(1), "{snap}");
-    assert_eq!(field(&snap, "state"), "rolled_back", "{snap}");
-    assert!(
-        field(&snap, "error").contains("after_batch hook check"),
-        "{snap}"
-    );
-    assert_eq!(report.failed, 0, "{}", report.summary());
-    fleet.assert_serves("v1").await;
-    let runs = hook_runs(&snap);
-    assert!(
-        runs.iter()
-            .any(|r| r["host"] == failing_host.as_str() && r["outcome"] == "failed"),
-        "{snap}"
-    );
+    // after_batch fails on the second host, in a one-off container and then inside each
+    // new container (`run_in = "exec"`): that host goes back to v1, the deployment rolls
+    // back (the default on_failure), zero failed requests.
+    for exec in [false, true] {
+        let failed = deploy_failing_check(
+            &fleet,
+            &check_spec(&base, exec, &failing_host),
+            &failing_host,
+        )
+        .await;
+        assert_eq!(failed["exit_code"], 4, "{failed}");
+        assert!(
+            failed["output"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("check: FAILED on {failing_host}")),
+            "{failed}"
+        );
+    }
 
     // The smoke test through the frontend fails for v2: every changed host rolls back.
     let url = format!("http://{}/", fleet.haproxy().frontend_addr());
@@ -318,4 +431,33 @@ async fn failing_checks_after_a_batch_and_after_the_rollout_roll_changed_hosts_b
     );
     let history = fleet.drover(&["history", "-n", "5"]).await;
     assert!(history.stdout.contains("smoke"), "{}", history.describe());
+
+    // An exec check that passes everywhere: the deploy succeeds, each host's run says
+    // which host it ran on (DROVER_HOST reached the exec), and no hook container was made.
+    let path = fleet.write_spec("exec-passes.toml", &check_spec(&base, true, "no-such-host"));
+    let path = path.to_string_lossy().into_owned();
+    let load = fleet.load(true);
+    let (code, snap) = deploy(&fleet, &path, "v2", &[]).await;
+    let report = load.stop().await;
+    assert_eq!(code, Some(0), "{snap}");
+    assert_eq!(field(&snap, "state"), "succeeded", "{snap}");
+    assert_eq!(report.failed, 0, "{}", report.summary());
+    fleet.assert_serves("v2").await;
+    let runs = hook_runs(&snap);
+    assert_eq!(runs.len(), fleet.hosts().len(), "{snap}");
+    for h in fleet.hosts() {
+        let run = runs
+            .iter()
+            .find(|r| r["host"] == h.name.as_str())
+            .unwrap_or_else(|| panic!("no run on {}: {snap}", h.name));
+        assert_eq!(run["outcome"], "succeeded", "{snap}");
+        assert!(
+            run["output"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("check: ok on {}", h.name)),
+            "{snap}"
+        );
+    }
+    assert!(hook_containers(&fleet).await.is_empty());
 }
