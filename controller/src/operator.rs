@@ -256,10 +256,18 @@ impl Operator for OperatorService {
             list.retain(|d| matches!(d.state, DeploymentState::Scheduled | DeploymentState::Held));
             list.truncate(limit as usize);
         }
-        let mut deployments = Vec::with_capacity(list.len());
-        for d in list {
-            deployments.push(self.info(&d.id).await?);
-        }
+        let ids = list.iter().map(|d| d.id.clone()).collect();
+        let rows = self
+            .deployer
+            .store()
+            .hosts_and_seqs(ids)
+            .await
+            .map_err(store_status)?;
+        let deployments = list
+            .into_iter()
+            .zip(rows)
+            .map(|(d, (hosts, seq))| deployment_info(d, hosts, seq))
+            .collect();
         Ok(Response::new(ListDeploymentsResponse { deployments }))
     }
 

@@ -667,6 +667,58 @@ impl Store {
         .await
     }
 
+    /// The host rows and newest event sequence number of each of `ids`, in that order,
+    /// in two queries whatever their number (a history listing reads no row twice).
+    pub async fn hosts_and_seqs(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(Vec<DeploymentHost>, u64)>, StoreError> {
+        self.with(move |c| {
+            let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+            let mut hosts: std::collections::HashMap<String, Vec<DeploymentHost>> =
+                std::collections::HashMap::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT deployment_id, host, batch, phase, from_version, to_version, error, started_ms, finished_ms, stage
+                 FROM deployment_hosts WHERE deployment_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY deployment_id, batch, host",
+            )?;
+            let rows = stmt.query_map(params![list], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    DeploymentHost {
+                        host: r.get(1)?,
+                        batch: r.get(2)?,
+                        phase: HostPhase::parse(&r.get::<_, String>(3)?),
+                        from_version: r.get(4)?,
+                        to_version: r.get(5)?,
+                        error: r.get(6)?,
+                        started_ms: r.get(7)?,
+                        finished_ms: r.get(8)?,
+                        stage: r.get(9)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (id, h) = row?;
+                hosts.entry(id).or_default().push(h);
+            }
+            let mut seqs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT deployment_id, MAX(seq) FROM events
+                 WHERE deployment_id IN (SELECT value FROM json_each(?1)) GROUP BY deployment_id",
+            )?;
+            for row in stmt.query_map(params![list], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+                let (id, seq) = row?;
+                seqs.insert(id, seq);
+            }
+            Ok(ids
+                .iter()
+                .map(|id| (hosts.remove(id).unwrap_or_default(), seqs.get(id).copied().unwrap_or(0)))
+                .collect())
+        })
+        .await
+    }
+
     /// Records the stage in progress.
     pub async fn set_stage(&self, id: &str, stage: u32) -> Result<(), StoreError> {
         let id = id.to_string();

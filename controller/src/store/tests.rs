@@ -629,3 +629,27 @@ async fn successes_since_a_digest_start_at_its_newest_success() {
         .unwrap();
     assert_eq!(last.unwrap().id, "d-4");
 }
+
+#[tokio::test]
+async fn a_listing_reads_every_deployments_hosts_and_newest_event_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+    store
+        .create(deployment("d-1", "web"), vec![host("a", 0), host("b", 1)])
+        .await
+        .unwrap();
+    store
+        .create(deployment("d-2", "api"), vec![host("c", 0)])
+        .await
+        .unwrap();
+    store.event("d-1", "", "one").await.unwrap();
+    store.event("d-1", "", "two").await.unwrap();
+    let ids = vec!["d-2".to_string(), "d-1".to_string(), "d-none".to_string()];
+    let got = store.hosts_and_seqs(ids).await.unwrap();
+    for (i, id) in ["d-2", "d-1"].into_iter().enumerate() {
+        let (_, hosts) = store.get(id).await.unwrap();
+        assert_eq!(got[i].0, hosts, "{id}");
+        assert_eq!(got[i].1, store.last_seq(id).await.unwrap(), "{id}");
+    }
+    assert_eq!(got[2], (vec![], 0));
+}
