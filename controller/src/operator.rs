@@ -256,17 +256,22 @@ impl Operator for OperatorService {
             list.retain(|d| matches!(d.state, DeploymentState::Scheduled | DeploymentState::Held));
             list.truncate(limit as usize);
         }
-        let ids = list.iter().map(|d| d.id.clone()).collect();
-        let rows = self
-            .deployer
-            .store()
-            .hosts_and_seqs(ids)
+        let ids: Vec<String> = list.iter().map(|d| d.id.clone()).collect();
+        let store = self.deployer.store();
+        let rows = store
+            .hosts_and_seqs(ids.clone())
             .await
             .map_err(store_status)?;
+        let hooks = store.hook_runs_of(ids).await.map_err(store_status)?;
         let deployments = list
             .into_iter()
             .zip(rows)
-            .map(|(d, (hosts, seq))| deployment_info(d, hosts, seq))
+            .zip(hooks)
+            .map(|((d, (hosts, seq)), hooks)| {
+                let mut info = deployment_info(d, hosts, seq);
+                info.hooks = hooks.into_iter().map(hook_run_info).collect();
+                info
+            })
             .collect();
         Ok(Response::new(ListDeploymentsResponse { deployments }))
     }

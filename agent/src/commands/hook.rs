@@ -23,7 +23,9 @@ use super::spec::{self, Origin};
 use super::{CommandContext, Job};
 use crate::error::CommandFailure;
 use crate::logs::lines::{LineSplitter, Redactor};
-use crate::runtime::{ContainerRuntime, LogFrames, LogOutput, LogsQuery, RunState};
+use crate::runtime::{
+    ContainerRuntime, LogFrames, LogOutput, LogsQuery, RegistryCredentials, RunState,
+};
 use crate::secrets;
 
 /// How much of a hook's output is kept: the end of it.
@@ -61,7 +63,8 @@ pub async fn run_hook<R: ContainerRuntime>(
     }
     let service = checked.service.as_str();
     let rt = &*ctx.runtime;
-    ensure_image(ctx, &checked.image).await?;
+    let creds = super::prepare::credentials(cmd.auth.clone(), &checked.image);
+    ensure_image(ctx, &checked.image, creds.as_ref()).await?;
     let delivery = secrets::plan(cmd.secrets.as_ref(), service, &checked.env, &checked.mounts)?;
     let origin = Origin {
         agent: &ctx.agent,
@@ -115,13 +118,14 @@ pub async fn run_hook<R: ContainerRuntime>(
 async fn ensure_image<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     image: &ImageRef,
+    creds: Option<&RegistryCredentials>,
 ) -> Result<(), CommandFailure> {
     if ctx.runtime.image(&image.to_string()).await?.is_some() {
         return Ok(());
     }
     info!(image = %image, "pulling the hook's image");
     ctx.runtime
-        .pull(image, None, &mut |_| {})
+        .pull(image, creds, &mut |_| {})
         .await
         .map_err(|e| {
             CommandFailure::new(

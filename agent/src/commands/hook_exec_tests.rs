@@ -77,6 +77,7 @@ impl Fixture {
             }),
             timeout_ms,
             exec: true,
+            auth: None,
         };
         hook::run_hook(&self.ctx, &Job::new("h1", None), &Fence::default(), cmd).await
     }

@@ -20,17 +20,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs a prepare.
-pub async fn prepare<R: ContainerRuntime>(
-    ctx: &CommandContext<R>,
-    job: &Job,
-    cmd: PrepareCommand,
-) -> Result<PrepareResult, CommandFailure> {
-    let image = ImageRef::parse(&cmd.image).map_err(|e| {
-        CommandFailure::invalid(format!("{e}: fix the image reference in the service spec"))
-    })?;
-    let creds = cmd
-        .auth
-        .filter(|a| !a.username.is_empty() || !a.password.is_empty())
+/// The credentials a command carries for `image`'s registry, if any.
+pub(super) fn credentials(
+    auth: Option<drover_shared::proto::RegistryAuth>,
+    image: &ImageRef,
+) -> Option<RegistryCredentials> {
+    auth.filter(|a| !a.username.is_empty() || !a.password.is_empty())
         .map(|a| RegistryCredentials {
             server: if a.server.is_empty() {
                 image.registry_host().to_string()
@@ -39,7 +34,18 @@ pub async fn prepare<R: ContainerRuntime>(
             },
             username: a.username,
             password: Secret::new(a.password),
-        });
+        })
+}
+
+pub async fn prepare<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    job: &Job,
+    cmd: PrepareCommand,
+) -> Result<PrepareResult, CommandFailure> {
+    let image = ImageRef::parse(&cmd.image).map_err(|e| {
+        CommandFailure::invalid(format!("{e}: fix the image reference in the service spec"))
+    })?;
+    let creds = credentials(cmd.auth, &image);
     let limit = if cmd.timeout_ms == 0 {
         DEFAULT_TIMEOUT
     } else {

@@ -297,6 +297,7 @@ impl Rollout {
             secrets: self.secrets(host).await?,
             timeout_ms: hook.timeout.as_millis() as u64,
             exec: *run_in == RunIn::Exec,
+            auth: self.auth.clone(),
         });
         let cmd = self.command(host, step, kind);
         // Sent once: an agent lost mid-hook may have run it; a migration is not resent.

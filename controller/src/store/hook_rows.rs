@@ -176,25 +176,45 @@ impl Store {
 
     /// The runs of deployment `id`'s hooks, in the order they ran.
     pub async fn hook_runs(&self, id: &str) -> Result<Vec<HookRun>, StoreError> {
-        let id = id.to_owned();
+        let mut all = self.hook_runs_of(vec![id.to_owned()]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// The hook runs of each of `ids`, in that order, each in the order they ran: one
+    /// query however many deployments a listing shows.
+    pub async fn hook_runs_of(&self, ids: Vec<String>) -> Result<Vec<Vec<HookRun>>, StoreError> {
         self.with(move |c| {
+            let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
             let mut st = c.prepare_cached(
-                "SELECT name, phase, host, outcome, exit_code, started_ms, finished_ms, output
-                 FROM hook_runs WHERE deployment_id = ?1 ORDER BY seq",
+                "SELECT deployment_id, name, phase, host, outcome, exit_code, started_ms, finished_ms, output
+                 FROM hook_runs WHERE deployment_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY deployment_id, seq",
             )?;
-            let rows = st.query_map(params![id], |r| {
-                Ok(HookRun {
-                    name: r.get(0)?,
-                    phase: r.get(1)?,
-                    host: r.get(2)?,
-                    outcome: HookOutcome::parse(&r.get::<_, String>(3)?),
-                    exit_code: r.get(4)?,
-                    started_ms: r.get(5)?,
-                    finished_ms: r.get(6)?,
-                    output: r.get(7)?,
-                })
+            let rows = st.query_map(params![list], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    HookRun {
+                        name: r.get(1)?,
+                        phase: r.get(2)?,
+                        host: r.get(3)?,
+                        outcome: HookOutcome::parse(&r.get::<_, String>(4)?),
+                        exit_code: r.get(5)?,
+                        started_ms: r.get(6)?,
+                        finished_ms: r.get(7)?,
+                        output: r.get(8)?,
+                    },
+                ))
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut by_id: std::collections::HashMap<String, Vec<HookRun>> =
+                std::collections::HashMap::new();
+            for row in rows {
+                let (id, run) = row?;
+                by_id.entry(id).or_default().push(run);
+            }
+            Ok(ids
+                .iter()
+                .map(|id| by_id.remove(id).unwrap_or_default())
+                .collect())
         })
         .await
     }
