@@ -249,3 +249,45 @@ async fn wrong_names_and_unhealthy_servers_give_errors_that_name_them() {
     h2.set_ready(true);
     lb.wait_up("host-2", UP_TIMEOUT).await.unwrap();
 }
+
+/// With `inter 1s` (the fleet's checks), a server whose checks are held at health 0
+/// while "its container changes" comes UP `rise` × `fastinter` after the re-enable;
+/// without the hold the first fresh check may be a whole `inter` away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_checks_bring_a_reenabled_server_up_after_rise_fast_checks() {
+    let (proxy, h1, _h2) = two_hosts(drover_tests::fleet::haproxy_options()).await;
+    let lb = proxy.load_balancer();
+    let step = Duration::from_millis(300);
+    let mut took = vec![];
+    for held in [false, true, false, true] {
+        lb.drain("host-1").await.unwrap();
+        // The swap, as HAProxy's checks see it: the old container still answers, is
+        // stopped, the new one starts and answers before the agent reports it ready.
+        let swap = async {
+            tokio::time::sleep(step).await;
+            h1.set_ready(false);
+            tokio::time::sleep(step).await;
+            h1.set_ready(true);
+            tokio::time::sleep(step * 2).await;
+        };
+        if held {
+            tokio::select! {
+                () = swap => {}
+                e = lb.hold_checks("host-1") => panic!("hold ended: {e}"),
+            }
+        } else {
+            swap.await;
+        }
+        let start = tokio::time::Instant::now();
+        lb.expect_fresh_checks("host-1").await.unwrap();
+        lb.enable("host-1").await.unwrap();
+        lb.wait_up("host-1", UP_TIMEOUT).await.unwrap();
+        took.push((held, start.elapsed()));
+    }
+    eprintln!("enable→UP (held, took): {took:?}");
+    // rise 2 × fastinter 100 ms, plus a 50 ms poll and a loaded machine's slack; well
+    // under the 1 s `inter` the unheld server may wait first.
+    for (_, t) in took.iter().filter(|(held, _)| *held) {
+        assert!(*t < Duration::from_millis(450), "{took:?}");
+    }
+}

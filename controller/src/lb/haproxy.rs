@@ -204,6 +204,22 @@ impl HaproxyRuntime {
         if status.check_status.trim().is_empty() {
             return Ok(());
         }
+        self.force_health_down(backend, server).await
+    }
+
+    /// Forces the server's health back to 0 when a check has raised it: its checks then
+    /// stay on the `downinter`/`fastinter` cadence instead of climbing to the top of
+    /// their range, where HAProxy waits a whole `inter` before the next one. Returns
+    /// whether it forced. A server without checks is left alone.
+    pub async fn hold_health_down(&self, backend: &str, server: &str) -> Result<bool, LbError> {
+        let status = self.server(backend, server).await?;
+        if status.check_status.trim().is_empty() || status.check_health == 0 {
+            return Ok(false);
+        }
+        self.force_health_down(backend, server).await.map(|()| true)
+    }
+
+    async fn force_health_down(&self, backend: &str, server: &str) -> Result<(), LbError> {
         let cmd = format!("set server {backend}/{server} health down");
         let target = Target {
             backend: Some(backend),

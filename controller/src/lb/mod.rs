@@ -102,6 +102,28 @@ impl LoadBalancer {
             .map(drop)
     }
 
+    /// Keeps `server`'s health checks on their fast cadence on every HAProxy while the
+    /// container behind it changes (call it drained, around the swap; it runs until
+    /// dropped, or returns the error that stopped it).
+    ///
+    /// HAProxy checks a server whose health is at the top of its range every `inter`,
+    /// and nothing on the runtime API reschedules a pending check: forcing the health
+    /// down just before the re-enable leaves the first fresh check up to a whole `inter`
+    /// away (about 1 s per batch with `inter 1s`). Held at 0 while the old container
+    /// still answers and while the new one starts, the server is checked every
+    /// `downinter`/`fastinter`, so UP comes `rise` × `fastinter` after the re-enable.
+    pub async fn hold_checks(&self, server: &str) -> LbError {
+        loop {
+            if let Err(e) = self
+                .each(|rt| rt.hold_health_down(&self.backend, server))
+                .await
+            {
+                return e;
+            }
+            sleep(POLL).await;
+        }
+    }
+
     /// Puts `server` back in rotation on every HAProxy (`state ready`).
     pub async fn enable(&self, server: &str) -> Result<(), LbError> {
         info!(backend = %self.backend, %server, "enabling");

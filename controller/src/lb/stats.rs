@@ -133,6 +133,10 @@ pub struct ServerStatus {
     pub check_status: String,
     /// Human words about the last check (`check_desc` and `last_chk`), for messages.
     pub check_detail: String,
+    /// Where the health checks stand (`check_health`): 0 after `fall` failures or a
+    /// forced DOWN, UP from `rise`, at most `rise + fall - 1`. HAProxy checks at
+    /// `fastinter` or `downinter` below the top and at `inter` once there.
+    pub check_health: u64,
     /// `ip:port` the server is reached on (`addr`).
     pub address: String,
 }
@@ -240,6 +244,7 @@ pub fn server_status(row: &StatRow, admin: AdminState) -> Result<ServerStatus, P
         weight: row.counter("weight")?,
         check_status: row.get("check_status").to_string(),
         check_detail: detail,
+        check_health: row.counter("check_health")?,
         address: row.get("addr").to_string(),
     })
 }

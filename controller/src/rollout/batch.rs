@@ -188,7 +188,8 @@ impl Rollout {
         let msg = format!("{verb} to {}", self.d.version);
         self.set_phase(&swap_now, HostPhase::Swapping, None, &msg)
             .await?;
-        let swaps = join_all(swap_now.iter().map(|h| self.swap(h))).await;
+        let swaps = join_all(swap_now.iter().map(|h| self.swap(h)));
+        let swaps = self.with_checks_held(&swap_now, swaps).await;
         let mut ready = vec![];
         for (host, r) in swap_now.iter().zip(swaps) {
             match r {
@@ -404,7 +405,8 @@ impl Rollout {
         let this = &*self;
         let undos = join_all(hosts.iter().map(|h| async move {
             this.drain(h).await?;
-            let version = this.undo(h).await?;
+            let hosts = std::slice::from_ref(h);
+            let version = this.with_checks_held(hosts, this.undo(h)).await?;
             this.enable(h).await.map(|()| version)
         }))
         .await;

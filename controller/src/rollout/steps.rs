@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use drover_proto::v1 as proto;
 use drover_proto::v1::{command, command_result};
+use futures::future::join_all;
 use tracing::warn;
 
 use super::flight::Rollout;
@@ -89,6 +90,33 @@ impl Rollout {
         };
         r.await
             .map_err(|e| HostFailure::new(host, Left::AsBefore, e))
+    }
+
+    /// Runs `step` (a swap or an undo of drained `hosts`) while their health checks are
+    /// held on HAProxy's fast cadence, so that the re-enable after it waits `rise` fast
+    /// checks, not a whole `inter` first (see [`LoadBalancer::hold_checks`]). A load
+    /// balancer that stops answering only ends the hold: the step goes on, and the
+    /// enable reports the balancer's error.
+    ///
+    /// [`LoadBalancer::hold_checks`]: crate::lb::LoadBalancer::hold_checks
+    pub(super) async fn with_checks_held<T>(
+        &self,
+        hosts: &[String],
+        step: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(lb) = &self.lb else {
+            return step.await;
+        };
+        let holds = join_all(hosts.iter().map(|h| async move {
+            let server = self.server(h);
+            let e = lb.hold_checks(&server).await;
+            warn!(host = %h, %server, error = %e, "cannot hold the health checks on their fast cadence; the re-enable may wait up to one check interval more");
+            std::future::pending::<()>().await
+        }));
+        tokio::select! {
+            out = step => out,
+            _ = holds => unreachable!("the holds never end"),
+        }
     }
 
     /// How long a swap or an undo may take on the agent.
