@@ -453,13 +453,17 @@ impl<R: ContainerRuntime> Link<R> {
         self.tasks.spawn(
             async move {
                 info!("command received");
-                let result = executor.execute(cmd, Some(uplink.clone())).await;
-                info!(
-                    ok = result.error.is_none(),
-                    elapsed_ms = result.elapsed_ms,
-                    "command finished"
-                );
-                let _ = uplink.send(body(agent_message::Body::Result(result))).await;
+                let up = uplink.clone();
+                executor
+                    .execute_then(cmd, Some(uplink), |result| async move {
+                        info!(
+                            ok = result.error.is_none(),
+                            elapsed_ms = result.elapsed_ms,
+                            "command finished"
+                        );
+                        let _ = up.send(body(agent_message::Body::Result(result))).await;
+                    })
+                    .await;
             }
             .instrument(span),
         );

@@ -15,7 +15,7 @@ use drover_shared::proto::{AgentMessage, Command, CommandResult, ErrorKind, Fenc
 use tokio::sync::{OwnedMutexGuard, watch};
 use tracing::{info, warn};
 
-use crate::commands::{self, CommandContext, Job};
+use crate::commands::{self, CommandContext, Job, Tidy};
 use crate::error::CommandFailure;
 use crate::runtime::{ContainerInfo, ContainerRuntime};
 
@@ -104,19 +104,38 @@ impl<R: ContainerRuntime> Executor<R> {
     }
 
     /// Runs `cmd` (at most once per command id) and returns its result. Progress goes to
-    /// `uplink`.
+    /// `uplink`. What the command leaves to tidy runs before this returns.
     pub async fn execute(
         &self,
         cmd: Command,
         uplink: Option<tokio::sync::mpsc::Sender<AgentMessage>>,
     ) -> CommandResult {
+        self.execute_then(cmd, uplink, |_| async {}).await
+    }
+
+    /// Like [`execute`](Self::execute), and hands the result to `deliver` as soon as it
+    /// is known, before the command's tidying (pruning kept containers) runs; the
+    /// service stays serialized until that is done too.
+    pub async fn execute_then<F, Fut>(
+        &self,
+        cmd: Command,
+        uplink: Option<tokio::sync::mpsc::Sender<AgentMessage>>,
+        deliver: F,
+    ) -> CommandResult
+    where
+        F: FnOnce(CommandResult) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let job = Job::new(&cmd.command_id, uplink);
         let fence = cmd.fence.clone().unwrap_or_default();
         let tx = match self.admit(&cmd.command_id, &fence, &job) {
-            Admission::Answer(r) => return *r,
+            Admission::Answer(r) => {
+                deliver((*r).clone()).await;
+                return *r;
+            }
             Admission::Wait(mut rx) => {
                 info!("command already running; waiting for its result");
-                return match rx.wait_for(Option::is_some).await {
+                let result = match rx.wait_for(Option::is_some).await {
                     Ok(r) => r.clone().unwrap_or_default(),
                     Err(_) => failed(
                         &job,
@@ -126,6 +145,8 @@ impl<R: ContainerRuntime> Executor<R> {
                         )),
                     ),
                 };
+                deliver(result.clone()).await;
+                return result;
             }
             Admission::Run(tx) => tx,
         };
@@ -135,10 +156,14 @@ impl<R: ContainerRuntime> Executor<R> {
             id: &cmd.command_id,
             armed: true,
         };
-        let result = self.run(&job, &fence, cmd.kind).await;
+        let (result, tidy) = self.run(&job, &fence, cmd.kind).await;
         self.finish(&job.command_id, result.clone());
         pending.armed = false;
         let _ = tx.send(Some(result.clone()));
+        deliver(result.clone()).await;
+        if let Some((tidy, _serial)) = tidy {
+            tidy.run(&self.ctx).await;
+        }
         result
     }
 
@@ -171,14 +196,16 @@ impl<R: ContainerRuntime> Executor<R> {
         Admission::Run(tx)
     }
 
+    /// Runs the command under its service's lock; what is left to tidy comes back with
+    /// that lock still held.
     async fn run(
         &self,
         job: &Job,
         fence: &Fence,
         kind: Option<drover_shared::proto::command::Kind>,
-    ) -> CommandResult {
+    ) -> (CommandResult, Option<(Tidy, Option<OwnedMutexGuard<()>>)>) {
         let Some(kind) = kind else {
-            return failed(
+            let result = failed(
                 job,
                 CommandFailure::invalid(format!(
                     "command {} has no kind: this agent (version {}) may be older than the controller",
@@ -186,6 +213,7 @@ impl<R: ContainerRuntime> Executor<R> {
                     drover_shared::VERSION
                 )),
             );
+            return (result, None);
         };
         let _serial: Option<OwnedMutexGuard<()>> = match commands::service_of(&kind) {
             Some(service) => {
@@ -201,18 +229,21 @@ impl<R: ContainerRuntime> Executor<R> {
         };
         // A newer epoch may have arrived while this command waited for its service.
         if let Some(stale) = stale(&self.book().epochs, &job.command_id, fence) {
-            return failed(job, stale);
+            return (failed(job, stale), None);
         }
         match commands::execute(&self.ctx, job, fence, kind).await {
-            Ok(output) => CommandResult {
-                command_id: job.command_id.clone(),
-                error: None,
-                output: Some(output),
-                elapsed_ms: job.elapsed_ms(),
-            },
+            Ok((output, tidy)) => {
+                let result = CommandResult {
+                    command_id: job.command_id.clone(),
+                    error: None,
+                    output: Some(output),
+                    elapsed_ms: job.elapsed_ms(),
+                };
+                (result, tidy.map(|t| (t, _serial)))
+            }
             Err(f) => {
                 warn!(kind = ?f.kind, error = %f.message, "command failed");
-                failed(job, f)
+                (failed(job, f), None)
             }
         }
     }
@@ -471,8 +502,19 @@ mod tests {
         let again = restarted.execute(swap("s2", "v2", 1), None).await;
         assert!(again.error.is_none(), "{again:?}");
         assert_eq!(rt.creates.load(Ordering::SeqCst), creates);
-        // keep_previous = 1: a third swap prunes v1.
-        ex.execute(swap("s3", "v1", 1), None).await;
+        // keep_previous = 1: a third swap prunes v1, after its result is delivered.
+        let at_delivery = std::sync::Mutex::new(None);
+        ex.execute_then(swap("s3", "v1", 1), None, |r| {
+            assert!(r.error.is_none(), "{r:?}");
+            *at_delivery.lock().unwrap() = Some(rt.containers().len());
+            async {}
+        })
+        .await;
+        assert_eq!(
+            *at_delivery.lock().unwrap(),
+            Some(3),
+            "pruned before the result"
+        );
         let versions: Vec<String> = rt
             .containers()
             .iter()

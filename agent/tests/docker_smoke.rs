@@ -93,7 +93,11 @@ impl Smoke {
     ) -> Result<command_result::Output, drover_agent::CommandFailure> {
         self.n += 1;
         let job = Job::new(&format!("smoke-{}", self.n), None);
-        commands::execute(&self.ctx, &job, &self.fence, kind).await
+        let (output, tidy) = commands::execute(&self.ctx, &job, &self.fence, kind).await?;
+        if let Some(tidy) = tidy {
+            tidy.run(&self.ctx).await;
+        }
+        Ok(output)
     }
 }
 

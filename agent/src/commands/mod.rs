@@ -185,21 +185,69 @@ pub fn kind_name(kind: &command::Kind) -> &'static str {
     }
 }
 
-/// Runs one command to its output or failure.
+/// Work a command leaves for after its result is sent: nothing the controller waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tidy {
+    /// Remove the stopped containers of `service` beyond the newest `keep`.
+    Prune {
+        /// The service swapped.
+        service: String,
+        /// Stopped containers it keeps for rollback.
+        keep: usize,
+    },
+}
+
+impl Tidy {
+    /// Does the work; failures are logged (the command's result is already out).
+    pub async fn run<R: ContainerRuntime>(self, ctx: &CommandContext<R>) {
+        match self {
+            Tidy::Prune { service, keep } => swap::prune(ctx, &service, keep).await,
+        }
+    }
+}
+
+/// Runs one command to its output or failure, and says what is left to tidy once its
+/// result is sent.
 pub async fn execute<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     job: &Job,
     fence: &Fence,
     kind: command::Kind,
-) -> Result<command_result::Output, CommandFailure> {
+) -> Result<(command_result::Output, Option<Tidy>), CommandFailure> {
     use command_result::Output;
+    let plain = |o: Output| (o, None);
     match kind {
-        command::Kind::Prepare(p) => prepare::prepare(ctx, job, p).await.map(Output::Prepare),
-        command::Kind::Swap(s) => swap::swap(ctx, job, fence, s).await.map(Output::Swap),
-        command::Kind::Rollback(r) => rollback::rollback(ctx, job, r).await.map(Output::Rollback),
-        command::Kind::Inspect(i) => inspect::inspect(ctx, &i.service).await.map(Output::Inspect),
+        command::Kind::Prepare(p) => prepare::prepare(ctx, job, p)
+            .await
+            .map(Output::Prepare)
+            .map(plain),
+        command::Kind::Swap(s) => {
+            let tidy = Tidy::Prune {
+                service: s
+                    .spec
+                    .as_ref()
+                    .map(|s| s.service.clone())
+                    .unwrap_or_default(),
+                keep: if s.keep_previous == 0 {
+                    ctx.keep_previous
+                } else {
+                    s.keep_previous
+                } as usize,
+            };
+            let out = swap::swap(ctx, job, fence, s).await?;
+            Ok((Output::Swap(out), Some(tidy)))
+        }
+        command::Kind::Rollback(r) => rollback::rollback(ctx, job, r)
+            .await
+            .map(Output::Rollback)
+            .map(plain),
+        command::Kind::Inspect(i) => inspect::inspect(ctx, &i.service)
+            .await
+            .map(Output::Inspect)
+            .map(plain),
         command::Kind::RunHook(h) => hook::run_hook(ctx, job, fence, h)
             .await
-            .map(Output::RunHook),
+            .map(Output::RunHook)
+            .map(plain),
     }
 }

@@ -1,5 +1,6 @@
 //! Swap: replace the service's running container with a new one from a (prepared) image,
-//! wait for readiness, keep the old one stopped for rollback, prune the oldest kept ones.
+//! wait for readiness, keep the old one stopped for rollback; once the result is sent,
+//! prune the oldest kept ones ([`prune`]).
 //!
 //! Order: validate (spec and secrets), check the image is local, check host ports, write
 //! file secrets and create the new container (all before anything runs differently), then
@@ -152,12 +153,8 @@ pub async fn swap<R: ContainerRuntime>(
     )
     .await?;
 
-    let keep = if cmd.keep_previous == 0 {
-        ctx.keep_previous
-    } else {
-        cmd.keep_previous
-    };
-    prune(ctx, service, &candidate.id, keep as usize).await;
+    // Pruning the oldest kept containers waits until the result is sent
+    // (`super::Tidy::Prune`): the controller does not wait for it.
     Ok(SwapResult {
         current: Some(handover::service_state(ctx, service).await),
         previous_container: containers
@@ -248,13 +245,8 @@ fn check_probe_port(cmd: &SwapCommand, checked: &spec::CheckedSpec) -> Result<()
     Ok(())
 }
 
-/// Removes stopped containers of `service` beyond the newest `keep` (never `current`).
-pub async fn prune<R: ContainerRuntime>(
-    ctx: &CommandContext<R>,
-    service: &str,
-    current: &str,
-    keep: usize,
-) {
+/// Removes stopped containers of `service` beyond the newest `keep` (never a running one).
+pub async fn prune<R: ContainerRuntime>(ctx: &CommandContext<R>, service: &str, keep: usize) {
     let rt = &*ctx.runtime;
     let all = match rt.list_managed(&ctx.agent).await {
         Ok(all) => all,
@@ -264,12 +256,7 @@ pub async fn prune<R: ContainerRuntime>(
         }
     };
     let grouped = state::of_service(all, service);
-    let stale: Vec<&ContainerInfo> = grouped
-        .kept
-        .iter()
-        .filter(|c| c.id != current)
-        .skip(keep)
-        .collect();
+    let stale: Vec<&ContainerInfo> = grouped.kept.iter().skip(keep).collect();
     for c in stale {
         info!(container = %c.name, version = %c.version(), "pruning kept container");
         if let Err(e) = super::remove_container(ctx, c).await {

@@ -69,7 +69,10 @@ impl Fixture {
             secrets: s,
             ..Default::default()
         };
-        swap(&self.ctx, &job, &Fence::default(), cmd).await
+        let keep = self.ctx.keep_previous as usize;
+        let out = swap(&self.ctx, &job, &Fence::default(), cmd).await?;
+        super::prune(&self.ctx, "web", keep).await;
+        Ok(out)
     }
 
     fn last_create(&self) -> CreateSpec {
