@@ -522,4 +522,23 @@ mod tests {
             .collect();
         assert_eq!(versions.len(), 2, "{versions:?}");
     }
+
+    #[tokio::test]
+    async fn a_pinned_reference_is_pulled_without_asking_the_registry_again() {
+        let ex = executor();
+        let pinned = format!("127.0.0.1:5000/app@{}", crate::testing::DIGEST);
+        let mut cmd = prepare("p1", "d1", 1);
+        if let Some(command::Kind::Prepare(p)) = &mut cmd.kind {
+            p.image = pinned.clone();
+        }
+        let r = ex.execute(cmd, None).await;
+        let Some(command_result::Output::Prepare(p)) = &r.output else {
+            panic!("{r:?}")
+        };
+        assert_eq!((p.pinned.as_str(), p.pulled), (pinned.as_str(), true));
+        assert_eq!(ex.context().runtime.resolves.load(Ordering::SeqCst), 0);
+        // A tag is still resolved, once per prepare.
+        ex.execute(prepare("p2", "d1", 1), None).await;
+        assert_eq!(ex.context().runtime.resolves.load(Ordering::SeqCst), 1);
+    }
 }

@@ -30,6 +30,8 @@ pub struct FakeRuntime {
     pub pull_gate: Semaphore,
     /// Number of pulls started.
     pub pulls: AtomicUsize,
+    /// Number of tags resolved at the registry.
+    pub resolves: AtomicUsize,
     /// Number of containers created.
     pub creates: AtomicUsize,
     /// Every create request, in order (to check mounts and secret environment).
@@ -70,6 +72,7 @@ impl FakeRuntime {
             images: Mutex::default(),
             pull_gate: Semaphore::new(Semaphore::MAX_PERMITS),
             pulls: AtomicUsize::new(0),
+            resolves: AtomicUsize::new(0),
             creates: AtomicUsize::new(0),
             created: Mutex::default(),
             fail_starts: AtomicBool::new(false),
@@ -138,6 +141,7 @@ impl ContainerRuntime for FakeRuntime {
         _: &ImageRef,
         _: Option<&RegistryCredentials>,
     ) -> Result<String, RuntimeError> {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
         Ok(DIGEST.to_string())
     }
 

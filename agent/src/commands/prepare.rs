@@ -1,5 +1,6 @@
-//! Prepare: resolve the image to a digest at its registry (with the given credentials),
-//! and pull it unless that digest is already on the host. Runs before any host leaves the
+//! Prepare: resolve the image to a digest at its registry (with the given credentials)
+//! unless the reference is pinned already, and pull it unless that digest is already on
+//! the host. Runs before any host leaves the
 //! load balancer, so wrong credentials and missing images fail the deploy early.
 
 use std::time::Duration;
@@ -77,8 +78,15 @@ async fn resolve_and_pull<R: ContainerRuntime>(
     creds: Option<&RegistryCredentials>,
 ) -> Result<PrepareResult, CommandFailure> {
     let rt = &*ctx.runtime;
-    job.phase(Phase::Resolving, format!("resolving {image}"));
-    let digest = rt.resolve_digest(image, creds).await?;
+    // The controller resolves a tag once per deployment and sends the pinned reference:
+    // asking the registry again on every host would only cost a round trip each.
+    let digest = match &image.digest {
+        Some(digest) => digest.clone(),
+        None => {
+            job.phase(Phase::Resolving, format!("resolving {image}"));
+            rt.resolve_digest(image, creds).await?
+        }
+    };
     let pinned = image.pinned(&digest);
     let pinned_ref = ImageRef::parse(&pinned).map_err(|e| {
         CommandFailure::internal(format!(
