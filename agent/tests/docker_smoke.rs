@@ -143,6 +143,7 @@ fn swap(
         stop_timeout_ms: 2000,
         keep_previous: 2,
         secrets: None,
+        ..Default::default()
     })
 }
 

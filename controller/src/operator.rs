@@ -37,7 +37,7 @@ use crate::rollout::{Action, DeployError, Deployer};
 use crate::secrets::Vault;
 use crate::slo::SloMonitor;
 use crate::state::{DeploymentState, HostPhase};
-use crate::store::{Deployment, DeploymentHost, Event, StoreError};
+use crate::store::{Deployment, DeploymentHost, Event, HostStep, StepKind, StoreError};
 
 /// The operator API over the controller's state.
 pub struct OperatorService {
@@ -77,6 +77,12 @@ impl OperatorService {
             .last_seq(id)
             .await
             .map_err(store_status)?;
+        let steps = self
+            .deployer
+            .store()
+            .host_steps(id)
+            .await
+            .map_err(store_status)?;
         let mut info = deployment_info(d, hosts, last_seq);
         info.hooks = self
             .deployer
@@ -87,6 +93,7 @@ impl OperatorService {
             .into_iter()
             .map(hook_run_info)
             .collect();
+        attach_steps(&mut info, steps);
         Ok(info)
     }
 }
@@ -525,6 +532,32 @@ pub(crate) fn host_row(h: DeploymentHost) -> proto::DeploymentHostInfo {
         started_ms: h.started_ms.unwrap_or(0),
         finished_ms: h.finished_ms.unwrap_or(0),
         stage: h.stage,
+        steps: vec![],
+    }
+}
+
+/// Each host's recorded steps, into its row.
+fn attach_steps(info: &mut DeploymentInfo, steps: Vec<HostStep>) {
+    for s in steps {
+        if let Some(row) = info.hosts.iter_mut().find(|h| h.host == s.host) {
+            row.steps.push(proto::HostStep {
+                kind: step_proto(s.kind) as i32,
+                ms: s.ms,
+                note: s.note,
+            });
+        }
+    }
+}
+
+fn step_proto(k: StepKind) -> proto::HostStepKind {
+    use proto::HostStepKind as P;
+    match k {
+        StepKind::Drain => P::Drain,
+        StepKind::Create => P::Create,
+        StepKind::Stop => P::Stop,
+        StepKind::Start => P::Start,
+        StepKind::Ready => P::Ready,
+        StepKind::Up => P::Up,
     }
 }
 

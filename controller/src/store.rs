@@ -25,12 +25,14 @@ mod release_rows;
 mod secret_rows;
 mod security;
 mod slo_rows;
+mod step_rows;
 
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
 pub use slo_rows::SloCounted;
+pub use step_rows::{HostStep, StepKind};
 
 /// The schema version this build writes (`PRAGMA user_version`): 1 = deployments only,
 /// 2 = plus the security tables, 3 = environments (a deployment's environment, release
@@ -362,6 +364,7 @@ impl Store {
             conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(hook_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(step_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;

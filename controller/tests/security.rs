@@ -808,8 +808,11 @@ async fn secrets_travel_only_inside_the_swap() {
         "{done:?}"
     );
 
+    // The stage that creates the container (before the drain) and the swap that starts
+    // it (creating it again if the agent lost it): both to the one host, nothing else.
     let swaps = received.lock().unwrap().clone();
-    assert_eq!(swaps.len(), 1);
+    assert_eq!(swaps.len(), 2, "{swaps:?}");
+    assert_eq!(swaps[0], swaps[1]);
     let secrets = swaps[0].1.clone().expect("the swap carries the secrets");
     assert_eq!(secrets.delivery, proto::SecretDelivery::Env as i32);
     let values: Vec<(String, Vec<u8>)> = secrets

@@ -76,6 +76,7 @@ pub fn swap(spec: ContainerSpec, readiness: ReadinessProbe) -> command::Kind {
         stop_timeout_ms: STOP_TIMEOUT.as_millis() as u64,
         keep_previous: 0,
         secrets: None,
+        stage_for_command: String::new(),
     })
 }
 

@@ -9,7 +9,10 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use drover_shared::probe::{Check, ProbeError, ProbeSettings, http_check, tcp_check, wait_ready};
-use drover_shared::proto::{ErrorKind, Phase, ReadinessProbe, ServiceState, readiness_probe};
+use drover_shared::proto::{
+    ErrorKind, HandoverSteps, Phase, ReadinessProbe, ServiceState, readiness_probe,
+};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{CommandContext, Job, state};
@@ -46,37 +49,60 @@ pub struct Handover<'a> {
     pub on_failure: OnFailure,
 }
 
-/// Runs the handover. On success returns the time from command receipt to readiness; on
-/// failure the service runs what ran before (reported in `restored`).
+/// A finished handover: when the candidate became ready, and how each step went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandedOver {
+    /// From command receipt until the candidate was ready.
+    pub ready_after: Duration,
+    /// Each step's time; `create_ms` is the caller's to fill.
+    pub steps: HandoverSteps,
+}
+
+/// Runs the handover. On success returns the time from command receipt to readiness and
+/// each step's time; on failure the service runs what ran before (reported in
+/// `restored`).
 pub async fn hand_over<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     job: &Job,
     h: Handover<'_>,
-) -> Result<Duration, CommandFailure> {
+) -> Result<HandedOver, CommandFailure> {
     let rt = &*ctx.runtime;
     let cand = h.candidate;
+    let mut steps = HandoverSteps::default();
     let outcome = async {
+        let stopping = Instant::now();
         for old in h.outgoing {
             job.phase(
                 Phase::Stopping,
                 format!("stopping {} ({})", old.name, old.version()),
             );
             info!(container = %old.name, version = %old.version(), "stopping");
+            let started = Instant::now();
             rt.stop(&old.id, h.stop_grace).await?;
+            if was_killed(rt, old, started.elapsed(), h.stop_grace).await {
+                warn!(container = %old.name, grace = ?h.stop_grace, "ignored SIGTERM: killed after the stop timeout");
+                steps.stop_killed = true;
+                steps.stop_timeout_ms = ms(h.stop_grace);
+            }
         }
+        steps.stop_ms = ms(stopping.elapsed());
         job.phase(
             Phase::Starting,
             format!("starting {} ({})", cand.name, cand.version()),
         );
         info!(container = %cand.name, version = %cand.version(), "starting");
+        let starting = Instant::now();
         rt.start(&cand.id)
             .await
             .map_err(|e| start_failure(cand, e))?;
+        steps.start_ms = ms(starting.elapsed());
         job.phase(
             Phase::WaitingReady,
             format!("waiting for {} to be ready", cand.name),
         );
+        let probing = Instant::now();
         wait_until_ready(rt, cand, h.probe).await?;
+        steps.ready_ms = ms(probing.elapsed());
         Ok::<_, CommandFailure>(job.received.elapsed())
     }
     .await;
@@ -84,7 +110,7 @@ pub async fn hand_over<R: ContainerRuntime>(
         Ok(ready_after) => {
             info!(container = %cand.name, ready_after_ms = ready_after.as_millis() as u64, "ready");
             ctx.ready.record(&cand.name).await;
-            return Ok(ready_after);
+            return Ok(HandedOver { ready_after, steps });
         }
         Err(f) => f,
     };
@@ -135,6 +161,26 @@ pub async fn hand_over<R: ContainerRuntime>(
     }
     failure.restored = Some(Box::new(service_state(ctx, h.service).await));
     Err(failure)
+}
+
+/// Did stopping `old` run into the grace and end in a SIGKILL? Docker reports exit code
+/// 137 (128 + SIGKILL) for a container it killed; the stop taking the whole grace tells
+/// that from an app that died of SIGKILL on its own.
+async fn was_killed<R: ContainerRuntime>(
+    rt: &R,
+    old: &ContainerInfo,
+    took: Duration,
+    grace: Duration,
+) -> bool {
+    if took < grace {
+        return false;
+    }
+    matches!(rt.inspect(&old.id).await, Ok(Some(i)) if i.exit_code == 137)
+}
+
+/// Whole milliseconds of `d`.
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What the host runs for `service` now (an ABSENT state when Docker cannot say).

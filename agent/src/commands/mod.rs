@@ -222,6 +222,8 @@ pub async fn execute<R: ContainerRuntime>(
             .map(Output::Prepare)
             .map(plain),
         command::Kind::Swap(s) => {
+            // A stage-only command adds a container; its swap prunes.
+            let staging = !s.stage_for_command.is_empty();
             let tidy = Tidy::Prune {
                 service: s
                     .spec
@@ -235,7 +237,7 @@ pub async fn execute<R: ContainerRuntime>(
                 } as usize,
             };
             let out = swap::swap(ctx, job, fence, s).await?;
-            Ok((Output::Swap(out), Some(tidy)))
+            Ok((Output::Swap(out), (!staging).then_some(tidy)))
         }
         command::Kind::Rollback(r) => rollback::rollback(ctx, job, r)
             .await

@@ -44,7 +44,7 @@ pub async fn rollback<R: ContainerRuntime>(
         .flat_map(|c| c.ports.iter().copied())
         .collect();
     handover::check_ports_free(&ctx.agent, &target.ports, &held)?;
-    let ready_after = handover::hand_over(
+    let done = handover::hand_over(
         ctx,
         job,
         Handover {
@@ -63,7 +63,8 @@ pub async fn rollback<R: ContainerRuntime>(
             .current()
             .map(|c| c.id.clone())
             .unwrap_or_default(),
-        ready_after_ms: u64::try_from(ready_after.as_millis()).unwrap_or(u64::MAX),
+        ready_after_ms: handover::ms(done.ready_after),
+        steps: Some(done.steps),
     })
 }
 

@@ -36,6 +36,8 @@ pub struct CheckedSpec {
     pub mounts: Vec<MountSpec>,
     /// Network to attach to.
     pub network: Option<String>,
+    /// Run Docker's init as PID 1 (`--init`).
+    pub init: bool,
 }
 
 /// Checks a service name.
@@ -157,6 +159,7 @@ pub fn check(spec: &ContainerSpec) -> Result<CheckedSpec, CommandFailure> {
         restart,
         mounts,
         network,
+        init: spec.init,
     })
 }
 
@@ -284,6 +287,7 @@ pub fn create_spec(spec: &CheckedSpec, origin: &Origin<'_>) -> CreateSpec {
         restart: spec.restart,
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),
+        init: spec.init,
     }
 }
 

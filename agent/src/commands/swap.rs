@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use drover_shared::proto::{ErrorKind, Fence, SwapCommand, SwapResult};
+use drover_shared::proto::{ErrorKind, Fence, HandoverSteps, SwapCommand, SwapResult};
 use tracing::{info, warn};
 
 use super::handover::{self, Handover, OnFailure};
 use super::spec::{self, Origin};
 use super::{CommandContext, DEFAULT_STOP_GRACE, Job, reconcile, record, state};
 use crate::error::CommandFailure;
-use crate::runtime::{ContainerInfo, ContainerRuntime, CreateSpec, MountSpec, MountType};
+use crate::runtime::{ContainerInfo, ContainerRuntime, CreateSpec, MountSpec, MountType, RunState};
 use crate::secrets::{self, Delivery};
 
 /// Runs a swap.
@@ -49,11 +49,18 @@ pub async fn swap<R: ContainerRuntime>(
         )
     })?;
     let mut containers = state::of_service(rt.list_managed(&ctx.agent).await?, service);
+    // The swap whose container this command makes: itself, or the swap it stages for.
+    let staging = !cmd.stage_for_command.is_empty();
+    let swap_id = if staging {
+        cmd.stage_for_command.as_str()
+    } else {
+        job.command_id.as_str()
+    };
 
     // Repeated command (e.g. resent after an agent restart). Its container runs but was
     // never reported ready: the agent died mid-handover, so finish or undo that first.
     if let Some(cur) = containers.current()
-        && cur.command() == job.command_id
+        && cur.command() == swap_id
         && !ctx.ready.was_ready(&cur.name).await
     {
         info!(container = %cur.name, "this command's container runs but never became ready; reconciling first");
@@ -62,7 +69,7 @@ pub async fn swap<R: ContainerRuntime>(
     }
     // The work is done (a reconciliation that undid it leaves another container current).
     if let Some(cur) = containers.current()
-        && cur.command() == job.command_id
+        && cur.command() == swap_id
     {
         info!(container = %cur.name, "swap already done by this command");
         return Ok(SwapResult {
@@ -72,9 +79,10 @@ pub async fn swap<R: ContainerRuntime>(
                 .first()
                 .map(|k| k.id.clone())
                 .unwrap_or_default(),
-            ready_after_ms: 0,
+            ..Default::default()
         });
     }
+    let staged = clear_staged(ctx, &containers, swap_id).await;
 
     let held: Vec<_> = containers
         .active
@@ -99,47 +107,33 @@ pub async fn swap<R: ContainerRuntime>(
         .unwrap_or_else(|| image.id.clone());
     let origin = Origin {
         agent: &ctx.agent,
-        command_id: &job.command_id,
+        command_id: swap_id,
         fence,
         digest: &digest,
     };
-    let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
-    let mut create = spec::create_spec(&checked, &origin);
-    create
-        .labels
-        .extend(record::handover_labels(cmd.readiness.as_ref(), stop_grace));
-    let secret_files = deliver_secrets(ctx, &mut create, delivery).await?;
-    info!(container = %create.name, image = %create.image, version = %checked.version, "creating");
-    let id = match rt.create(&create).await {
-        Ok(id) => id,
-        Err(e) => {
-            if secret_files {
-                super::remove_secrets(&ctx.secrets, &create.name).await;
-            }
-            return Err(e.into());
+    let creating = tokio::time::Instant::now();
+    let candidate = match staged {
+        Some(c) => {
+            info!(container = %c.name, "starting the container staged for this swap");
+            c
         }
+        None => create(ctx, &cmd, &checked, &origin, delivery).await?,
     };
-    let candidate = match rt.inspect(&id).await {
-        Ok(Some(c)) => c,
-        failed => {
-            // Leave no container behind that no command knows about, nor its secrets.
-            if let Err(e) = rt.remove(&id).await {
-                warn!(container = %create.name, error = %e, "could not remove a container that cannot be inspected");
-            }
-            if secret_files {
-                super::remove_secrets(&ctx.secrets, &create.name).await;
-            }
-            return Err(match failed {
-                Err(e) => e.into(),
-                Ok(_) => CommandFailure::internal(format!(
-                    "container {} vanished right after it was created",
-                    create.name
-                )),
-            });
-        }
-    };
+    let create_ms = handover::ms(creating.elapsed());
+    if staging {
+        return Ok(SwapResult {
+            current: Some(containers.to_proto()),
+            staged_container: candidate.name.clone(),
+            steps: Some(HandoverSteps {
+                create_ms,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
 
-    let ready_after = handover::hand_over(
+    let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
+    let done = handover::hand_over(
         ctx,
         job,
         Handover {
@@ -161,8 +155,85 @@ pub async fn swap<R: ContainerRuntime>(
             .current()
             .map(|c| c.id.clone())
             .unwrap_or_default(),
-        ready_after_ms: u64::try_from(ready_after.as_millis()).unwrap_or(u64::MAX),
+        ready_after_ms: handover::ms(done.ready_after),
+        steps: Some(HandoverSteps {
+            create_ms,
+            ..done.steps
+        }),
+        staged_container: String::new(),
     })
+}
+
+/// Removes the containers staged for swaps that never came (created, never started) and
+/// returns the one staged for `swap_id`, if any.
+async fn clear_staged<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    containers: &state::ServiceContainers,
+    swap_id: &str,
+) -> Option<ContainerInfo> {
+    let mut mine = None;
+    for c in containers
+        .kept
+        .iter()
+        .filter(|c| c.state == RunState::Created)
+    {
+        if c.command() == swap_id && mine.is_none() {
+            mine = Some(c.clone());
+            continue;
+        }
+        info!(container = %c.name, "removing a container staged for a swap that never came");
+        if let Err(e) = super::remove_container(ctx, c).await {
+            warn!(container = %c.name, error = %e, "could not remove a staged container");
+        }
+    }
+    mine
+}
+
+/// Creates the container of `checked` (its secrets delivered first) and inspects it;
+/// on any failure leaves neither the container nor its secrets behind.
+async fn create<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    cmd: &SwapCommand,
+    checked: &spec::CheckedSpec,
+    origin: &Origin<'_>,
+    delivery: Delivery,
+) -> Result<ContainerInfo, CommandFailure> {
+    let rt = &*ctx.runtime;
+    let stop_grace = ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE);
+    let mut create = spec::create_spec(checked, origin);
+    create
+        .labels
+        .extend(record::handover_labels(cmd.readiness.as_ref(), stop_grace));
+    let secret_files = deliver_secrets(ctx, &mut create, delivery).await?;
+    info!(container = %create.name, image = %create.image, version = %checked.version, "creating");
+    let id = match rt.create(&create).await {
+        Ok(id) => id,
+        Err(e) => {
+            if secret_files {
+                super::remove_secrets(&ctx.secrets, &create.name).await;
+            }
+            return Err(e.into());
+        }
+    };
+    match rt.inspect(&id).await {
+        Ok(Some(c)) => Ok(c),
+        failed => {
+            // Leave no container behind that no command knows about, nor its secrets.
+            if let Err(e) = rt.remove(&id).await {
+                warn!(container = %create.name, error = %e, "could not remove a container that cannot be inspected");
+            }
+            if secret_files {
+                super::remove_secrets(&ctx.secrets, &create.name).await;
+            }
+            Err(match failed {
+                Err(e) => e.into(),
+                Ok(_) => CommandFailure::internal(format!(
+                    "container {} vanished right after it was created",
+                    create.name
+                )),
+            })
+        }
+    }
 }
 
 /// Gives the container to be created its secrets: environment variables, or files written

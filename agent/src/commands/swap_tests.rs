@@ -75,6 +75,28 @@ impl Fixture {
         Ok(out)
     }
 
+    /// Runs command `id`: a swap to `version`, or only its stage when `stage_for` names
+    /// the swap it creates the container for.
+    async fn run(
+        &self,
+        id: &str,
+        version: &str,
+        stage_for: &str,
+    ) -> Result<SwapResult, CommandFailure> {
+        let job = Job::new(id, None);
+        let cmd = SwapCommand {
+            spec: Some(ContainerSpec {
+                service: "web".into(),
+                image: format!("app:{version}"),
+                version: version.into(),
+                ..Default::default()
+            }),
+            stage_for_command: stage_for.into(),
+            ..Default::default()
+        };
+        swap(&self.ctx, &job, &Fence::default(), cmd).await
+    }
+
     fn last_create(&self) -> CreateSpec {
         self.rt.created.lock().unwrap().last().unwrap().clone()
     }
@@ -199,4 +221,46 @@ fn sorted<const N: usize>(names: [&String; N]) -> Vec<String> {
     let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     v.sort();
     v
+}
+
+#[tokio::test]
+async fn a_staged_container_is_started_by_its_swap_and_a_stale_one_removed() {
+    let f = fixture("ext4");
+    f.run("d1/swap/h1", "v1", "").await.unwrap();
+    let v1 = f.rt.containers()[0].id.clone();
+
+    // A stage for a swap that never came (its batch failed) is left created.
+    let stale = f.run("d0/stage/h1", "v2", "d0/swap/h1").await.unwrap();
+    assert!(!stale.staged_container.is_empty());
+
+    // The stage creates the container and starts nothing: v1 still serves.
+    let staged = f.run("d2/stage/h1", "v2", "d2/swap/h1").await.unwrap();
+    assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
+    assert_eq!(f.rt.starts.load(Ordering::SeqCst), 1);
+    let state = staged.current.unwrap();
+    assert_eq!(
+        (state.container_id.as_str(), state.version.as_str()),
+        (v1.as_str(), "v1")
+    );
+    assert!(staged.steps.is_some());
+
+    // Its swap starts that container instead of creating one; the stale stage is gone.
+    let swapped = f.run("d2/swap/h1", "v2", "").await.unwrap();
+    assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
+    let current = swapped.current.unwrap();
+    assert_eq!(current.container_name, staged.staged_container);
+    assert_eq!(swapped.steps.unwrap().create_ms, 0);
+    let names: Vec<String> = f.rt.containers().into_iter().map(|c| c.name).collect();
+    assert!(!names.contains(&stale.staged_container), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // Resent (agent restarted, result lost): done already, nothing created.
+    let again = f.run("d2/swap/h1", "v2", "").await.unwrap();
+    assert_eq!(
+        again.current.unwrap().container_name,
+        staged.staged_container
+    );
+    let restage = f.run("d2/stage/h1", "v2", "d2/swap/h1").await.unwrap();
+    assert!(restage.staged_container.is_empty());
+    assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
 }

@@ -73,6 +73,7 @@ pub(super) fn create_body(spec: &CreateSpec) -> ContainerCreateBody {
             }),
             mounts: Some(mounts),
             network_mode: spec.network.clone(),
+            init: spec.init.then_some(true),
             ..Default::default()
         }),
         ..Default::default()
@@ -208,8 +209,10 @@ mod tests {
             restart: Restart::UnlessStopped,
             mounts: vec![],
             network: None,
+            init: true,
         };
         let body = create_body(&spec);
+        assert_eq!(body.host_config.as_ref().and_then(|h| h.init), Some(true));
         assert_eq!(
             body.env.unwrap(),
             ["PORT=8080".to_string(), "DB_PASSWORD=hunter2".to_string()]

@@ -294,6 +294,9 @@ pub struct CreateSpec {
     pub mounts: Vec<MountSpec>,
     /// Docker network to attach to, if not the default bridge.
     pub network: Option<String>,
+    /// Run Docker's init as PID 1 (`--init`): signals reach an app that would ignore
+    /// SIGTERM as PID 1.
+    pub init: bool,
 }
 
 /// An image present on the host.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use drover_proto::v1::{DeploymentEvent, DeploymentInfo};
+use drover_proto::v1::{DeploymentEvent, DeploymentInfo, HostStep, HostStepKind};
 
 use super::progress::{phase_name, state_name};
 
@@ -43,6 +43,37 @@ pub fn event_json(e: &DeploymentEvent, ctx: &EventContext) -> serde_json::Value 
     })
 }
 
+/// A host's steps: `{"drain_ms": 12, ..., "notes": {"stop": "..."}}`; only the steps
+/// that ran, `notes` only when one has something to say.
+fn steps_json(steps: &[HostStep]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let mut notes = serde_json::Map::new();
+    for s in steps {
+        let name = step_name(s.kind);
+        out.insert(format!("{name}_ms"), s.ms.into());
+        if !s.note.is_empty() {
+            notes.insert(name.to_string(), s.note.clone().into());
+        }
+    }
+    if !notes.is_empty() {
+        out.insert("notes".into(), notes.into());
+    }
+    out.into()
+}
+
+/// The word of a step kind, as in the CLI.
+pub fn step_name(kind: i32) -> &'static str {
+    match HostStepKind::try_from(kind).unwrap_or_default() {
+        HostStepKind::Drain => "drain",
+        HostStepKind::Create => "create",
+        HostStepKind::Stop => "stop",
+        HostStepKind::Start => "start",
+        HostStepKind::Ready => "ready",
+        HostStepKind::Up => "up",
+        HostStepKind::Unspecified => "step",
+    }
+}
+
 /// A deployment as JSON (used by `--json` outputs).
 pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
     let hosts: Vec<_> = s
@@ -54,6 +85,7 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
                 "from_version": h.from_version, "to_version": h.to_version, "error": h.error,
                 "started_ms": h.started_ms, "finished_ms": h.finished_ms,
                 "duration_ms": h.finished_ms.checked_sub(h.started_ms).filter(|_| h.started_ms > 0),
+                "steps": steps_json(&h.steps),
             })
         })
         .collect();
@@ -113,6 +145,31 @@ mod tests {
         assert!(
             whole["host"].is_null() && whole["batch"].is_null(),
             "{whole}"
+        );
+    }
+
+    #[test]
+    fn host_steps_are_typed_fields_with_their_notes() {
+        let step = |kind: HostStepKind, ms: u64, note: &str| HostStep {
+            kind: kind as i32,
+            ms,
+            note: note.into(),
+        };
+        let steps = vec![
+            step(HostStepKind::Drain, 12, ""),
+            step(HostStepKind::Stop, 10_000, "old container ignored SIGTERM"),
+            step(HostStepKind::Up, 210, ""),
+        ];
+        let v = steps_json(&steps);
+        assert_eq!(v["drain_ms"], 12);
+        assert_eq!(v["stop_ms"], 10_000);
+        assert_eq!(v["up_ms"], 210);
+        assert!(v["create_ms"].is_null());
+        assert_eq!(v["notes"]["stop"], "old container ignored SIGTERM");
+        assert!(steps_json(&steps[..1])["notes"].is_null());
+        assert_eq!(
+            super::super::summary::steps_line(&steps).unwrap(),
+            "drain 12 ms · stop 10 s · up 210 ms"
         );
     }
 }

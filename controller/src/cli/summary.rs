@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use drover_proto::v1::{DeploymentInfo, DeploymentState, HostPhase};
+use drover_proto::v1::{DeploymentInfo, DeploymentState, HostPhase, HostStep};
 use drover_shared::duration::human;
 
-use super::json::snapshot_json;
+use super::json::{snapshot_json, step_name};
 use super::progress::{Mode, phase_name, state_name};
 
 /// `state: message` in words, without saying the state twice when the message starts
@@ -71,9 +71,33 @@ pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
         for line in h.error.lines().skip(1) {
             println!("      {line}");
         }
+        if let Some(line) = steps_line(&h.steps) {
+            println!("      {line}");
+        }
+        for s in h.steps.iter().filter(|s| !s.note.is_empty()) {
+            println!("      {}: {}", step_name(s.kind), s.note);
+        }
     }
     print!("{}", super::hooks::text(&s.hooks, "  "));
     if ok { 0 } else { 1 }
+}
+
+/// `drain 12ms · create 30ms · stop 110ms · ...`: the host's steps that ran, in order.
+pub fn steps_line(steps: &[HostStep]) -> Option<String> {
+    if steps.is_empty() {
+        return None;
+    }
+    let words: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                step_name(s.kind),
+                human(Duration::from_millis(s.ms))
+            )
+        })
+        .collect();
+    Some(words.join(" · "))
 }
 
 #[cfg(test)]

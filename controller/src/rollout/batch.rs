@@ -13,6 +13,7 @@ use super::flight::{Result, Rollout};
 use super::steps::{HostFailure, Left, fmt_ms};
 use crate::hub::service_words;
 use crate::state::{DeploymentKind, HostPhase};
+use crate::store::{HostStep, StepKind};
 
 /// A host's service as its agent reports it after coming back.
 struct Reported {
@@ -159,8 +160,53 @@ impl Rollout {
         Ok(Some(reasons.join("; ")))
     }
 
-    /// Drain, swap, ready, enable for `hosts`, all at once.
+    /// Creates the new containers of `hosts` while they still serve. On a failure
+    /// nothing was drained: every host stays in rotation on its current version, and the
+    /// error is the first failure. Returns each host's create step.
+    async fn stage_hosts(
+        &mut self,
+        hosts: &[String],
+    ) -> Result<Result<Vec<HostStep>, HostFailure>> {
+        let stages = join_all(hosts.iter().map(|h| self.stage(h))).await;
+        let mut created = vec![];
+        let mut failed: Vec<HostFailure> = vec![];
+        for (host, r) in hosts.iter().zip(stages) {
+            match r {
+                Ok(ms) if ms > 0 => created.push(HostStep::new(host, StepKind::Create, ms)),
+                Ok(_) => {}
+                Err(f) => failed.push(f),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(Ok(created));
+        }
+        for f in &failed {
+            let msg = format!(
+                "{}; nothing was drained: it stays in rotation on its current version",
+                f.message
+            );
+            self.set_host_phase(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
+                .await?;
+        }
+        for h in hosts
+            .iter()
+            .filter(|h| !failed.iter().any(|f| &f.host == *h))
+        {
+            self.note(
+                h,
+                "untouched: the new container could not be created on another host of its batch",
+            )
+            .await?;
+        }
+        Ok(Err(failed.remove(0)))
+    }
+
+    /// Create, drain, swap, ready, enable for `hosts`, all at once.
     async fn roll_hosts(&mut self, hosts: &[String]) -> Result<Result<(), HostFailure>> {
+        let mut steps = match self.stage_hosts(hosts).await? {
+            Ok(created) => created,
+            Err(f) => return Ok(Err(f)),
+        };
         self.set_phase(hosts, HostPhase::Draining, None, "draining")
             .await?;
         let drains = join_all(hosts.iter().map(|h| self.drain(h))).await;
@@ -168,13 +214,15 @@ impl Rollout {
         let mut swap_now = vec![];
         for (host, r) in hosts.iter().zip(drains) {
             match r {
-                Ok(msg) => {
+                Ok((msg, ms)) => {
                     self.note(host, &msg).await?;
+                    steps.push(HostStep::new(host, StepKind::Drain, ms));
                     swap_now.push(host.clone());
                 }
                 Err(f) => failed.push(f),
             }
         }
+        self.shared.store.record_steps(&self.d.id, steps).await?;
         if !failed.is_empty() {
             // Nothing was swapped: put every drained host back.
             self.restore(hosts, &failed).await?;
@@ -191,26 +239,40 @@ impl Rollout {
         let swaps = join_all(swap_now.iter().map(|h| self.swap(h)));
         let swaps = self.with_checks_held(&swap_now, swaps).await;
         let mut ready = vec![];
+        let mut steps = vec![];
         for (host, r) in swap_now.iter().zip(swaps) {
             match r {
-                Ok(ms) => {
-                    let msg = format!("{} ready after {}; enabling", self.d.version, fmt_ms(ms));
+                Ok(sw) => {
+                    let killed = sw.killed_note().map_or(String::new(), |n| format!("; {n}"));
+                    let msg = format!(
+                        "{} ready after {}{}; enabling{killed}",
+                        self.d.version,
+                        fmt_ms(sw.ready_after_ms),
+                        sw.words()
+                    );
                     self.set_host_phase(host, HostPhase::Enabling, None, &msg)
                         .await?;
+                    steps.extend(sw.host_steps(host));
                     ready.push(host.clone());
                 }
                 Err(f) => failed.push(f),
             }
         }
+        self.shared.store.record_steps(&self.d.id, steps).await?;
         let ready = self.checked_after_batch(ready, &mut failed).await?;
         let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
         let mut done = vec![];
+        let mut steps = vec![];
         for (host, r) in ready.iter().zip(enables) {
             match r {
-                Ok(()) => done.push(host.clone()),
+                Ok(ms) => {
+                    steps.push(HostStep::new(host, StepKind::Up, ms));
+                    done.push(host.clone());
+                }
                 Err(f) => failed.push(f),
             }
         }
+        self.shared.store.record_steps(&self.d.id, steps).await?;
         for _ in &done {
             self.shared.metrics.host_swapped();
         }
@@ -231,7 +293,10 @@ impl Rollout {
         ready: Vec<String>,
         failed: &mut Vec<HostFailure>,
     ) -> Result<Vec<String>> {
-        let checks = self.after_batch(&ready).await?;
+        // Still drained: their checks stay on the fast cadence while the hooks run.
+        let checks = self
+            .with_checks_held(&ready, self.after_batch(&ready))
+            .await?;
         let mut passed = vec![];
         let mut undo = vec![];
         for (host, r) in ready.into_iter().zip(checks) {
@@ -244,7 +309,7 @@ impl Rollout {
         let undone = join_all(undo.iter().map(|f| this.undo(&f.host))).await;
         for (f, r) in undo.into_iter().zip(undone) {
             let msg = match r {
-                Ok(version) => HostFailure::new(
+                Ok((version, _)) => HostFailure::new(
                     &f.host,
                     Left::AsBefore,
                     format!("{}; back on {version}", strip_host(&f)),
@@ -307,7 +372,7 @@ impl Rollout {
         let enables = join_all(back.iter().map(|b| self.enable(b.host))).await;
         for (b, r) in back.into_iter().zip(enables) {
             let (phase, error, msg) = match (b.why, r) {
-                (Some(f), Ok(())) => {
+                (Some(f), Ok(_)) => {
                     let (phase, state) = match &b.reported {
                         None => (
                             HostPhase::Failed,
@@ -330,7 +395,7 @@ impl Rollout {
                     Some(f.message.clone()),
                     format!("{}; re-enabling failed too: {}", f.message, e.message),
                 ),
-                (None, Ok(())) => (
+                (None, Ok(_)) => (
                     HostPhase::Prepared,
                     None,
                     "untouched and back in rotation".to_string(),
@@ -404,16 +469,22 @@ impl Rollout {
             .await?;
         let this = &*self;
         let undos = join_all(hosts.iter().map(|h| async move {
-            this.drain(h).await?;
+            let (_, drain_ms) = this.drain(h).await?;
             let hosts = std::slice::from_ref(h);
-            let version = this.with_checks_held(hosts, this.undo(h)).await?;
-            this.enable(h).await.map(|()| version)
+            let (version, undone) = this.with_checks_held(hosts, this.undo(h)).await?;
+            let up_ms = this.enable(h).await?;
+            let mut steps = vec![HostStep::new(h, StepKind::Drain, drain_ms)];
+            steps.extend(undone.host_steps(h));
+            steps.push(HostStep::new(h, StepKind::Up, up_ms));
+            Ok::<_, HostFailure>((version, steps))
         }))
         .await;
         let mut all_back = true;
+        let mut steps = vec![];
         for (host, r) in hosts.iter().zip(undos) {
             match r {
-                Ok(version) => {
+                Ok((version, undo_steps)) => {
+                    steps.extend(undo_steps);
                     let msg = format!("back on {version} and in rotation");
                     self.set_host_phase(host, HostPhase::RolledBack, None, &msg)
                         .await?;
@@ -426,6 +497,7 @@ impl Rollout {
                 }
             }
         }
+        self.shared.store.record_steps(&self.d.id, steps).await?;
         Ok(all_back)
     }
 }

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::flight::Rollout;
 use crate::hub::HubError;
 use crate::state::DeploymentKind;
+use crate::store::{HostStep, StepKind};
 
 /// What is known of a host after a step failed on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +53,77 @@ impl HostFailure {
     }
 }
 
+/// What a swap or an undo reported from the host.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Swapped {
+    /// From command receipt until the new container was ready.
+    pub(super) ready_after_ms: u64,
+    /// Each step's time (zeros from an agent that does not report them).
+    pub(super) steps: proto::HandoverSteps,
+}
+
+impl Swapped {
+    fn of(ready_after_ms: u64, steps: Option<&proto::HandoverSteps>) -> Self {
+        Swapped {
+            ready_after_ms,
+            steps: steps.cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The old container ignored SIGTERM and was killed at the stop timeout: what to
+    /// say about it, with the fix.
+    pub(super) fn killed_note(&self) -> Option<String> {
+        self.steps.stop_killed.then(|| {
+            format!(
+                "old container ignored SIGTERM, killed after {}: consider `init = true` in [service]",
+                fmt_ms(self.steps.stop_timeout_ms)
+            )
+        })
+    }
+
+    /// `(create 20ms, stop 110ms, start 40ms, ready 300ms)`, the steps that ran.
+    pub(super) fn words(&self) -> String {
+        let s = &self.steps;
+        let parts: Vec<String> = [
+            ("create", s.create_ms),
+            ("stop", s.stop_ms),
+            ("start", s.start_ms),
+            ("ready", s.ready_ms),
+        ]
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0)
+        .map(|(w, ms)| format!("{w} {}", fmt_ms(ms)))
+        .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+
+    /// The steps as recorded for `host`.
+    pub(super) fn host_steps(&self, host: &str) -> Vec<HostStep> {
+        let s = &self.steps;
+        let mut stop = HostStep::new(host, StepKind::Stop, s.stop_ms);
+        stop.note = self.killed_note().unwrap_or_default();
+        [
+            HostStep::new(host, StepKind::Create, s.create_ms),
+            stop,
+            HostStep::new(host, StepKind::Start, s.start_ms),
+            HostStep::new(host, StepKind::Ready, s.ready_ms),
+        ]
+        .into_iter()
+        .filter(|st| st.ms > 0 || !st.note.is_empty())
+        .collect()
+    }
+}
+
 impl Rollout {
-    /// Drains `host` on every load balancer and waits for its sessions to end.
-    pub(super) async fn drain(&self, host: &str) -> Result<String, HostFailure> {
+    /// Drains `host` on every load balancer and waits for its sessions to end; returns
+    /// what to say and how long the wait took.
+    pub(super) async fn drain(&self, host: &str) -> Result<(String, u64), HostFailure> {
         let Some(lb) = &self.lb else {
-            return Ok("no load balancer configured".into());
+            return Ok(("no load balancer configured".into(), 0));
         };
         let server = self.server(host);
         let lb_fail = |e| HostFailure::new(host, Left::AsBefore, e);
@@ -65,22 +132,25 @@ impl Rollout {
             .wait_drained(&server, self.spec.rollout.drain_timeout)
             .await
             .map_err(lb_fail)?;
-        Ok(if out.timed_out {
+        let ms = out.waited.as_millis() as u64;
+        let msg = if out.timed_out {
             format!(
                 "drain timeout after {}: {} sessions left, going on",
-                fmt_ms(out.waited.as_millis() as u64),
+                fmt_ms(ms),
                 out.sessions_left
             )
         } else {
-            format!("drained in {}", fmt_ms(out.waited.as_millis() as u64))
-        })
+            format!("drained in {}", fmt_ms(ms))
+        };
+        Ok((msg, ms))
     }
 
     /// Puts `host` back in rotation and waits until every load balancer reports it UP
-    /// after fresh health checks.
-    pub(super) async fn enable(&self, host: &str) -> Result<(), HostFailure> {
-        let Some(lb) = &self.lb else { return Ok(()) };
+    /// after fresh health checks; returns how long that took.
+    pub(super) async fn enable(&self, host: &str) -> Result<u64, HostFailure> {
+        let Some(lb) = &self.lb else { return Ok(0) };
         let server = self.server(host);
+        let start = tokio::time::Instant::now();
         let r = async {
             // What HAProxy's checks saw before the swap is stale: UP must mean a fresh
             // check passed against the container that runs now.
@@ -89,6 +159,7 @@ impl Rollout {
             lb.wait_up(&server, self.spec.rollout.up_timeout).await
         };
         r.await
+            .map(|()| start.elapsed().as_millis() as u64)
             .map_err(|e| HostFailure::new(host, Left::AsBefore, e))
     }
 
@@ -124,39 +195,75 @@ impl Rollout {
         self.spec.rollout.stop_timeout + self.spec.readiness.deadline * 2 + Duration::from_secs(30)
     }
 
-    /// Moves `host` to this deployment's version; returns ms until ready.
-    pub(super) async fn swap(&self, host: &str) -> Result<u64, HostFailure> {
+    /// The swap command of `host` for this deployment's version; with `stage_for`, the
+    /// stage-only command that creates its container for the swap with that id.
+    async fn swap_command(
+        &self,
+        host: &str,
+        stage_for: Option<String>,
+    ) -> Result<proto::SwapCommand, HostFailure> {
         let advertise = self
             .shared
             .hub
             .host(host)
             .map(|h| h.advertise_address)
             .unwrap_or_default();
-        let kind = if self.d.kind == DeploymentKind::Rollback {
-            command::Kind::Rollback(self.rollback_command(&self.d.version))
-        } else {
-            command::Kind::Swap(proto::SwapCommand {
-                spec: Some(
-                    self.spec
-                        .container(&self.d.pinned, &self.d.version, &advertise),
-                ),
-                readiness: Some(self.spec.probe()),
-                stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
-                keep_previous: self.spec.rollout.keep_previous,
-                secrets: self.secrets(host).await?,
-            })
-        };
-        let cmd = self.command(host, "swap", kind);
+        Ok(proto::SwapCommand {
+            spec: Some(
+                self.spec
+                    .container(&self.d.pinned, &self.d.version, &advertise),
+            ),
+            readiness: Some(self.spec.probe()),
+            stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
+            keep_previous: self.spec.rollout.keep_previous,
+            secrets: self.secrets(host).await?,
+            stage_for_command: stage_for.unwrap_or_default(),
+        })
+    }
+
+    /// Creates the new container on `host` while it still serves (stop-first): a create
+    /// that fails leaves the host untouched, in rotation. The swap then starts it.
+    /// Returns how long the create took; nothing for a rollback, which creates nothing.
+    pub(super) async fn stage(&self, host: &str) -> Result<u64, HostFailure> {
+        if self.d.kind == DeploymentKind::Rollback {
+            return Ok(0);
+        }
+        let swap_id = self.command_id(host, "swap");
+        let kind = command::Kind::Swap(self.swap_command(host, Some(swap_id)).await?);
+        let cmd = self.command(host, "stage", kind);
         let r = self.send(host, cmd, self.swap_timeout()).await?;
         match &r.output {
-            Some(command_result::Output::Swap(s)) => Ok(s.ready_after_ms),
-            Some(command_result::Output::Rollback(s)) => Ok(s.ready_after_ms),
+            Some(command_result::Output::Swap(s)) => {
+                Ok(s.steps.as_ref().map_or(0, |st| st.create_ms))
+            }
             _ => Err(failure(host, &r)),
         }
     }
 
-    /// Returns `host` to the version it ran before this deployment; returns that version.
-    pub(super) async fn undo(&self, host: &str) -> Result<String, HostFailure> {
+    /// Moves `host` to this deployment's version (starting the container staged for it,
+    /// or creating one); returns when it was ready and its steps.
+    pub(super) async fn swap(&self, host: &str) -> Result<Swapped, HostFailure> {
+        let kind = if self.d.kind == DeploymentKind::Rollback {
+            command::Kind::Rollback(self.rollback_command(&self.d.version))
+        } else {
+            command::Kind::Swap(self.swap_command(host, None).await?)
+        };
+        let cmd = self.command(host, "swap", kind);
+        let r = self.send(host, cmd, self.swap_timeout()).await?;
+        match &r.output {
+            Some(command_result::Output::Swap(s)) => {
+                Ok(Swapped::of(s.ready_after_ms, s.steps.as_ref()))
+            }
+            Some(command_result::Output::Rollback(s)) => {
+                Ok(Swapped::of(s.ready_after_ms, s.steps.as_ref()))
+            }
+            _ => Err(failure(host, &r)),
+        }
+    }
+
+    /// Returns `host` to the version it ran before this deployment; returns that version
+    /// and the undo's steps.
+    pub(super) async fn undo(&self, host: &str) -> Result<(String, Swapped), HostFailure> {
         let from = self
             .host(host)
             .map(|h| h.from_version.clone())
@@ -169,13 +276,15 @@ impl Rollout {
         let cmd = self.command(host, "undo", kind);
         let r = self.send(host, cmd, self.swap_timeout()).await?;
         match (&r.output, &r.error) {
-            (Some(command_result::Output::Rollback(_)), _) => Ok(from),
+            (Some(command_result::Output::Rollback(s)), _) => {
+                Ok((from, Swapped::of(s.ready_after_ms, s.steps.as_ref())))
+            }
             // Already on that version (the swap never happened): nothing to undo.
             (_, Some(e))
                 if e.kind == proto::ErrorKind::NothingToRollBack as i32
                     && e.restored.as_ref().is_some_and(|s| s.version == from) =>
             {
-                Ok(from)
+                Ok((from, Swapped::default()))
             }
             _ => Err(failure(host, &r)),
         }
@@ -194,10 +303,15 @@ impl Rollout {
     /// unique per step and stable across resends.
     pub(super) fn command(&self, host: &str, step: &str, kind: command::Kind) -> proto::Command {
         proto::Command {
-            command_id: format!("{}/{step}/{host}", self.d.id),
+            command_id: self.command_id(host, step),
             fence: Some(self.fence()),
             kind: Some(kind),
         }
+    }
+
+    /// The id of this deployment's `step` command to `host`.
+    fn command_id(&self, host: &str, step: &str) -> String {
+        format!("{}/{step}/{host}", self.d.id)
     }
 
     /// The spec's secrets, opened for one swap on `host` (`None` when it names none).

@@ -38,6 +38,9 @@ pub struct ServiceSection {
     pub network: String,
     /// Bind mounts.
     pub mounts: Vec<Mount>,
+    /// Run Docker's init as PID 1 (`--init`), for apps that ignore SIGTERM as PID 1
+    /// and would otherwise be killed at the end of `rollout.stop_timeout`.
+    pub init: bool,
 }
 
 /// Where a host publishes the service's port.
@@ -192,6 +195,8 @@ pub(super) struct RawService {
     network: String,
     #[serde(default)]
     mounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    init: bool,
 }
 
 fn default_host_ip() -> String {
@@ -276,6 +281,7 @@ impl ServiceSection {
             labels: raw.labels,
             network: raw.network,
             mounts,
+            init: raw.init,
         })
     }
 
@@ -292,6 +298,7 @@ impl ServiceSection {
             labels: self.labels.clone(),
             network: self.network.clone(),
             mounts: self.mounts.iter().map(Mount::to_string).collect(),
+            init: self.init,
         }
     }
 
@@ -319,6 +326,7 @@ impl ServiceSection {
             restart_policy: self.restart.to_proto() as i32,
             mounts: self.mounts.iter().map(Mount::to_proto).collect(),
             network: self.network.clone(),
+            init: self.init,
         }
     }
 }

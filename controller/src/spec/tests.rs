@@ -130,6 +130,20 @@ fn batch_math() {
 }
 
 #[test]
+fn init_runs_dockers_init_and_round_trips() {
+    let plain = ServiceSpec::from_toml(MINIMAL).unwrap();
+    assert!(!plain.service.init && !plain.container("i", "v", "a").init);
+    assert!(
+        !plain.to_toml().contains("init"),
+        "unset stays out of the stored spec"
+    );
+    let s = ServiceSpec::from_toml(&MINIMAL.replace("port = 8080", "port = 8080\ninit = true"))
+        .unwrap();
+    assert!(s.service.init && s.container("i", "v", "a").init);
+    assert!(ServiceSpec::from_toml(&s.to_toml()).unwrap().service.init);
+}
+
+#[test]
 fn advertise_host_ip_uses_each_agent_address() {
     let s = ServiceSpec::from_toml(
         &MINIMAL.replace("port = 8080", "port = 8080\nhost_ip = \"advertise\""),

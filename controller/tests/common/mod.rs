@@ -96,6 +96,16 @@ pub async fn fake_agent(addr: std::net::SocketAddr, name: String, script: Script
                         },
                     ));
                 }
+                Some(command::Kind::Swap(s)) if !s.stage_for_command.is_empty() => {
+                    // Stage-only: the new container is created, nothing changes yet.
+                    let v = s.spec.unwrap().version;
+                    log.lock().unwrap().push((name.clone(), "stage", v.clone()));
+                    result.output = Some(proto::command_result::Output::Swap(proto::SwapResult {
+                        current: Some(state(&running, &kept)),
+                        staged_container: format!("{name}-web-{v}"),
+                        ..Default::default()
+                    }));
+                }
                 Some(command::Kind::Swap(s)) => {
                     let v = s.spec.unwrap().version;
                     log.lock().unwrap().push((name.clone(), "swap", v.clone()));
