@@ -224,6 +224,94 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
     );
     assert!(seen.max_out() <= 1, "{}", seen.summary());
     fleet.assert_serves("v1").await;
+
+    // The same fleet, whole-fleet batches: a container that cannot be created fails the
+    // deploy before anything is drained.
+    let all = fleet.spec_toml("100%");
+    let with = |extra: &str, tables: &str| {
+        let text = all.replacen(
+            "host_ip = \"advertise\"",
+            &format!("host_ip = \"advertise\"\n{extra}"),
+            1,
+        );
+        format!("{text}\n{tables}")
+    };
+    let missing = with("mounts = [\"/nonexistent/drover-missing:/data:ro\"]", "");
+    let traffic = Traffic::start(&fleet).await;
+    let run = deploy_spec(&fleet, "missing-mount.toml", &missing, "v2").await;
+    traffic.more(50).await;
+    let seen = traffic.stop().await;
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let snapshot = run.final_snapshot();
+    assert!(
+        snapshot["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .all(|h| {
+                field(h, "phase") != "failed"
+                    || field(h, "error").contains("/nonexistent/drover-missing")
+            }),
+        "the error names the mount: {snapshot}"
+    );
+    assert_eq!(seen.max_out(), 0, "nothing drained: {}", seen.summary());
+    seen.assert_no_failed_request();
+    fleet.assert_serves("v1").await;
+
+    // An old container that ignores SIGTERM is killed at the stop timeout and the report
+    // says so, with the fix; with `init = true` the same app stops at once.
+    let ignoring = "[service.env]\nDEMO_IGNORE_SIGTERM = \"1\"\n";
+    let steps = [
+        ("v2", with("init = true", ignoring), false),
+        ("v1", with("", ignoring), false),
+        ("v2", all.clone(), true),
+    ];
+    for (i, (version, text, killed)) in steps.into_iter().enumerate() {
+        let run = deploy_spec(&fleet, &format!("sigterm-{i}.toml"), &text, version).await;
+        assert_eq!(run.code, Some(0), "{}", run.describe());
+        let snapshot = run.final_snapshot();
+        for h in snapshot["hosts"].as_array().expect("hosts") {
+            let steps = &h["steps"];
+            let stop = steps["stop_ms"].as_u64().unwrap_or(0);
+            let note = steps["notes"]["stop"].as_str().unwrap_or("");
+            assert_eq!(!note.is_empty(), killed, "deploy {i}, {h}");
+            if killed {
+                assert!(stop >= 2_000, "killed at the 2 s stop timeout: {h}");
+                assert!(
+                    note.contains("ignored SIGTERM") && note.contains("init = true"),
+                    "{h}"
+                );
+            } else {
+                assert!(stop < 2_000, "deploy {i} stopped before the timeout: {h}");
+            }
+            for step in ["drain_ms", "create_ms", "start_ms", "ready_ms", "up_ms"] {
+                assert!(steps[step].as_u64().is_some(), "deploy {i}: no {step}: {h}");
+            }
+        }
+        if killed {
+            // The host's event says it too, as it happens.
+            assert!(
+                run.stdout.contains("killed after 2.0s"),
+                "{}",
+                run.describe()
+            );
+        }
+    }
+    fleet.assert_serves("v2").await;
+}
+
+/// `drover deploy` of `version` with the spec `text` (written as `name`), to its end.
+async fn deploy_spec(
+    fleet: &Fleet,
+    name: &str,
+    text: &str,
+    version: &str,
+) -> drover_tests::fleet::CliRun {
+    let path = fleet.write_spec(name, text);
+    let path = path.to_string_lossy().into_owned();
+    fleet
+        .drover(&["deploy", "-f", &path, "--version", version, "--json"])
+        .await
 }
 
 /// When a test kills the agent of the host planned for batch 2.

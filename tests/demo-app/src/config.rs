@@ -68,6 +68,10 @@ pub struct Config {
     pub port: u16,
     /// `DEMO_MODE` (default `ok`).
     pub mode: Mode,
+    /// `DEMO_IGNORE_SIGTERM=1`: install no SIGTERM handler, so that as a container's
+    /// PID 1 the app ignores `docker stop` until it is killed (an app that needs
+    /// `--init`); SIGINT still stops it.
+    pub ignore_sigterm: bool,
 }
 
 impl Config {
@@ -89,6 +93,7 @@ impl Config {
             addr: var("DEMO_ADDR").unwrap_or_else(|| "0.0.0.0".to_string()),
             port,
             mode: Mode::parse(&var("DEMO_MODE").unwrap_or_default())?,
+            ignore_sigterm: var("DEMO_IGNORE_SIGTERM").is_some_and(|v| v == "1"),
         })
     }
 }

@@ -118,10 +118,14 @@ impl Drop for OpenConnection {
 
 /// Serves until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
+    let mut signals = if config.ignore_sigterm {
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?
+    } else {
+        signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?
+    };
     let listener = TcpListener::bind((config.addr.as_str(), config.port))?;
     let local = listener.local_addr()?;
     let label = format!("demo-app version={} mode={}", config.version, config.mode);
@@ -249,6 +253,7 @@ mod tests {
             addr: "127.0.0.1".into(),
             port: 1,
             mode,
+            ignore_sigterm: false,
         })
     }
 
