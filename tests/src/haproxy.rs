@@ -175,6 +175,23 @@ impl Haproxy {
         }
     }
 
+    /// Stops HAProxy (SIGTERM: a hard stop, connections are cut) and starts it again
+    /// with the same configuration: every runtime state is lost, servers start DOWN
+    /// until their checks pass. Returns once the new process answers its runtime API.
+    pub async fn restart(&mut self) {
+        let (_, killed) = self.process.stop(START_TIMEOUT);
+        assert!(!killed, "HAProxy did not stop on SIGTERM:\n{}", self.logs());
+        let cfg = self.dir.path().join("haproxy.cfg");
+        let args = ["-f".as_ref(), cfg.as_os_str(), "-db".as_ref()];
+        let label = format!("haproxy {} (restarted)", self.frontend);
+        self.process = ChildGuard::spawn(&label, &self.binary, args, &[]);
+        assert!(
+            self.wait_runtime().await,
+            "the restarted HAProxy does not answer its runtime API:\n{}",
+            self.logs()
+        );
+    }
+
     /// Where clients send HTTP.
     pub fn frontend_addr(&self) -> SocketAddr {
         self.frontend

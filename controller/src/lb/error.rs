@@ -153,6 +153,17 @@ pub enum LbError {
     NotUp(Box<NotUp>),
 }
 
+impl LbError {
+    /// The HAProxy could not be reached or did not answer in time: it may be restarting,
+    /// and asking again may work.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LbError::Connect { .. } | LbError::Io { .. } | LbError::Timeout { .. }
+        )
+    }
+}
+
 /// Where and how a server failed to come UP (boxed: it keeps [`LbError`] small).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotUp {

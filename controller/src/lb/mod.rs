@@ -9,6 +9,7 @@
 mod counters;
 mod error;
 mod haproxy;
+mod restarts;
 mod stats;
 
 use std::future::Future;
@@ -44,6 +45,9 @@ pub struct LoadBalancer {
     runtimes: Vec<HaproxyRuntime>,
     /// The backend holding the service's servers, the same name on every HAProxy.
     backend: String,
+    /// The states Drover set and the processes seen, to set them again on a restarted
+    /// HAProxy.
+    restarts: restarts::Restarts,
 }
 
 impl LoadBalancer {
@@ -53,7 +57,11 @@ impl LoadBalancer {
             .into_iter()
             .map(|a| HaproxyRuntime::new(a, timeout))
             .collect();
-        Self { runtimes, backend }
+        Self {
+            runtimes,
+            backend,
+            restarts: Default::default(),
+        }
     }
 
     /// The backend this balancer drives.
@@ -112,13 +120,22 @@ impl LoadBalancer {
     /// away (about 1 s per batch with `inter 1s`). Held at 0 while the old container
     /// still answers and while the new one starts, the server is checked every
     /// `downinter`/`fastinter`, so UP comes `rise` × `fastinter` after the re-enable.
+    ///
+    /// An HAProxy that cannot be reached for a moment (restarting) is asked again: the
+    /// hold is also what gives a restarted HAProxy its states back during a swap.
     pub async fn hold_checks(&self, server: &str) -> LbError {
         loop {
-            if let Err(e) = self
-                .each(|rt| rt.hold_health_down(&self.backend, server))
-                .await
-            {
-                return e;
+            let held = async {
+                self.reapply_after_restart().await?;
+                self.each(|rt| rt.hold_health_down(&self.backend, server))
+                    .await
+            };
+            match held.await {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    warn!(backend = %self.backend, %server, error = %e, "HAProxy unreachable; asking again")
+                }
+                Err(e) => return e,
             }
             sleep(POLL).await;
         }
@@ -139,12 +156,13 @@ impl LoadBalancer {
     ) -> Result<DrainOutcome, LbError> {
         let start = Instant::now();
         loop {
-            let left: u64 = self
-                .status(server)
-                .await?
-                .iter()
-                .map(|s| s.current_sessions)
-                .sum();
+            let left = match self.look(server, start, timeout).await? {
+                Some(statuses) => statuses.iter().map(|s| s.current_sessions).sum(),
+                None => {
+                    sleep(POLL).await;
+                    continue;
+                }
+            };
             let waited = start.elapsed();
             if left == 0 || waited >= timeout {
                 let timed_out = left > 0;
@@ -167,7 +185,10 @@ impl LoadBalancer {
     pub async fn wait_up(&self, server: &str, timeout: Duration) -> Result<(), LbError> {
         let start = Instant::now();
         loop {
-            let statuses = self.status(server).await?;
+            let Some(statuses) = self.look(server, start, timeout).await? else {
+                sleep(POLL).await;
+                continue;
+            };
             let not_up = self
                 .runtimes
                 .iter()
@@ -192,12 +213,36 @@ impl LoadBalancer {
         }
     }
 
+    /// One look of a wait at `server` on every HAProxy (after giving a restarted one its
+    /// states back). `None`: an HAProxy could not be reached (it may be restarting) and
+    /// the wait, started at `start`, has time left to ask again.
+    async fn look(
+        &self,
+        server: &str,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<Option<Vec<ServerStatus>>, LbError> {
+        let looked = async {
+            self.reapply_after_restart().await?;
+            self.status(server).await
+        };
+        match looked.await {
+            Ok(statuses) => Ok(Some(statuses)),
+            Err(e) if e.is_transient() && start.elapsed() < timeout => {
+                warn!(backend = %self.backend, %server, error = %e, "HAProxy unreachable; asking again");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `server` as each HAProxy sees it, in configuration order.
     pub async fn status(&self, server: &str) -> Result<Vec<ServerStatus>, LbError> {
         self.each(|rt| rt.server(&self.backend, server)).await
     }
 
     async fn set_admin(&self, server: &str, state: AdminState) -> Result<(), LbError> {
+        self.restarts.set(server, state);
         self.each(|rt| rt.set_admin(&self.backend, server, state))
             .await
             .map(drop)

@@ -223,6 +223,7 @@ impl Rollout {
             }
         }
         self.shared.store.record_steps(&self.d.id, steps).await?;
+        self.note_lb_notices().await?;
         if !failed.is_empty() {
             // Nothing was swapped: put every drained host back.
             self.restore(hosts, &failed).await?;
@@ -259,6 +260,7 @@ impl Rollout {
             }
         }
         self.shared.store.record_steps(&self.d.id, steps).await?;
+        self.note_lb_notices().await?;
         let ready = self.checked_after_batch(ready, &mut failed).await?;
         let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
         let mut done = vec![];
@@ -273,6 +275,7 @@ impl Rollout {
             }
         }
         self.shared.store.record_steps(&self.d.id, steps).await?;
+        self.note_lb_notices().await?;
         for _ in &done {
             self.shared.metrics.host_swapped();
         }
@@ -498,6 +501,7 @@ impl Rollout {
             }
         }
         self.shared.store.record_steps(&self.d.id, steps).await?;
+        self.note_lb_notices().await?;
         Ok(all_back)
     }
 }

@@ -190,6 +190,16 @@ impl Rollout {
         }
     }
 
+    /// Records what the load balancers noticed since the last look (an HAProxy that
+    /// restarted and got its states back) as events of the deployment.
+    pub(super) async fn note_lb_notices(&self) -> super::flight::Result<()> {
+        let Some(lb) = &self.lb else { return Ok(()) };
+        for notice in lb.take_notices() {
+            self.note("", &notice).await?;
+        }
+        Ok(())
+    }
+
     /// How long a swap or an undo may take on the agent.
     fn swap_timeout(&self) -> Duration {
         self.spec.rollout.stop_timeout + self.spec.readiness.deadline * 2 + Duration::from_secs(30)

@@ -313,6 +313,11 @@ impl Fleet {
         &self.haproxy
     }
 
+    /// The load balancer, to reload or restart it.
+    pub fn haproxy_mut(&mut self) -> &mut Haproxy {
+        &mut self.haproxy
+    }
+
     /// The registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
