@@ -52,25 +52,15 @@ fn secrets(delivery: SecretDelivery) -> Secrets {
 }
 
 impl Fixture {
+    /// A swap to `version` (then the prune that follows its result).
     async fn swap(
         &mut self,
         version: &str,
         s: Option<Secrets>,
     ) -> Result<SwapResult, CommandFailure> {
         self.n += 1;
-        let job = Job::new(&format!("s{}", self.n), None);
-        let cmd = SwapCommand {
-            spec: Some(ContainerSpec {
-                service: "web".into(),
-                image: format!("app:{version}"),
-                version: version.into(),
-                ..Default::default()
-            }),
-            secrets: s,
-            ..Default::default()
-        };
         let keep = self.ctx.keep_previous as usize;
-        let out = swap(&self.ctx, &job, &Fence::default(), cmd).await?;
+        let out = self.run(&format!("s{}", self.n), version, s, "").await?;
         super::prune(&self.ctx, "web", keep).await;
         Ok(out)
     }
@@ -81,6 +71,7 @@ impl Fixture {
         &self,
         id: &str,
         version: &str,
+        secrets: Option<Secrets>,
         stage_for: &str,
     ) -> Result<SwapResult, CommandFailure> {
         let job = Job::new(id, None);
@@ -91,6 +82,7 @@ impl Fixture {
                 version: version.into(),
                 ..Default::default()
             }),
+            secrets,
             stage_for_command: stage_for.into(),
             ..Default::default()
         };
@@ -226,15 +218,21 @@ fn sorted<const N: usize>(names: [&String; N]) -> Vec<String> {
 #[tokio::test]
 async fn a_staged_container_is_started_by_its_swap_and_a_stale_one_removed() {
     let f = fixture("ext4");
-    f.run("d1/swap/h1", "v1", "").await.unwrap();
+    f.run("d1/swap/h1", "v1", None, "").await.unwrap();
     let v1 = f.rt.containers()[0].id.clone();
 
     // A stage for a swap that never came (its batch failed) is left created.
-    let stale = f.run("d0/stage/h1", "v2", "d0/swap/h1").await.unwrap();
+    let stale = f
+        .run("d0/stage/h1", "v2", None, "d0/swap/h1")
+        .await
+        .unwrap();
     assert!(!stale.staged_container.is_empty());
 
     // The stage creates the container and starts nothing: v1 still serves.
-    let staged = f.run("d2/stage/h1", "v2", "d2/swap/h1").await.unwrap();
+    let staged = f
+        .run("d2/stage/h1", "v2", None, "d2/swap/h1")
+        .await
+        .unwrap();
     assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
     assert_eq!(f.rt.starts.load(Ordering::SeqCst), 1);
     let state = staged.current.unwrap();
@@ -245,7 +243,7 @@ async fn a_staged_container_is_started_by_its_swap_and_a_stale_one_removed() {
     assert!(staged.steps.is_some());
 
     // Its swap starts that container instead of creating one; the stale stage is gone.
-    let swapped = f.run("d2/swap/h1", "v2", "").await.unwrap();
+    let swapped = f.run("d2/swap/h1", "v2", None, "").await.unwrap();
     assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
     let current = swapped.current.unwrap();
     assert_eq!(current.container_name, staged.staged_container);
@@ -255,12 +253,15 @@ async fn a_staged_container_is_started_by_its_swap_and_a_stale_one_removed() {
     assert_eq!(names.len(), 2, "{names:?}");
 
     // Resent (agent restarted, result lost): done already, nothing created.
-    let again = f.run("d2/swap/h1", "v2", "").await.unwrap();
+    let again = f.run("d2/swap/h1", "v2", None, "").await.unwrap();
     assert_eq!(
         again.current.unwrap().container_name,
         staged.staged_container
     );
-    let restage = f.run("d2/stage/h1", "v2", "d2/swap/h1").await.unwrap();
+    let restage = f
+        .run("d2/stage/h1", "v2", None, "d2/swap/h1")
+        .await
+        .unwrap();
     assert!(restage.staged_container.is_empty());
     assert_eq!(f.rt.creates.load(Ordering::SeqCst), 3);
 }
