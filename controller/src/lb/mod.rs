@@ -117,9 +117,11 @@ impl LoadBalancer {
     /// HAProxy checks a server whose health is at the top of its range every `inter`,
     /// and nothing on the runtime API reschedules a pending check: forcing the health
     /// down just before the re-enable leaves the first fresh check up to a whole `inter`
-    /// away (about 1 s per batch with `inter 1s`). Held at 0 while the old container
-    /// still answers and while the new one starts, the server is checked every
-    /// `downinter`/`fastinter`, so UP comes `rise` × `fastinter` after the re-enable.
+    /// away (about 1 s per batch with `inter 1s`). Held at 0 from the drain, the server
+    /// is checked every `downinter`/`fastinter` once the check pending at the drain has
+    /// run (at most `inter` after it), so a swap that takes longer than that is UP
+    /// `rise` × `fastinter` after the re-enable; a shorter one waits for the rest of
+    /// that `inter` first.
     ///
     /// An HAProxy that cannot be reached for a moment (restarting) is asked again: the
     /// hold is also what gives a restarted HAProxy its states back during a swap.

@@ -165,7 +165,8 @@ impl Rollout {
 
     /// Runs `step` (a swap or an undo of drained `hosts`) while their health checks are
     /// held on HAProxy's fast cadence, so that the re-enable after it waits `rise` fast
-    /// checks, not a whole `inter` first (see [`LoadBalancer::hold_checks`]). A load
+    /// checks, not a whole `inter` first, once the step outlasts the check pending at
+    /// the drain (see [`LoadBalancer::hold_checks`]). A load
     /// balancer that stops answering only ends the hold: the step goes on, and the
     /// enable reports the balancer's error.
     ///
