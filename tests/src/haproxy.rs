@@ -42,6 +42,8 @@ pub struct HaproxyOptions {
     pub check_path: String,
     /// Health check timing and thresholds, added to every server line.
     pub check_params: String,
+    /// `timeout check` of the backend (none: a check may take `inter`).
+    pub check_timeout: Option<Duration>,
 }
 
 impl Default for HaproxyOptions {
@@ -53,6 +55,7 @@ impl Default for HaproxyOptions {
             tcp_runtime: false,
             check_path: "/ready".to_string(),
             check_params: "inter 100ms fastinter 100ms downinter 100ms rise 2 fall 2".to_string(),
+            check_timeout: None,
         }
     }
 }
@@ -487,9 +490,14 @@ fn render_config(
          \x20   option httpchk GET {check}\n\
          \x20   http-check expect status 200\n\
          \x20   default-server {params}\n\
+         {check_timeout}\
          {server_lines}",
         sock = dir.join("admin.sock").display(),
         check = opts.check_path,
         params = opts.check_params,
+        check_timeout = opts
+            .check_timeout
+            .map(|t| format!("    timeout check {}ms\n", t.as_millis()))
+            .unwrap_or_default(),
     )
 }

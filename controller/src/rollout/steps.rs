@@ -183,11 +183,15 @@ impl Rollout {
             let server = self.server(h);
             let e = lb.hold_checks(&server).await;
             warn!(host = %h, %server, error = %e, "cannot hold the health checks on their fast cadence; the re-enable may wait up to one check interval more");
-            std::future::pending::<()>().await
         }));
+        // Ended only by the step: no host to hold (or every hold stopped) leaves it alone.
+        let holds = async {
+            holds.await;
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             out = step => out,
-            _ = holds => unreachable!("the holds never end"),
+            () = holds => unreachable!("pending never completes"),
         }
     }
 

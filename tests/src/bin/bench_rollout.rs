@@ -544,6 +544,8 @@ struct Args {
     repeat: usize,
     /// Compare the same deploy over mTLS and plaintext instead (see [`tls_cost`]).
     tls_cost: bool,
+    /// HAProxy's `timeout check` for the fleet (none: a check may take `inter`, 1 s).
+    check_timeout: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -552,6 +554,7 @@ fn parse_args() -> Result<Args, String> {
         batch: "25%".into(),
         repeat: 1,
         tls_cost: false,
+        check_timeout: None,
     };
     let mut flags = Flags::from_env();
     while let Some(flag) = flags.flag() {
@@ -560,9 +563,13 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = flags.value(&flag)?,
             "--repeat" => a.repeat = flags.number_in(&flag, 1..=20)?,
             "--tls-cost" => a.tls_cost = true,
+            "--check-timeout-ms" => {
+                let ms = flags.number_in(&flag, 10..=10_000)?;
+                a.check_timeout = Some(Duration::from_millis(ms as u64));
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost]"
+                    "usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost] [--check-timeout-ms MS]"
                         .into(),
                 );
             }
@@ -605,10 +612,14 @@ async fn run(args: Args) -> ExitCode {
         readiness_deadline: READY_DEADLINE,
         images: &[DemoImage::V1, DemoImage::V2],
         initial: Some(DemoImage::V1),
+        check_timeout: args.check_timeout,
         ..FleetOptions::default()
     })
     .await;
     on_abort_fleet(&fleet);
+    if let Some(t) = args.check_timeout {
+        println!("HAProxy: timeout check {} ms", t.as_millis());
+    }
     println!(
         "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {}, {:?})",
         started.elapsed().as_secs_f64(),

@@ -109,6 +109,8 @@ pub struct FleetOptions<'a> {
     /// Environment labels dealt to the hosts in turn (host `i` gets
     /// `env=<env_labels[i % len]>`); empty: no `env` label.
     pub env_labels: &'a [&'a str],
+    /// HAProxy's `timeout check` (none: a check may take its `inter`, 1 s).
+    pub check_timeout: Option<Duration>,
 }
 
 impl Default for FleetOptions<'_> {
@@ -123,6 +125,7 @@ impl Default for FleetOptions<'_> {
             agent_cert_ttl: None,
             clock: None,
             env_labels: &[],
+            check_timeout: None,
         }
     }
 }
@@ -219,7 +222,11 @@ impl Fleet {
         }
         let servers: Vec<(&str, SocketAddr)> =
             hosts.iter().map(|h| (h.name.as_str(), h.addr)).collect();
-        let haproxy = Haproxy::start(BACKEND, &servers, haproxy_options()).await;
+        let haproxy_opts = HaproxyOptions {
+            check_timeout: opts.check_timeout,
+            ..haproxy_options()
+        };
+        let haproxy = Haproxy::start(BACKEND, &servers, haproxy_opts).await;
         let dir = tempfile::Builder::new()
             .prefix("drover-fleet-")
             .tempdir()
