@@ -267,6 +267,8 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
         ("v2", all.clone(), true),
     ];
     for (i, (version, text, killed)) in steps.into_iter().enumerate() {
+        // A grace well above a loaded engine's plain stop (about 1 s for four at once).
+        let text = text.replace("stop_timeout = \"2s\"", "stop_timeout = \"5s\"");
         let run = deploy_spec(&fleet, &format!("sigterm-{i}.toml"), &text, version).await;
         assert_eq!(run.code, Some(0), "{}", run.describe());
         let snapshot = run.final_snapshot();
@@ -276,13 +278,13 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
             let note = steps["notes"]["stop"].as_str().unwrap_or("");
             assert_eq!(!note.is_empty(), killed, "deploy {i}, {h}");
             if killed {
-                assert!(stop >= 2_000, "killed at the 2 s stop timeout: {h}");
+                assert!(stop >= 5_000, "killed at the 5 s stop timeout: {h}");
                 assert!(
                     note.contains("ignored SIGTERM") && note.contains("init = true"),
                     "{h}"
                 );
             } else {
-                assert!(stop < 2_000, "deploy {i} stopped before the timeout: {h}");
+                assert!(stop < 5_000, "deploy {i} stopped before the timeout: {h}");
             }
             for step in ["drain_ms", "create_ms", "start_ms", "ready_ms", "up_ms"] {
                 assert!(steps[step].as_u64().is_some(), "deploy {i}: no {step}: {h}");
@@ -291,7 +293,7 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
         if killed {
             // The host's event says it too, as it happens.
             assert!(
-                run.stdout.contains("killed after 2.0s"),
+                run.stdout.contains("killed after 5.0s"),
                 "{}",
                 run.describe()
             );
