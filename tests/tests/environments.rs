@@ -348,25 +348,10 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
     );
     // A deployer may not override; an admin may, with a reason: the button that puts
     // a known-good release back, recorded in history.
-    let refused = fleet
-        .drover_as(
-            &bob,
-            &[
-                "deploy",
-                "-f",
-                &spec,
-                "--env",
-                "production",
-                "--release",
-                &v1,
-                "--override",
-                "--reason",
-                "v2 breaks checkout",
-            ],
-        )
-        .await;
-    expect_refused(&refused, &["may not override gates"]);
-    let button = run(deploy(&[
+    let button_args = [
+        "deploy",
+        "-f",
+        &spec,
         "--env",
         "production",
         "--release",
@@ -374,8 +359,10 @@ async fn staging_proves_a_release_and_production_takes_exactly_its_digest_throug
         "--override",
         "--reason",
         "v2 breaks checkout",
-    ]))
-    .await;
+    ];
+    let refused = fleet.drover_as(&bob, &button_args).await;
+    expect_refused(&refused, &["may not override gates"]);
+    let button = fleet.drover(&button_args).await;
     assert_eq!(button.code, Some(0), "{}", button.describe());
     let history = fleet
         .drover(&["history", "--service", "web", "--env", "production"])

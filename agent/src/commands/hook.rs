@@ -86,17 +86,8 @@ pub async fn run_hook<R: ContainerRuntime>(
         &format!("hook-{}", cmd.hook),
         &spec::random_suffix(),
     );
-    let secret_files = super::swap::deliver_secrets(ctx, &mut create, delivery).await?;
     info!(container = %create.name, hook = %cmd.hook, image = %create.image, "running hook");
-    let id = match rt.create(&create).await {
-        Ok(id) => id,
-        Err(e) => {
-            if secret_files {
-                super::remove_secrets(&ctx.secrets, &create.name).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (id, _) = super::swap::create_with_secrets(ctx, &mut create, delivery).await?;
     let outcome = run_to_exit(rt, &id, timeout).await;
     let output = match &outcome {
         Ok(_) => collect_output(rt, &id, &redactor).await,

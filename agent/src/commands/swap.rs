@@ -204,17 +204,8 @@ async fn create<R: ContainerRuntime>(
     create
         .labels
         .extend(record::handover_labels(cmd.readiness.as_ref(), stop_grace));
-    let secret_files = deliver_secrets(ctx, &mut create, delivery).await?;
     info!(container = %create.name, image = %create.image, version = %checked.version, "creating");
-    let id = match rt.create(&create).await {
-        Ok(id) => id,
-        Err(e) => {
-            if secret_files {
-                super::remove_secrets(&ctx.secrets, &create.name).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (id, secret_files) = create_with_secrets(ctx, &mut create, delivery).await?;
     match rt.inspect(&id).await {
         Ok(Some(c)) => Ok(c),
         failed => {
@@ -236,9 +227,28 @@ async fn create<R: ContainerRuntime>(
     }
 }
 
+/// Delivers the secrets of `create` and creates it; a failed create leaves no secret
+/// files behind. Returns the container's id and whether secret files were written.
+pub(super) async fn create_with_secrets<R: ContainerRuntime>(
+    ctx: &CommandContext<R>,
+    create: &mut CreateSpec,
+    delivery: Delivery,
+) -> Result<(String, bool), CommandFailure> {
+    let secret_files = deliver_secrets(ctx, create, delivery).await?;
+    match ctx.runtime.create(create).await {
+        Ok(id) => Ok((id, secret_files)),
+        Err(e) => {
+            if secret_files {
+                super::remove_secrets(&ctx.secrets, &create.name).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
 /// Gives the container to be created its secrets: environment variables, or files written
 /// into its own directory and bind-mounted read-only. Returns whether files were written.
-pub(super) async fn deliver_secrets<R: ContainerRuntime>(
+async fn deliver_secrets<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     create: &mut CreateSpec,
     delivery: Delivery,
