@@ -309,6 +309,7 @@ async fn commands_against_real_docker() {
         readiness: None,
         stop_timeout_ms: 2000,
         to_version: String::new(),
+        start_first: None,
     });
     let r = s.run(rb).await;
     let Ok(command_result::Output::Rollback(r)) = r else {

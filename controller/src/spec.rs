@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use self::environments::{Environment, Gates, IMPLICIT, SpecFile, UnknownEnvironment};
 pub use self::hooks::{Hook, HookAction, HookPhase, HttpCheck, RunIn, parse_http_url};
 pub use self::readiness::{ReadinessKind, ReadinessSection};
-pub use self::rollout::{BatchSize, OnFailure, RolloutSection};
+pub use self::rollout::{BatchSize, OnFailure, Order, RolloutSection};
 pub use self::secrets::{RegistrySection, SecretDelivery, SecretsSection};
 pub use self::service::{HostIp, Mount, RestartPolicy, ServiceSection, valid_service_name};
 pub use self::stages::{StageError, Stages};
@@ -169,6 +169,7 @@ impl ServiceSpec {
         raw.secrets.check(&service)?;
         let schedule = raw.schedule.validate()?;
         let rollout = RolloutSection::from_raw(raw.rollout)?;
+        check_order(&service, &rollout)?;
         raw.canary.check()?;
         if let Some(registry) = &raw.registry {
             registry.check()?;
@@ -223,6 +224,27 @@ impl ServiceSpec {
         advertise_address: &str,
     ) -> proto::ContainerSpec {
         self.service.container(image, version, advertise_address)
+    }
+}
+
+/// Start-first runs two containers of the service on one host at once: each needs its
+/// own host port.
+fn check_order(service: &ServiceSection, rollout: &RolloutSection) -> Result<(), SpecError> {
+    match rollout.order {
+        Order::StopFirst if service.host_ports.is_some() => Err(invalid(
+            "service.host_ports",
+            "is for rollout.order = \"start-first\"; a stop-first rollout publishes one port: set service.host_port",
+        )),
+        Order::StopFirst => Ok(()),
+        Order::StartFirst if service.network == "host" => Err(invalid(
+            "service.network",
+            "\"host\": with host networking two containers cannot listen on one host at once; use a bridge network or rollout.order = \"stop-first\"",
+        )),
+        Order::StartFirst if service.host_ports.is_none() => Err(invalid(
+            "rollout.order",
+            "\"start-first\" starts the new container next to the old one and needs a second host port: set service.host_ports = [PORT, ALTERNATE] (instead of host_port)",
+        )),
+        Order::StartFirst => Ok(()),
     }
 }
 

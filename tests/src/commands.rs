@@ -77,6 +77,7 @@ pub fn swap(spec: ContainerSpec, readiness: ReadinessProbe) -> command::Kind {
         keep_previous: 0,
         secrets: None,
         stage_for_command: String::new(),
+        start_first: None,
     })
 }
 
@@ -87,6 +88,7 @@ pub fn rollback(service: &str, readiness: ReadinessProbe) -> command::Kind {
         readiness: Some(readiness),
         stop_timeout_ms: STOP_TIMEOUT.as_millis() as u64,
         to_version: String::new(),
+        start_first: None,
     })
 }
 

@@ -47,6 +47,10 @@ pub struct Handover<'a> {
     pub stop_grace: Duration,
     /// Fate of a failed candidate.
     pub on_failure: OnFailure,
+    /// Start-first: the candidate starts next to `outgoing`, which keeps running (a
+    /// retire stops it once the load balancer points at the candidate); a failure
+    /// leaves them untouched, serving.
+    pub start_first: bool,
 }
 
 /// A finished handover: when the candidate became ready, and how each step went.
@@ -71,7 +75,8 @@ pub async fn hand_over<R: ContainerRuntime>(
     let mut steps = HandoverSteps::default();
     let outcome = async {
         let stopping = Instant::now();
-        for old in h.outgoing {
+        let outgoing = if h.start_first { &[][..] } else { h.outgoing };
+        for old in outgoing {
             job.phase(
                 Phase::Stopping,
                 format!("stopping {} ({})", old.name, old.version()),
@@ -135,7 +140,7 @@ pub async fn hand_over<R: ContainerRuntime>(
     {
         warn!(container = %cand.name, error = %e, "could not remove the failed container");
     }
-    if let Some(old) = h.outgoing.first() {
+    if let Some(old) = h.outgoing.first().filter(|_| !h.start_first) {
         job.phase(
             Phase::Restoring,
             format!("restoring {} ({})", old.name, old.version()),
@@ -166,7 +171,7 @@ pub async fn hand_over<R: ContainerRuntime>(
 /// Did stopping `old` run into the grace and end in a SIGKILL? Docker reports exit code
 /// 137 (128 + SIGKILL) for a container it killed; the stop taking the whole grace tells
 /// that from an app that died of SIGKILL on its own.
-async fn was_killed<R: ContainerRuntime>(
+pub(super) async fn was_killed<R: ContainerRuntime>(
     rt: &R,
     old: &ContainerInfo,
     took: Duration,

@@ -1,4 +1,5 @@
-//! The four commands the controller sends (prepare, swap, rollback, inspect), each in its
+//! The commands the controller sends (prepare, swap, rollback, inspect, and start-first's
+//! [`retire`](start_first::retire)), each in its
 //! own module, and what they share: the [`CommandContext`] (runtime, host name, defaults)
 //! and the [`Job`] (command id, receipt time, progress reporting). Also the
 //! [`reconcile`]iation run at start, which finishes or undoes an interrupted handover.
@@ -17,6 +18,7 @@ pub mod reconcile;
 pub mod record;
 pub mod rollback;
 pub mod spec;
+pub mod start_first;
 pub mod state;
 pub mod swap;
 
@@ -170,6 +172,7 @@ pub fn service_of(kind: &command::Kind) -> Option<&str> {
     match kind {
         command::Kind::Swap(s) => s.spec.as_ref().map(|s| s.service.as_str()),
         command::Kind::Rollback(r) => Some(r.service.as_str()),
+        command::Kind::Retire(r) => Some(r.service.as_str()),
         command::Kind::Prepare(_) | command::Kind::Inspect(_) | command::Kind::RunHook(_) => None,
     }
 }
@@ -180,6 +183,7 @@ pub fn kind_name(kind: &command::Kind) -> &'static str {
         command::Kind::Prepare(_) => "prepare",
         command::Kind::Swap(_) => "swap",
         command::Kind::Rollback(_) => "rollback",
+        command::Kind::Retire(_) => "retire",
         command::Kind::Inspect(_) => "inspect",
         command::Kind::RunHook(_) => "run_hook",
     }
@@ -242,6 +246,10 @@ pub async fn execute<R: ContainerRuntime>(
         command::Kind::Rollback(r) => rollback::rollback(ctx, job, r)
             .await
             .map(Output::Rollback)
+            .map(plain),
+        command::Kind::Retire(r) => start_first::retire(ctx, job, r)
+            .await
+            .map(Output::Retire)
             .map(plain),
         command::Kind::Inspect(i) => inspect::inspect(ctx, &i.service)
             .await

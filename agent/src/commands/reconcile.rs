@@ -10,6 +10,9 @@
 //!    probed with the probe recorded on it, until what is left of its deadline (counted
 //!    from its start). Ready: the handover is finished. Not ready: it is stopped (and
 //!    removed when it is the service's newest container, as a failed swap would).
+//!    When the container it was to replace still runs next to it (a start-first
+//!    handover), that one keeps serving; both running is left to the controller, whose
+//!    load balancer points at one of them and whose retire stops the other.
 //! 3. When nothing runs (any more), the most recently run container that was ready once is
 //!    started again and probed; if it does not become ready, the one before it. Without
 //!    any ready record (containers of an older agent), the most recently run one is tried.
@@ -98,7 +101,9 @@ pub async fn service<R: ContainerRuntime>(
 
     if let Some(running) = c.current() {
         if c.active.len() > 1 {
-            warn!(service = %svc, running = c.active.len(), "more than one container of the service runs; checking the most recently started one only");
+            // A start-first handover in progress: the controller that runs it decides
+            // which one stays (its load balancer points at one of them).
+            info!(service = %svc, running = c.active.len(), "more than one container of the service runs (a start-first handover); checking the most recently started one, the controller retires the other");
         }
         if ctx.ready.was_ready(&running.name).await {
             info!(service = %svc, container = %running.name, version = %running.version(), "running and ready before the agent restarted: nothing to do");
@@ -124,6 +129,14 @@ pub async fn service<R: ContainerRuntime>(
                     if let Err(e) = super::remove_container(ctx, running).await {
                         warn!(service = %svc, container = %running.name, error = %e, "could not remove the container that never became ready");
                     }
+                }
+                // A start-first handover starts the new container next to the old one,
+                // which never stopped: it still serves.
+                if let Some(other) = c.active.get(1) {
+                    info!(service = %svc, container = %other.name, version = %other.version(), "the container it was to replace still runs: it keeps serving");
+                    return Outcome::Untouched {
+                        container: other.name.clone(),
+                    };
                 }
             }
         }

@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::handover::{self, Handover, OnFailure};
 use super::swap::ms_or;
-use super::{CommandContext, DEFAULT_STOP_GRACE, Job, spec, state};
+use super::{CommandContext, DEFAULT_STOP_GRACE, Job, spec, start_first, state};
 use crate::error::CommandFailure;
 use crate::runtime::{ContainerInfo, ContainerRuntime};
 
@@ -20,6 +20,23 @@ pub async fn rollback<R: ContainerRuntime>(
     spec::check_service(&cmd.service)?;
     let rt = &*ctx.runtime;
     let containers = state::of_service(rt.list_managed(&ctx.agent).await?, &cmd.service);
+    let start_first = cmd.start_first.is_some();
+    if start_first
+        && let Some(running) = containers
+            .active
+            .iter()
+            .find(|c| !cmd.to_version.is_empty() && c.version() == cmd.to_version)
+    {
+        // A start-first handover left it running next to the other: it serves again as
+        // soon as the load balancer points back at it, which the retire then finishes.
+        info!(container = %running.name, version = %running.version(), "already running next to the other container");
+        return Ok(RollbackResult {
+            current: Some(containers.to_proto()),
+            host_port: start_first::published_port(running),
+            serving_container: running.name.clone(),
+            ..Default::default()
+        });
+    }
     let target = pick_target(&containers, &cmd.to_version).ok_or_else(|| {
         let kept: Vec<&str> = containers.kept.iter().map(ContainerInfo::version).collect();
         let wanted = if cmd.to_version.is_empty() {
@@ -37,13 +54,8 @@ pub async fn rollback<R: ContainerRuntime>(
             ),
         )
     })?;
-    info!(container = %target.name, version = %target.version(), "rolling back");
-    let held: Vec<_> = containers
-        .active
-        .iter()
-        .flat_map(|c| c.ports.iter().copied())
-        .collect();
-    handover::check_ports_free(&ctx.agent, &target.ports, &held)?;
+    info!(container = %target.name, version = %target.version(), start_first, "rolling back");
+    start_first::check_ports(&ctx.agent, &target.ports, &containers.active, start_first)?;
     let done = handover::hand_over(
         ctx,
         job,
@@ -54,6 +66,7 @@ pub async fn rollback<R: ContainerRuntime>(
             probe: cmd.readiness.as_ref(),
             stop_grace: ms_or(cmd.stop_timeout_ms, DEFAULT_STOP_GRACE),
             on_failure: OnFailure::Keep,
+            start_first,
         },
     )
     .await?;
@@ -65,6 +78,12 @@ pub async fn rollback<R: ContainerRuntime>(
             .unwrap_or_default(),
         ready_after_ms: handover::ms(done.ready_after),
         steps: Some(done.steps),
+        host_port: if start_first {
+            start_first::published_port(target)
+        } else {
+            0
+        },
+        serving_container: target.name.clone(),
     })
 }
 

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::handover::{self, Handover, OnFailure};
 use super::spec::{self, Origin};
-use super::{CommandContext, DEFAULT_STOP_GRACE, Job, reconcile, record, state};
+use super::{CommandContext, DEFAULT_STOP_GRACE, Job, reconcile, record, start_first, state};
 use crate::error::CommandFailure;
 use crate::runtime::{ContainerInfo, ContainerRuntime, CreateSpec, MountSpec, MountType, RunState};
 use crate::secrets::{self, Delivery};
@@ -30,8 +30,10 @@ pub async fn swap<R: ContainerRuntime>(
     let spec = cmd.spec.as_ref().ok_or_else(|| {
         CommandFailure::invalid("swap without a container spec: send the service's spec")
     })?;
-    let checked = spec::check(spec)?;
-    let service = checked.service.as_str();
+    let mut checked = spec::check(spec)?;
+    let start_first = cmd.start_first.as_ref();
+    let service = checked.service.clone();
+    let service = service.as_str();
     let delivery = secrets::plan(cmd.secrets.as_ref(), service, &checked.env, &checked.mounts)?;
     if matches!(delivery, Delivery::Files { .. }) {
         let store = ctx.secrets.clone();
@@ -72,24 +74,31 @@ pub async fn swap<R: ContainerRuntime>(
         && cur.command() == swap_id
     {
         info!(container = %cur.name, "swap already done by this command");
+        let previous = match start_first {
+            Some(_) => containers.active.get(1),
+            None => containers.kept.first(),
+        };
         return Ok(SwapResult {
             current: Some(containers.to_proto()),
-            previous_container: containers
-                .kept
-                .first()
-                .map(|k| k.id.clone())
-                .unwrap_or_default(),
+            previous_container: previous.map(|k| k.id.clone()).unwrap_or_default(),
+            host_port: start_first.map_or(0, |_| start_first::published_port(cur)),
+            serving_container: cur.name.clone(),
             ..Default::default()
         });
     }
     let staged = clear_staged(ctx, &containers, swap_id).await;
 
-    let held: Vec<_> = containers
-        .active
-        .iter()
-        .flat_map(|c| c.ports.iter().copied())
-        .collect();
-    handover::check_ports_free(&ctx.agent, &checked.ports, &held)?;
+    if let Some(sf) = start_first {
+        // Next to the running container, on the port it does not publish.
+        let port = start_first::pick_port(&ctx.agent, service, &sf.host_ports, &containers.active)?;
+        start_first::with_host_port(&mut checked.ports, port);
+    }
+    start_first::check_ports(
+        &ctx.agent,
+        &checked.ports,
+        &containers.active,
+        start_first.is_some(),
+    )?;
     check_probe_port(&cmd, &checked)?;
 
     let digest = checked
@@ -143,6 +152,7 @@ pub async fn swap<R: ContainerRuntime>(
             probe: cmd.readiness.as_ref(),
             stop_grace,
             on_failure: OnFailure::Remove,
+            start_first: start_first.is_some(),
         },
     )
     .await?;
@@ -161,6 +171,8 @@ pub async fn swap<R: ContainerRuntime>(
             ..done.steps
         }),
         staged_container: String::new(),
+        host_port: start_first.map_or(0, |_| start_first::published_port(&candidate)),
+        serving_container: candidate.name.clone(),
     })
 }
 

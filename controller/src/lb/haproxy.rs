@@ -196,6 +196,68 @@ impl HaproxyRuntime {
         }
     }
 
+    /// Where `server` of `backend` sends traffic now: its address and port.
+    pub async fn server_addr(&self, backend: &str, server: &str) -> Result<(String, u16), LbError> {
+        check_name("backend", backend)?;
+        check_name("server", server)?;
+        let target = Target {
+            backend: Some(backend),
+            server: Some(server),
+        };
+        let cmd = format!("show servers state {backend}");
+        let text = self.run(&cmd, target).await?;
+        stats::parse_server_addrs(&text)
+            .map_err(|e| self.parse_error(&cmd, e))?
+            .into_iter()
+            .find(|(b, s, _, _)| b == backend && s == server)
+            .map(|(_, _, addr, port)| (addr, port))
+            .ok_or_else(|| LbError::NoSuchServer {
+                haproxy: self.addr.to_string(),
+                backend: backend.to_string(),
+                server: server.to_string(),
+            })
+    }
+
+    /// Points `server` at `port` of the address it has (`set server b/s addr IP port P`):
+    /// new connections go there; established ones stay where they are until they end.
+    pub async fn set_port(&self, backend: &str, server: &str, port: u16) -> Result<(), LbError> {
+        let (addr, now) = self.server_addr(backend, server).await?;
+        if now == port {
+            return Ok(());
+        }
+        // The address comes from HAProxy itself; refuse anything that would change the
+        // command's meaning.
+        if addr.is_empty()
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':'))
+        {
+            return Err(LbError::Rejected {
+                haproxy: self.addr.to_string(),
+                command: format!("show servers state {backend}"),
+                answer: format!("server {server} has address {addr:?}, not an IP address"),
+            });
+        }
+        let cmd = format!("set server {backend}/{server} addr {addr} port {port}");
+        let target = Target {
+            backend: Some(backend),
+            server: Some(server),
+        };
+        let answer = self.run(&cmd, target).await?;
+        let answer = answer.trim();
+        // HAProxy describes what it changed ("IP changed from ..., port changed from ...").
+        if answer.is_empty() || answer.contains("changed") || answer.starts_with("no need") {
+            debug!(haproxy = %self.addr, %backend, %server, %addr, port, "server pointed at a new port");
+            Ok(())
+        } else {
+            Err(LbError::Rejected {
+                haproxy: self.addr.to_string(),
+                command: cmd,
+                answer: answer.to_string(),
+            })
+        }
+    }
+
     /// Forces the server's health DOWN (`set server b/s health down`) when HAProxy health
     /// checks it, so that it comes UP again only after `rise` fresh passing checks. A server
     /// without checks is left alone (forcing it down would keep it down).

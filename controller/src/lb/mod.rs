@@ -143,6 +143,25 @@ impl LoadBalancer {
         }
     }
 
+    /// Points `server` at `port` of its address on every HAProxy (start-first: the new
+    /// container's port). It stays in rotation: new connections go to the new port,
+    /// established ones end where they are.
+    pub async fn point(&self, server: &str, port: u16) -> Result<(), LbError> {
+        info!(backend = %self.backend, %server, port, "pointing at a new port");
+        self.restarts.set_port(server, port);
+        self.each(|rt| rt.set_port(&self.backend, server, port))
+            .await
+            .map(drop)
+    }
+
+    /// Where `server` sends traffic on the first HAProxy: its address and port.
+    pub async fn addr(&self, server: &str) -> Result<(String, u16), LbError> {
+        match self.runtimes.first() {
+            Some(rt) => rt.server_addr(&self.backend, server).await,
+            None => Ok((String::new(), 0)),
+        }
+    }
+
     /// Puts `server` back in rotation on every HAProxy (`state ready`).
     pub async fn enable(&self, server: &str) -> Result<(), LbError> {
         info!(backend = %self.backend, %server, "enabling");

@@ -28,6 +28,8 @@ pub(super) struct Restarts(Arc<Mutex<Book>>);
 struct Book {
     /// The admin state Drover last set per server (same on every HAProxy).
     desired: BTreeMap<String, AdminState>,
+    /// The port Drover last pointed each server at (start-first handovers).
+    ports: BTreeMap<String, u16>,
     /// The process last seen answering each HAProxy, in configuration order.
     seen: Vec<Option<ProcessInfo>>,
     /// When the processes were last read.
@@ -44,6 +46,20 @@ impl Restarts {
     /// Remembers that `server` was set to `state` on every HAProxy.
     pub(super) fn set(&self, server: &str, state: AdminState) {
         self.book().desired.insert(server.to_string(), state);
+    }
+
+    /// Remembers that `server` was pointed at `port` on every HAProxy.
+    pub(super) fn set_port(&self, server: &str, port: u16) {
+        self.book().ports.insert(server.to_string(), port);
+    }
+
+    /// The ports Drover pointed servers at.
+    fn ports(&self) -> Vec<(String, u16)> {
+        self.book()
+            .ports
+            .iter()
+            .map(|(s, p)| (s.clone(), *p))
+            .collect()
     }
 
     /// Whether the processes are due for another look (and marks them looked at).
@@ -96,7 +112,12 @@ impl LoadBalancer {
             for (server, state) in &states {
                 rt.set_admin(&self.backend, server, *state).await?;
             }
-            let words: Vec<String> = states.iter().map(|(s, a)| format!("{s} {a}")).collect();
+            let ports = self.restarts.ports();
+            for (server, port) in &ports {
+                rt.set_port(&self.backend, server, *port).await?;
+            }
+            let mut words: Vec<String> = states.iter().map(|(s, a)| format!("{s} {a}")).collect();
+            words.extend(ports.iter().map(|(s, p)| format!("{s} port {p}")));
             let notice = format!(
                 "HAProxy at {} restarted or reloaded (pid {} started at {}, now pid {} started at {}): its runtime states were lost; set again: {}",
                 rt.addr(),

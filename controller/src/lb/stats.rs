@@ -249,9 +249,12 @@ pub fn server_status(row: &StatRow, admin: AdminState) -> Result<ServerStatus, P
     })
 }
 
-/// Parses a `show servers state` answer (format version 1): returns
-/// `(backend, server, admin state)` per server. Columns are found by header name.
-pub fn parse_servers_state(text: &str) -> Result<Vec<(String, String, AdminState)>, ParseError> {
+/// The rows of a `show servers state` answer (format version 1), each as a lookup of its
+/// cells by column name; `columns` must all be in the header.
+fn servers_state_rows<'a, const N: usize>(
+    text: &'a str,
+    columns: [&str; N],
+) -> Result<Vec<[&'a str; N]>, ParseError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     match lines.next().map(str::trim) {
         Some("1") => {}
@@ -266,31 +269,52 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<(String, String, AdminState
         .and_then(|h| h.strip_prefix('#'))
         .ok_or_else(|| ParseError("show servers state has no '#' header line".into()))?;
     let names: Vec<&str> = header.split_whitespace().collect();
-    let col = |name: &str| {
-        names
+    let mut at = [0; N];
+    for (slot, name) in at.iter_mut().zip(columns) {
+        *slot = names
             .iter()
             .position(|n| *n == name)
-            .ok_or_else(|| ParseError(format!("show servers state lacks column {name}")))
-    };
-    let (be, srv, admin) = (col("be_name")?, col("srv_name")?, col("srv_admin_state")?);
+            .ok_or_else(|| ParseError(format!("show servers state lacks column {name}")))?;
+    }
     lines
         .filter(|l| !l.starts_with('#'))
         .map(|line| {
             let cells: Vec<&str> = line.split_whitespace().collect();
-            let cell = |i: usize| {
-                cells.get(i).copied().ok_or_else(|| {
+            let mut row = [""; N];
+            for (cell, i) in row.iter_mut().zip(at) {
+                *cell = cells.get(i).copied().ok_or_else(|| {
                     ParseError(format!("show servers state row is short: {line:.80}"))
-                })
-            };
-            let mask = cell(admin)?;
+                })?;
+            }
+            Ok(row)
+        })
+        .collect()
+}
+
+/// Parses a `show servers state` answer (format version 1): returns
+/// `(backend, server, admin state)` per server. Columns are found by header name.
+pub fn parse_servers_state(text: &str) -> Result<Vec<(String, String, AdminState)>, ParseError> {
+    servers_state_rows(text, ["be_name", "srv_name", "srv_admin_state"])?
+        .into_iter()
+        .map(|[be, srv, mask]| {
             let mask: u32 = mask
                 .parse()
                 .map_err(|_| ParseError(format!("srv_admin_state {mask:?} is not a number")))?;
-            Ok((
-                cell(be)?.to_string(),
-                cell(srv)?.to_string(),
-                AdminState::from_mask(mask),
-            ))
+            Ok((be.to_string(), srv.to_string(), AdminState::from_mask(mask)))
+        })
+        .collect()
+}
+
+/// Parses a `show servers state` answer (format version 1): returns
+/// `(backend, server, address, port)` per server, as HAProxy sends traffic now.
+pub fn parse_server_addrs(text: &str) -> Result<Vec<(String, String, String, u16)>, ParseError> {
+    servers_state_rows(text, ["be_name", "srv_name", "srv_addr", "srv_port"])?
+        .into_iter()
+        .map(|[be, srv, addr, port]| {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| ParseError(format!("srv_port {port:?} is not a port")))?;
+            Ok((be.to_string(), srv.to_string(), addr.to_string(), port))
         })
         .collect()
 }
@@ -436,6 +460,17 @@ mod tests {
         );
         assert_eq!(AdminState::from_mask(0x08 | 0x01), AdminState::Maint);
         assert!(parse_servers_state("Can't find backend.\n\n").is_err());
+    }
+
+    #[test]
+    fn server_addresses_from_real_output() {
+        let got = parse_server_addrs(STATE_DRAIN_MAINT).unwrap();
+        assert_eq!(
+            got[1],
+            ("web".into(), "host-2".into(), "127.0.0.3".into(), 18081)
+        );
+        assert_eq!(got.len(), 3);
+        assert!(parse_server_addrs("1\n# be_name srv_name\n").is_err());
     }
 
     #[test]

@@ -262,13 +262,16 @@ impl Rollout {
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         let ready = self.checked_after_batch(ready, &mut failed).await?;
-        let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
+        let enables = join_all(ready.iter().map(|h| self.enable_host(h))).await;
         let mut done = vec![];
         let mut steps = vec![];
         for (host, r) in ready.iter().zip(enables) {
             match r {
-                Ok(ms) => {
-                    steps.push(HostStep::new(host, StepKind::Up, ms));
+                Ok((host_steps, words)) => {
+                    steps.extend(host_steps);
+                    if !words.is_empty() {
+                        self.note(host, &words).await?;
+                    }
                     done.push(host.clone());
                 }
                 Err(f) => failed.push(f),

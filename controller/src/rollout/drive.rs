@@ -72,6 +72,7 @@ pub(crate) async fn run(
         hosts,
         lb,
         auth,
+        pending: Default::default(),
     };
     let r = tokio::select! {
         r = rollout.drive() => r,

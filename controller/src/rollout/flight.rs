@@ -27,6 +27,8 @@ pub(crate) struct Rollout {
     pub(super) hosts: Vec<DeploymentHost>,
     pub(super) lb: Option<LoadBalancer>,
     pub(super) auth: Option<proto::RegistryAuth>,
+    /// Start-first: hosts whose new container is ready and not yet pointed at.
+    pub(super) pending: super::handover::Pending,
 }
 
 pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;

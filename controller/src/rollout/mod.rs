@@ -12,6 +12,7 @@ mod control;
 mod drive;
 mod flight;
 mod gates;
+mod handover;
 mod hooks;
 pub mod machine;
 mod plan;

@@ -125,6 +125,9 @@ impl Rollout {
         let Some(lb) = &self.lb else {
             return Ok(("no load balancer configured".into(), 0));
         };
+        if self.start_first() {
+            return Ok(("start-first: stays in rotation".into(), 0));
+        }
         let server = self.server(host);
         let lb_fail = |e| HostFailure::new(host, Left::AsBefore, e);
         lb.drain(&server).await.map_err(lb_fail)?;
@@ -148,6 +151,9 @@ impl Rollout {
     /// Puts `host` back in rotation and waits until every load balancer reports it UP
     /// after fresh health checks; returns how long that took.
     pub(super) async fn enable(&self, host: &str) -> Result<u64, HostFailure> {
+        if self.start_first() {
+            return self.hand_over(host).await.map(|r| r.up_ms);
+        }
         let Some(lb) = &self.lb else { return Ok(0) };
         let server = self.server(host);
         let start = tokio::time::Instant::now();
@@ -176,7 +182,8 @@ impl Rollout {
         hosts: &[String],
         step: impl std::future::Future<Output = T>,
     ) -> T {
-        let Some(lb) = &self.lb else {
+        let Some(lb) = self.lb.as_ref().filter(|_| !self.start_first()) else {
+            // Start-first never takes a host out of rotation: nothing to hold.
             return step.await;
         };
         let holds = join_all(hosts.iter().map(|h| async move {
@@ -233,6 +240,7 @@ impl Rollout {
             keep_previous: self.spec.rollout.keep_previous,
             secrets: self.secrets(host).await?,
             stage_for_command: stage_for.unwrap_or_default(),
+            start_first: self.start_first_part(),
         })
     }
 
@@ -240,7 +248,8 @@ impl Rollout {
     /// that fails leaves the host untouched, in rotation. The swap then starts it.
     /// Returns how long the create took; nothing for a rollback, which creates nothing.
     pub(super) async fn stage(&self, host: &str) -> Result<u64, HostFailure> {
-        if self.d.kind == DeploymentKind::Rollback {
+        // Start-first creates next to a serving container: nothing to gain.
+        if self.d.kind == DeploymentKind::Rollback || self.start_first() {
             return Ok(0);
         }
         let swap_id = self.command_id(host, "swap");
@@ -265,6 +274,14 @@ impl Rollout {
         };
         let cmd = self.command(host, "swap", kind);
         let r = self.send(host, cmd, self.swap_timeout()).await?;
+        let (port, serving) = match &r.output {
+            Some(command_result::Output::Swap(s)) => (s.host_port, &s.serving_container),
+            Some(command_result::Output::Rollback(s)) => (s.host_port, &s.serving_container),
+            _ => return Err(failure(host, &r)),
+        };
+        if self.start_first() {
+            self.started_next_to(host, port, serving)?;
+        }
         match &r.output {
             Some(command_result::Output::Swap(s)) => {
                 Ok(Swapped::of(s.ready_after_ms, s.steps.as_ref()))
@@ -292,6 +309,9 @@ impl Rollout {
         let r = self.send(host, cmd, self.swap_timeout()).await?;
         match (&r.output, &r.error) {
             (Some(command_result::Output::Rollback(s)), _) => {
+                if self.start_first() {
+                    self.started_next_to(host, s.host_port, &s.serving_container)?;
+                }
                 Ok((from, Swapped::of(s.ready_after_ms, s.steps.as_ref())))
             }
             // Already on that version (the swap never happened): nothing to undo.
@@ -311,6 +331,7 @@ impl Rollout {
             readiness: Some(self.spec.probe()),
             stop_timeout_ms: self.spec.rollout.stop_timeout.as_millis() as u64,
             to_version: to_version.to_string(),
+            start_first: self.start_first_part(),
         }
     }
 
@@ -363,7 +384,7 @@ impl Rollout {
         let mut grace = self.shared.settings.reconnect_grace;
         if matches!(
             cmd.kind,
-            Some(command::Kind::Swap(_) | command::Kind::Rollback(_))
+            Some(command::Kind::Swap(_) | command::Kind::Rollback(_) | command::Kind::Retire(_))
         ) {
             // An agent restarted mid-swap first finishes or undoes it (probing the new
             // container, or starting the previous one again), then reports.

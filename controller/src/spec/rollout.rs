@@ -29,6 +29,37 @@ pub struct RolloutSection {
     /// The stages of a staged rollout; `None` when the spec gives none, and the fleet
     /// moves in plain batches, as one stage of every host.
     pub staging: Option<Stages>,
+    /// How a host hands over from the old container to the new one.
+    pub order: Order,
+}
+
+/// `rollout.order`: how a host hands over from the old container to the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Drain the host, stop the old container, start the new one, re-enable: the host is
+    /// out of rotation for the whole swap.
+    #[default]
+    StopFirst,
+    /// Start the new container next to the old one on the service's other host port,
+    /// point the load balancer at it once ready, then drain and stop the old one: the
+    /// host never leaves rotation. Needs `service.host_ports`.
+    StartFirst,
+}
+
+impl Order {
+    /// The order's name in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StopFirst => "stop-first",
+            Self::StartFirst => "start-first",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::StopFirst, Self::StartFirst]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
 }
 
 impl RolloutSection {
@@ -47,7 +78,14 @@ impl RolloutSection {
             spread_by: raw.spread_by,
         };
         let stages = spec.validate()?;
+        let order = Order::parse(&raw.order).ok_or_else(|| {
+            super::invalid(
+                "rollout.order",
+                format!("{:?}: use \"stop-first\" or \"start-first\"", raw.order),
+            )
+        })?;
         Ok(Self {
+            order,
             batch_size: raw.batch_size,
             stop_timeout: raw.stop_timeout,
             drain_timeout: raw.drain_timeout,
@@ -72,6 +110,7 @@ impl RolloutSection {
             pull_timeout: self.pull_timeout,
             on_failure: self.on_failure,
             keep_previous: self.keep_previous,
+            order: self.order.as_str().into(),
             stages: stages.stages,
             stage: stages.stage,
             spread_by: stages.spread_by,
@@ -97,6 +136,8 @@ pub(super) struct RawRollout {
     on_failure: OnFailure,
     #[serde(default = "default_keep")]
     keep_previous: u32,
+    #[serde(default = "default_order", skip_serializing_if = "is_stop_first")]
+    order: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stages: Option<Vec<StageSize>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +156,7 @@ impl Default for RawRollout {
             pull_timeout: default_pull_timeout(),
             on_failure: OnFailure::default(),
             keep_previous: default_keep(),
+            order: default_order(),
             stages: None,
             stage: Vec::new(),
             spread_by: None,
@@ -122,6 +164,12 @@ impl Default for RawRollout {
     }
 }
 
+fn default_order() -> String {
+    Order::StopFirst.as_str().into()
+}
+fn is_stop_first(order: &str) -> bool {
+    order == Order::StopFirst.as_str()
+}
 fn default_batch() -> BatchSize {
     BatchSize::Count(1)
 }

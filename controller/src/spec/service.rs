@@ -24,6 +24,9 @@ pub struct ServiceSection {
     pub port: NonZeroU16,
     /// Host port to publish on (default: the container port).
     pub host_port: Option<u16>,
+    /// The two host ports a start-first rollout alternates between (`host_ports`); each
+    /// deploy's new container takes the one the running container does not publish.
+    pub host_ports: Option<[u16; 2]>,
     /// Host address to publish on.
     pub host_ip: HostIp,
     /// Environment of the container.
@@ -181,6 +184,8 @@ pub(super) struct RawService {
     port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     host_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    host_ports: Vec<u16>,
     #[serde(default = "default_host_ip")]
     host_ip: String,
     #[serde(default)]
@@ -230,6 +235,25 @@ impl ServiceSection {
         }
         let port = NonZeroU16::new(raw.port)
             .ok_or_else(|| invalid("service.port", "must be a port number from 1 to 65535"))?;
+        let host_ports = match raw.host_ports[..] {
+            [] => None,
+            [a, b] if a != 0 && b != 0 && a != b => Some([a, b]),
+            _ => {
+                return Err(invalid(
+                    "service.host_ports",
+                    format!(
+                        "{:?}: give two different host ports, e.g. [8080, 8081] (a start-first rollout alternates between them)",
+                        raw.host_ports
+                    ),
+                ));
+            }
+        };
+        if host_ports.is_some() && raw.host_port.is_some() {
+            return Err(invalid(
+                "service.host_ports",
+                "set either host_port or host_ports, not both",
+            ));
+        }
         let host_ip = HostIp::parse(&raw.host_ip).ok_or_else(|| {
             invalid(
                 "service.host_ip",
@@ -274,6 +298,7 @@ impl ServiceSection {
             image: raw.image,
             port,
             host_port: raw.host_port,
+            host_ports,
             host_ip,
             env: raw.env,
             command: raw.command,
@@ -291,6 +316,7 @@ impl ServiceSection {
             image: self.image.clone(),
             port: self.port.get(),
             host_port: self.host_port,
+            host_ports: self.host_ports.map(Vec::from).unwrap_or_default(),
             host_ip: self.host_ip.to_string(),
             env: self.env.clone(),
             command: self.command.clone(),
@@ -319,7 +345,12 @@ impl ServiceSection {
             ports: vec![proto::PortMapping {
                 container_port: u32::from(port),
                 host_ip: self.host_ip.on_host(advertise_address),
-                host_port: u32::from(self.host_port.unwrap_or(port)),
+                host_port: u32::from(
+                    self.host_ports
+                        .map(|[first, _]| first)
+                        .or(self.host_port)
+                        .unwrap_or(port),
+                ),
                 protocol: "tcp".into(),
             }],
             labels: self.labels.clone().into_iter().collect(),

@@ -144,6 +144,71 @@ fn init_runs_dockers_init_and_round_trips() {
 }
 
 #[test]
+fn start_first_takes_two_host_ports_and_round_trips() {
+    let text = MINIMAL.replace("port = 8080", "port = 8080\nhost_ports = [8080, 8081]")
+        + "\n[rollout]\norder = \"start-first\"\n";
+    let s = ServiceSpec::from_toml(&text).unwrap();
+    assert_eq!(s.rollout.order, Order::StartFirst);
+    assert_eq!(s.service.host_ports, Some([8080, 8081]));
+    // The first port until the agent picks the free one.
+    assert_eq!(s.container("i", "v", "a").ports[0].host_port, 8080);
+    assert_eq!(ServiceSpec::from_toml(&s.to_toml()).unwrap(), s);
+    let plain = ServiceSpec::from_toml(MINIMAL).unwrap();
+    assert_eq!(plain.rollout.order, Order::StopFirst);
+    assert!(!plain.to_toml().contains("order"), "the default stays out");
+}
+
+#[test]
+fn start_first_where_it_cannot_work_is_refused_naming_the_key() {
+    let start_first = |service_extra: &str| {
+        MINIMAL.replace("port = 8080", &format!("port = 8080\n{service_extra}"))
+            + "\n[rollout]\norder = \"start-first\"\n"
+    };
+    let cases = [
+        (start_first(""), "rollout.order", "service.host_ports"),
+        (
+            start_first("host_port = 9000"),
+            "rollout.order",
+            "host_ports",
+        ),
+        (
+            start_first("host_ports = [8080, 8081]\nnetwork = \"host\""),
+            "service.network",
+            "host networking",
+        ),
+        (
+            start_first("host_ports = [8080]"),
+            "service.host_ports",
+            "two different",
+        ),
+        (
+            start_first("host_ports = [8080, 8080]"),
+            "service.host_ports",
+            "two different",
+        ),
+        (
+            start_first("host_ports = [8080, 8081]\nhost_port = 8080"),
+            "service.host_ports",
+            "not both",
+        ),
+        (
+            MINIMAL.replace("port = 8080", "port = 8080\nhost_ports = [8080, 8081]"),
+            "service.host_ports",
+            "start-first",
+        ),
+        (
+            MINIMAL.to_string() + "\n[rollout]\norder = \"sideways\"\n",
+            "rollout.order",
+            "sideways",
+        ),
+    ];
+    for (text, key, words) in cases {
+        let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(words), "{e}\n{text}");
+    }
+}
+
+#[test]
 fn advertise_host_ip_uses_each_agent_address() {
     let s = ServiceSpec::from_toml(
         &MINIMAL.replace("port = 8080", "port = 8080\nhost_ip = \"advertise\""),

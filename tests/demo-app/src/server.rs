@@ -55,6 +55,7 @@ impl App {
             "/ready" if self.config.mode == Mode::NeverReady => Response::text(503, "not ready\n"),
             "/ready" => Response::text(200, "ready\n"),
             "/health" => Response::text(200, "ok\n"),
+            other if other.starts_with("/slow/") => slow(other, v),
             other => crate::given::route(other)
                 .or_else(|| crate::logging::route(other))
                 .unwrap_or_else(|| Response::text(404, "not found\n")),
@@ -70,6 +71,18 @@ impl App {
         };
         let n = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
         n * u64::from(p) / 100 > (n - 1) * u64::from(p) / 100
+    }
+}
+
+/// `/slow/<ms>`: answers after `ms` milliseconds (at most a minute), for tests of
+/// requests in flight while a container is replaced.
+fn slow(path: &str, version: &str) -> Response {
+    match path["/slow/".len()..].parse::<u64>() {
+        Ok(ms) if ms <= 60_000 => {
+            thread::sleep(Duration::from_millis(ms));
+            Response::text(200, format!("slow={ms} version={version}\n"))
+        }
+        _ => Response::text(400, "write /slow/<milliseconds>, at most 60000\n"),
     }
 }
 
@@ -275,6 +288,13 @@ mod tests {
         assert_eq!(a.route(&get("/ready")).status, 200);
         assert_eq!(a.route(&get("/health")).status, 200);
         assert_eq!(a.route(&get("/nope")).status, 404);
+        let slow = a.route(&get("/slow/20"));
+        assert_eq!(
+            (slow.status, slow.body.as_str()),
+            (200, "slow=20 version=v7\n")
+        );
+        assert_eq!(a.route(&get("/slow/x")).status, 400);
+        assert_eq!(a.route(&get("/slow/600000")).status, 400);
         let post = Request {
             method: "POST".into(),
             ..get("/")
