@@ -20,13 +20,7 @@ const SLOW_MS: u64 = 4000;
 
 /// The fleet's spec, start-first: `host_ports = [P, P + 1]`.
 fn start_first_spec(fleet: &Fleet, batch_size: &str) -> String {
-    let port = fleet.host(0).addr.port();
-    let spec = fleet.spec_toml(batch_size).replace(
-        &format!("host_port = {port}\n"),
-        &format!("host_ports = [{port}, {}]\n", port + 1),
-    );
-    assert!(spec.contains("host_ports"), "{spec}");
-    spec.replace("[rollout]\n", "[rollout]\norder = \"start-first\"\n")
+    fleet.start_first_spec_toml(batch_size)
 }
 
 /// `drover <args...> -f <spec> --json` in the background, with the start-first spec.

@@ -536,6 +536,10 @@ fn split(run: &CliRun, cli_start_ms: u64) -> Split {
     s
 }
 
+/// The fleet's HAProxy `fastinter` and `downinter`, ms: the cadence of the checks that
+/// bring a re-enabled server UP.
+const FAST_CHECK_MS: u64 = 100;
+
 // ----- main --------------------------------------------------------------------------
 
 struct Args {
@@ -650,6 +654,11 @@ async fn run(args: Args) -> ExitCode {
             bench.drover(rep, true).await?;
             bench.careful(rep, true).await?;
             bench.naive(rep, true).await?;
+            // Start-first (service.host_ports = [P, P + 1]): v1 → v2 under load, then back
+            // to v1 without load, which ends every host on port P again.
+            bench.restore().await?;
+            bench.start_first(rep, true, "v2").await?;
+            bench.start_first(rep, false, "v1").await?;
         }
         Ok::<_, String>(())
     }
@@ -717,6 +726,33 @@ impl Bench {
             (ka, cl, max_out),
             None,
             Some(sp),
+        );
+        self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
+        Ok(())
+    }
+
+    /// `drover deploy` to `version` with `rollout.order = "start-first"`.
+    async fn start_first(&mut self, rep: usize, load: bool, version: &str) -> Result<(), String> {
+        let text = self.fleet.start_first_spec_toml(&self.batch);
+        let spec = self.fleet.write_spec("start-first.toml", &text);
+        let spec = spec.to_string_lossy().into_owned();
+        let args = ["deploy", "-f", &spec, "--version", version, "--json"];
+        let deploy = self.fleet.drover(&args);
+        let (d, ka, cl, max_out) = measure(&self.fleet, load, deploy).await;
+        if d.code != Some(0) {
+            return Err(format!(
+                "drover deploy (start-first) failed: {}",
+                d.describe()
+            ));
+        }
+        self.record(
+            rep,
+            load,
+            format!("start-first drover →{version} (batches {})", self.batch),
+            ms(d.took),
+            (ka, cl, max_out),
+            None,
+            None,
         );
         self.fleet.haproxy().wait_all_up(UP_TIMEOUT).await;
         Ok(())
@@ -1008,6 +1044,35 @@ fn report(args: &Args, runs: &[Run]) {
             verdict(c / d >= 3.0)
         );
     }
+    let (sf_load, sf_idle) = (pick("start-first", true), pick("start-first", false));
+    if !sf_load.is_empty() {
+        let (sf, script, stop_first) = (
+            wall(&sf_load),
+            wall(&pick("script", true)),
+            wall(&pick("drover", true)),
+        );
+        let out = sf_load.iter().map(|r| r.max_out.any).max().unwrap_or(0);
+        println!("start-first (medians)");
+        println!(
+            "  under load: start-first {:.2} s vs host by host {:.2} s: {:.1}x faster (target >= 3x: {}); vs stop-first {:.2} s: ratio start-first/stop-first {:.2}; failed requests {} (target 0: {}); most servers out of rotation {out} (target 0: {})",
+            sf / 1000.0,
+            script / 1000.0,
+            script / sf,
+            verdict(script / sf >= 3.0),
+            stop_first / 1000.0,
+            sf / stop_first,
+            failed(&sf_load),
+            verdict(failed(&sf_load) == 0),
+            verdict(out == 0)
+        );
+        let idle = wall(&sf_idle);
+        println!(
+            "  no load: start-first {:.2} s for the whole {}-host deploy (target < 3 s: {})",
+            idle / 1000.0,
+            args.hosts,
+            verdict(idle < 3000.0)
+        );
+    }
     println!(
         "controller + agent overhead: share of drover's wall time not spent waiting on Docker, readiness or HAProxy"
     );
@@ -1029,6 +1094,13 @@ fn report(args: &Args, runs: &[Run]) {
             s.overhead_cli(),
             100.0 * s.overhead_cli() / s.cli_wall,
             verdict(s.overhead_cli() / s.cli_wall < 0.10)
+        );
+        println!(
+            "  [{load}] enable→UP per batch {:.0} ms vs 2 fast check intervals + 50 ms = {} ms (the fleet's fastinter/downinter {} ms, rise 2): {}",
+            s.lb_up / s.batches.max(1) as f64,
+            2 * FAST_CHECK_MS + 50,
+            FAST_CHECK_MS,
+            verdict(s.lb_up / s.batches.max(1) as f64 <= (2 * FAST_CHECK_MS + 50) as f64)
         );
         println!(
             "  [{load}] controller wall (created→finished) {:.0} ms → overhead {:.0} ms = {:.1} % (without the CLI process's own start and follow)",

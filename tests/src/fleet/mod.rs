@@ -497,6 +497,18 @@ password_env = "{PASSWORD_ENV}"
         )
     }
 
+    /// The service spec of this fleet with `batch_size`, start-first: `rollout.order =
+    /// "start-first"` and `service.host_ports = [P, P + 1]` (P: the fleet's port).
+    pub fn start_first_spec_toml(&self, batch_size: &str) -> String {
+        let port = self.hosts[0].addr.port();
+        let spec = self.spec_toml(batch_size).replace(
+            &format!("host_port = {port}\n"),
+            &format!("host_ports = [{port}, {}]\n", port + 1),
+        );
+        assert!(spec.contains("host_ports"), "{spec}");
+        spec.replace("[rollout]\n", "[rollout]\norder = \"start-first\"\n")
+    }
+
     /// Writes `text` as `name` in the fleet's directory; returns its path.
     pub fn write_spec(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -564,7 +576,9 @@ pub fn loopback_ips_and_port(n: usize) -> (Vec<Ipv4Addr>, u16) {
             }
         }
         let port = crate::free_port(ips[0]);
-        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
+        // The next port too: a start-first spec alternates between the two.
+        let free = |ip: &Ipv4Addr, p: u16| TcpListener::bind((*ip, p)).is_ok();
+        if port < u16::MAX && ips.iter().all(|ip| free(ip, port) && free(ip, port + 1)) {
             return (ips, port);
         }
     }
