@@ -316,6 +316,20 @@ async fn an_alternate_port_taken_by_another_process_is_refused_naming_the_key() 
     })
     .await;
     let spec = start_first_spec(&fleet, "1");
+    // The plan says no host leaves rotation.
+    let path = fleet.write_spec("plan.toml", &spec);
+    let path = path.to_string_lossy().into_owned();
+    let plan = fleet
+        .drover(&["deploy", "-f", &path, "--version", "v2", "--plan"])
+        .await;
+    assert!(
+        plan.code == Some(0)
+            && plan
+                .stdout
+                .contains("no host leaves rotation (start-first)"),
+        "{}",
+        plan.describe()
+    );
     // Something else holds host 0's alternate port.
     let h0 = fleet.host(0);
     let taken = std::net::TcpListener::bind((h0.ip, h0.addr.port() + 1)).expect("bind");

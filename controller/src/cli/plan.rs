@@ -125,7 +125,14 @@ pub fn plan_text(p: &PlanResponse, rerun: &str) -> String {
     row(
         w,
         "capacity",
-        &format!("at most {} out of rotation at once", p.max_out_of_rotation),
+        &if p.start_first {
+            format!(
+                "no host leaves rotation (start-first); at most {} hand over at once",
+                p.max_batch
+            )
+        } else {
+            format!("at most {} out of rotation at once", p.max_out_of_rotation)
+        },
     );
     let staged = p.stages.len() > 1;
     let width = p
@@ -236,6 +243,7 @@ pub fn plan_json(p: &PlanResponse) -> Value {
         "gate_note": Some(&p.gate_note).filter(|s| !s.is_empty()),
         "windows": p.windows,
         "max_out_of_rotation": p.max_out_of_rotation,
+        "start_first": p.start_first,
         "changing_hosts": p.hosts.iter().filter(|h| changes(h)).count(),
         "unchanged_hosts": p.hosts.iter().filter(|h| !changes(h)).count(),
         "stages": stages,

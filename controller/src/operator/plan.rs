@@ -115,6 +115,7 @@ pub(super) fn plan_request(who: &Principal, r: proto::PlanRequest) -> Result<Pla
 /// A plan in wire form.
 pub(super) fn plan_response(p: Plan) -> proto::PlanResponse {
     let max_out = p.max_out_of_rotation() as u32;
+    let (start_first, max_batch) = (p.start_first, p.max_batch() as u32);
     let mut done = 0;
     let stages = p
         .stages
@@ -153,6 +154,8 @@ pub(super) fn plan_response(p: Plan) -> proto::PlanResponse {
         hosts: p.hosts.into_iter().map(host_row).collect(),
         stages,
         max_out_of_rotation: max_out,
+        start_first,
+        max_batch,
         starts_ms: p.starts.map_or(0, |t| t.as_millisecond().max(0) as u64),
         held_by: p.held_by.unwrap_or_default(),
         windows: p.windows,

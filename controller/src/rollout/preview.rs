@@ -62,11 +62,21 @@ pub struct Plan {
     pub windows: Vec<String>,
     /// The deploy would make its release (`deployment.release_id`), not find it.
     pub new_release: bool,
+    /// Hosts hand over start-first (`rollout.order`): none leaves rotation.
+    pub start_first: bool,
 }
 
 impl Plan {
-    /// Most hosts in one batch: the most out of rotation at once.
+    /// Most hosts in one batch: the most out of rotation at once (none, start-first).
     pub fn max_out_of_rotation(&self) -> usize {
+        if self.start_first {
+            return 0;
+        }
+        self.max_batch()
+    }
+
+    /// Most hosts in one batch.
+    pub fn max_batch(&self) -> usize {
         let mut per_batch = std::collections::BTreeMap::<u32, usize>::new();
         for h in &self.hosts {
             *per_batch.entry(h.batch).or_default() += 1;
@@ -139,6 +149,7 @@ impl Deployer {
             deployment,
             hosts,
             new_release,
+            start_first: spec.rollout.order == crate::spec::Order::StartFirst,
         })
     }
 
