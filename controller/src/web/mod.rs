@@ -26,11 +26,11 @@
 //!   lost, reconnecting" while lost)
 //! - the equivalent CLI command of each page in `code.cli`
 //! - deployment page: `#deployment[data-state=...]` (states as the CLI prints them:
-//!   pending, preparing, rolling, rolling-back, paused, succeeded, failed, rolled-back,
-//!   scheduled, baking, awaiting-promotion, cancelled, skipped, held, awaiting-approval),
+//!   pending, preparing, rolling, rolling_back, paused, succeeded, failed, rolled_back,
+//!   scheduled, baking, awaiting_promotion, cancelled, skipped, held, awaiting_approval),
 //!   one cell per host `[data-host=NAME][data-phase=...]` (phases as the CLI prints
-//!   them: pending, prepared, draining, swapping, enabling, done, failed, rolling-back,
-//!   rolled-back, left-drained), updated in place by live updates without a reload
+//!   them: pending, prepared, draining, swapping, enabling, done, failed, rolling_back,
+//!   rolled_back, left_drained), updated in place by live updates without a reload
 //! - action buttons `button[data-action=promote|pause|resume|abort|rollback|deploy|approve|redeploy|cancel]`,
 //!   shown only to a role that may use them; an action that the state does not allow
 //!   is shown disabled with its reason in an element `[data-reason]` next to it
