@@ -32,7 +32,7 @@ pub async fn page(
     let page = Page {
         title: &format!("Deployment {id}"),
         name: "deployment",
-        cli: format!("drover status {id} --watch"),
+        cli: format!("drover status {id}"),
         live: Some(format!("/deployments/{id}/events")),
     };
     Ok(layout::page(page, &session, body))

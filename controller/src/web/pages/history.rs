@@ -46,7 +46,7 @@ pub async fn page(
     let redeploy = may(&session.principal, "Deploy");
     let mut cli = "drover history".to_owned();
     if !q.service.is_empty() {
-        cli.push_str(&format!(" {}", q.service));
+        cli.push_str(&format!(" --service {}", q.service));
     }
     if !q.environment.is_empty() {
         cli.push_str(&format!(" --env {}", q.environment));
@@ -146,7 +146,7 @@ pub async fn diff(
     let page = Page {
         title: "Diff",
         name: "history",
-        cli: format!("drover history --diff {} {}", q.a, q.b),
+        cli: format!("drover status {}; drover status {}", q.a, q.b),
         live: None,
     };
     Ok(layout::page(page, &session, body))

@@ -108,7 +108,7 @@ pub async fn page(
     let page = Page {
         title: "Overview",
         name: "overview",
-        cli: "drover status".to_owned(),
+        cli: "drover status --env ENVIRONMENT".to_owned(),
         live: Some("/events".to_owned()),
     };
     Ok(layout::page(page, &session, body))

@@ -135,7 +135,7 @@ pub async fn page(
     let page = Page {
         title: "Releases",
         name: "releases",
-        cli: format!("drover release list {service}"),
+        cli: format!("drover releases {service}"),
         live: Some("/events".to_owned()),
     };
     Ok(layout::page(page, &session, body))
