@@ -24,8 +24,9 @@ use super::pages::deployment;
 use super::signin::Signed;
 use super::{Web, WebError, request};
 
-/// Events that arrive this close together are rendered once.
-const COALESCE: Duration = Duration::from_millis(40);
+/// Events within this long after the first of a burst are rendered once: a large
+/// deployment's page is not re-rendered for every host's event.
+const COALESCE: Duration = Duration::from_millis(100);
 /// Longest `/events` stays silent: hosts connect and leave without a deployment event.
 const IDLE_PING: Duration = Duration::from_secs(10);
 /// Shortest time between two `changed` events on `/events`.
@@ -56,14 +57,21 @@ pub async fn deployment(
             let _ = tx
                 .send(Ok(Event::default().retry(RETRY).comment("live")))
                 .await;
+            let mut first = true;
             loop {
                 let item = tokio::select! {
                     item = watch.next() => item,
                     () = tx.closed() => return,
                 };
                 let open = matches!(item, Some(Ok(_)));
-                // A burst of host events becomes one render.
-                while let Ok(Some(Ok(_))) = tokio::time::timeout(COALESCE, watch.next()).await {}
+                // A burst of host events becomes one render (the snapshot, first, is
+                // rendered at once).
+                if !first {
+                    let until = tokio::time::Instant::now() + COALESCE;
+                    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, watch.next()).await {
+                    }
+                }
+                first = false;
                 let html = match deployment::fragment(&web, &session, &id).await {
                     Ok(m) => m.into_string(),
                     Err(e) => return debug!(error = %e, "live deployment render failed"),

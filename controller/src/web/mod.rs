@@ -40,8 +40,11 @@
 //!   `production` label; ignored otherwise)
 //! - the CSRF token in `input[name=csrf]` of every form and in `meta[name=csrf]`
 //! - after a deploy is started the browser lands on `/deployments/{id}`
-//! - errors of an action are shown on the page it was sent from in `#error` (the
-//!   operator API's message, e.g. a gate that holds the deploy)
+//! - an action that fails answers with a page (status 4xx or 5xx) whose `#error` says
+//!   why (the operator API's message, e.g. a gate that refuses the deploy)
+//! - the releases page: a roll-back button per environment (`data-action=rollback`,
+//!   `drover rollback SERVICE --env ENV`), an approve button on a deployment that waits
+//!   for approval; the history page: a redeploy button on each succeeded deployment
 
 mod actions;
 mod assets;

@@ -100,7 +100,18 @@ pub async fn page(
                             @let state = list.environments.iter().find(|s| s.environment == env.name);
                             tr data-environment=(env.name) {
                                 th { (env_name(&env.name)) }
-                                td { @if let Some(s) = state { b { (s.version) } " " (layout::digest(&s.pinned)) } }
+                                td {
+                                    @if let Some(s) = state {
+                                        b { (s.version) } " " (layout::digest(&s.pinned))
+                                        @if may(who, "Rollback") && s.active_deployment_id.is_empty() {
+                                            form.inline method="post" action={"/services/" (service) "/rollback"} {
+                                                (layout::csrf(&session))
+                                                input type="hidden" name="environment" value=(env.name);
+                                                " " button type="submit" data-action="rollback" title="return to the previous successful version, without pulling" { "roll back" }
+                                            }
+                                        }
+                                    }
+                                }
                                 td { @if let Some(s) = state { (layout::time(s.since_ms)) } }
                                 td { @if let Some(s) = state { @if !s.active_deployment_id.is_empty() { (active(s, &session)) } } }
                                 td { (gates_of(env)) }
