@@ -33,6 +33,8 @@ pub use raw::{WebClient, WebConnection, WebResponse, WebSession, csrf_in};
 pub const WAIT: Duration = Duration::from_secs(30);
 /// Chromium's window: wide enough for the host grid and the overview matrix.
 const WINDOW: (u32, u32) = (1400, 1000);
+/// Loads of a page aborted by a network change before [`Browser::goto`] gives up.
+const NAVIGATION_TRIES: usize = 4;
 /// The tallest full-page screenshot.
 const MAX_SCREENSHOT_HEIGHT: u32 = 4000;
 
@@ -120,12 +122,37 @@ impl Browser {
     // ----- navigation -----------------------------------------------------------------
 
     /// Opens `path` (`/hosts?page=2`) of the web interface and waits for the load.
+    /// Chromium aborts a load when the machine's network changes (Docker adding or
+    /// removing a container's interface: `ERR_NETWORK_CHANGED`); such a load is tried
+    /// again, as a person would reload, a few times.
     pub async fn goto(&self, path: &str) {
         let url = format!("{}{path}", self.base);
-        self.client
-            .goto(&url)
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("open {url}"), e));
+        for attempt in 1..=NAVIGATION_TRIES {
+            self.client
+                .goto(&url)
+                .await
+                .unwrap_or_else(|e| self.fail(&format!("open {url}"), e));
+            if !self.network_error().await {
+                return;
+            }
+            eprintln!("browser: loading {url} was interrupted (attempt {attempt}): reloading");
+        }
+        self.fail_msg(&format!(
+            "loading {url} failed {NAVIGATION_TRIES} times with a network error"
+        ));
+    }
+
+    /// Whether Chromium shows its own network error page (the load was aborted, e.g.
+    /// `ERR_NETWORK_CHANGED` when Docker changed the machine's interfaces).
+    pub async fn network_error(&self) -> bool {
+        let v = self
+            .client
+            .execute(
+                "return !!document.body && document.body.classList.contains('neterror')",
+                vec![],
+            )
+            .await;
+        v.is_ok_and(|v| truthy(&v))
     }
 
     /// The path and query of the page shown (`/deployments/d-1`).
@@ -303,8 +330,9 @@ impl Browser {
             }
         };
         if let Err(last) = crate::poll(timeout, check).await {
+            let on = self.describe_page().await;
             self.fail_msg(&format!(
-                "{selector} [{name}] did not become {value:?} within {timeout:?}; last {last}"
+                "{selector} [{name}] did not become {value:?} within {timeout:?}; last {last}; {on}"
             ));
         }
     }
@@ -328,21 +356,32 @@ impl Browser {
         };
         match crate::poll(timeout, check).await {
             Ok(v) => v,
-            Err(last) => self.fail_msg(&format!(
-                "timed out after {timeout:?} waiting for {what}; last: {last}"
-            )),
+            Err(last) => {
+                let on = self.describe_page().await;
+                self.fail_msg(&format!(
+                    "timed out after {timeout:?} waiting for {what}; last: {last}; {on}"
+                ))
+            }
         }
     }
 
     // ----- acting ---------------------------------------------------------------------
 
-    /// Clicks the first element matching `selector` (a real WebDriver click).
+    /// Clicks the first element matching `selector` (a real WebDriver click). A live
+    /// update may replace the element between finding and clicking it: then it is
+    /// found again and clicked, as a person would click again, until [`WAIT`].
     pub async fn click(&self, selector: &str) {
-        self.find(selector)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| self.fail(&format!("click {selector}"), e));
+        let click = || async {
+            let e = self
+                .client
+                .find(Locator::Css(selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            e.click().await.map_err(|e| e.to_string())
+        };
+        if let Err(last) = crate::poll(WAIT, click).await {
+            self.fail_msg(&format!("click {selector}: {last}"));
+        }
     }
 
     /// Replaces the value of the input matching `selector` by typing `value`.
@@ -481,6 +520,25 @@ impl Browser {
     }
 
     // ----- failing --------------------------------------------------------------------
+
+    /// For a failure message: the page's path, a screenshot of it (`failed-<time>.png`)
+    /// and the start of its `main` element.
+    async fn describe_page(&self) -> String {
+        let path = self.path().await;
+        let shot = self
+            .screenshot(&format!("failed-{}", crate::fleet::now_ms()))
+            .await;
+        let main = self
+            .client
+            .execute(
+                "const m = document.querySelector('main') || document.body; return m ? m.outerHTML.slice(0, 3000) : ''",
+                vec![],
+            )
+            .await
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        format!("on {path}, screenshot {}; the page: {main}", shot.display())
+    }
 
     fn fail(&self, what: &str, e: impl std::fmt::Display) -> ! {
         self.fail_msg(&format!("{what}: {e}"))

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_proto::v1::HostPhase;
 use drover_tests::DemoImage;
 use drover_tests::browser::{Browser, WAIT};
 use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, field};
@@ -73,45 +74,72 @@ async fn deploy_to_the_gate(
     (deploy, id)
 }
 
-/// Clicks `button[data-action=ACTION]` on the deployment page shown and waits until
-/// `#deployment` shows one of `states`; returns how long that took from the click.
-async fn act(browser: &Browser, action: &str, states: &[&str]) -> Duration {
+/// Clicks `button[data-action=ACTION]` on the deployment page `id` shown and waits
+/// until `#deployment` shows one of `states`; returns how long that took from the
+/// click. Actions are safe to repeat: when Chromium aborted the POST on a network change
+/// (Docker changing interfaces), the page is loaded again and, if the state did not
+/// move, the button clicked again.
+async fn act(browser: &Browser, id: &str, action: &str, states: &[&str]) -> Duration {
     let button = format!("button[data-action={action}]");
-    browser
-        .wait_js(
-            &format!("{button} enabled"),
-            WAIT,
-            "const b = document.querySelector(arguments[0]); return !!b && !b.disabled",
-            vec![json!(button)],
-        )
-        .await;
     let t = Instant::now();
-    browser.click(&button).await;
-    browser
-        .wait_js(
-            &format!("#deployment in one of {states:?} after {action}"),
-            STEP_TIMEOUT,
-            "const d = document.querySelector('#deployment'); return !!d && arguments[0].includes(d.getAttribute('data-state'))",
-            vec![json!(states)],
-        )
-        .await;
-    t.elapsed()
+    for _ in 0..3 {
+        browser
+            .wait_js(
+                &format!("{button} enabled"),
+                WAIT,
+                "const b = document.querySelector(arguments[0]); return !!b && !b.disabled",
+                vec![json!(button)],
+            )
+            .await;
+        browser.click(&button).await;
+        let shown = browser
+            .wait_js(
+                &format!("#deployment in one of {states:?} after {action}"),
+                STEP_TIMEOUT,
+                "if (document.body && document.body.classList.contains('neterror')) return 'neterror'; const d = document.querySelector('#deployment'); return !!d && arguments[0].includes(d.getAttribute('data-state')) && 'shown'",
+                vec![json!(states)],
+            )
+            .await;
+        if shown == "shown" {
+            return t.elapsed();
+        }
+        eprintln!("{action}: the POST was interrupted by a network change: again");
+        browser.goto(&format!("/deployments/{id}")).await;
+        let now = browser.attr("#deployment", "data-state").await;
+        if now.as_deref().is_some_and(|s| states.contains(&s)) {
+            return t.elapsed();
+        }
+    }
+    panic!("{action} on {id}: interrupted three times");
 }
 
-/// The deployment id of the deployment page shown (`/deployments/{id}`).
-async fn shown_deployment(browser: &Browser) -> String {
-    let path = browser
+/// What the browser shows after a form was sent.
+enum Landed {
+    /// The deployment page of this id.
+    Deployment(String),
+    /// Chromium's network error page: the POST was aborted, maybe after it arrived.
+    NetworkError,
+}
+
+/// Waits for the deployment page (`/deployments/{id}`) or a network error page.
+async fn landed(browser: &Browser) -> Landed {
+    let v = browser
         .wait_js(
             "the deployment page",
             WAIT,
-            "return location.pathname.startsWith('/deployments/') && !!document.querySelector('main[data-page=deployment]') && location.pathname",
+            "if (document.body && document.body.classList.contains('neterror')) return 'neterror'; return location.pathname.startsWith('/deployments/') && !!document.querySelector('main[data-page=deployment]') && location.pathname",
             vec![],
         )
         .await;
-    path.as_str()
-        .and_then(|p| p.strip_prefix("/deployments/"))
-        .unwrap_or_default()
-        .to_string()
+    match v.as_str() {
+        Some("neterror") => Landed::NetworkError,
+        Some(p) => Landed::Deployment(
+            p.strip_prefix("/deployments/")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => unreachable!("wait_js returns a truthy value"),
+    }
 }
 
 /// The visible text of the first element of the page's main content that mentions
@@ -140,8 +168,11 @@ async fn a_deployer_deploys_v2_from_the_releases_page_and_watches_every_host_rea
         .await;
     assert_eq!(made.code, Some(0), "{}", made.describe());
     let release = made.stdout.trim().to_string();
-    let before = fleet.history_json().await;
-    let baseline = field(&before[0], "id").to_string();
+    // The web deploys with the spec of the service's newest deployment: one host at a
+    // time, as the fleet's spec says (its first deploy went everywhere at once).
+    let baseline = fleet.deploy("v1").await;
+    assert_eq!(baseline.code, Some(0), "{}", baseline.describe());
+    let baseline = field(&baseline.final_snapshot(), "id").to_string();
     let token = fleet.api_token("bob", "deployer").await;
     let browser = fleet.browser().await;
     browser.sign_in(&token).await;
@@ -152,7 +183,25 @@ async fn a_deployer_deploys_v2_from_the_releases_page_and_watches_every_host_rea
     browser.wait_for(&form, WAIT).await;
     browser.screenshot("releases").await;
     browser.submit(&form).await;
-    let id = shown_deployment(&browser).await;
+    let id = match landed(&browser).await {
+        Landed::Deployment(id) => id,
+        Landed::NetworkError => {
+            // Chromium aborted the POST on a network change: did it arrive?
+            let newest = fleet.history_json().await;
+            let newest = field(&newest[0], "id").to_string();
+            if newest != baseline {
+                browser.goto(&format!("/deployments/{newest}")).await;
+                newest
+            } else {
+                browser.goto("/releases?service=web").await;
+                browser.submit(&form).await;
+                match landed(&browser).await {
+                    Landed::Deployment(id) => id,
+                    Landed::NetworkError => panic!("the deploy's POST was interrupted twice"),
+                }
+            }
+        }
+    };
     assert!(
         id.starts_with("d-"),
         "landed on the deployment page: {id:?}"
@@ -211,10 +260,9 @@ async fn a_deployer_deploys_v2_from_the_releases_page_and_watches_every_host_rea
     for (host, at) in &done_at {
         if let Some(e) = events
             .iter()
-            .find(|e| field(e, "host") == host && field(e, "phase") == "done")
+            .find(|e| &e.host == host && e.phase == HostPhase::Done as i32)
         {
-            let event_ms = e["at_ms"].as_u64().unwrap_or_default() as f64;
-            latencies.push(at - event_ms);
+            latencies.push(at - e.at_ms as f64);
         }
     }
     let median = drover_tests::bench::median(&latencies);
@@ -283,7 +331,13 @@ async fn a_deploy_at_a_manual_gate_is_promoted_from_its_page_and_another_aborted
         .wait_attr("#deployment", "data-state", "awaiting_promotion", WAIT)
         .await;
     browser.screenshot("deployment-gate").await;
-    let took = act(&browser, "promote", &["rolling", "baking", "succeeded"]).await;
+    let took = act(
+        &browser,
+        &id,
+        "promote",
+        &["rolling", "baking", "succeeded"],
+    )
+    .await;
     eprintln!("promote: click to the new state shown in {took:?}");
     let run = deploy.finish(CLI_TIMEOUT).await;
     assert_eq!(run.code, Some(0), "{}", run.describe());
@@ -294,8 +348,7 @@ async fn a_deploy_at_a_manual_gate_is_promoted_from_its_page_and_another_aborted
     assert!(
         events
             .iter()
-            .any(|e| field(e, "message").contains("promoted by")
-                && field(e, "message").contains("carol")),
+            .any(|e| e.message.contains("promoted by") && e.message.contains("carol")),
         "the deployment's events name the token that promoted: {events:?}"
     );
     fleet.assert_serves("v2").await;
@@ -312,7 +365,7 @@ async fn a_deploy_at_a_manual_gate_is_promoted_from_its_page_and_another_aborted
     browser
         .wait_attr("#deployment", "data-state", "awaiting_promotion", WAIT)
         .await;
-    let took = act(&browser, "abort", &["rolling_back", "rolled_back"]).await;
+    let took = act(&browser, &id, "abort", &["rolling_back", "rolled_back"]).await;
     eprintln!("abort: click to the new state shown in {took:?}");
     let run = deploy.finish(CLI_TIMEOUT).await;
     assert_eq!(run.code, Some(1), "{}", run.describe());

@@ -112,7 +112,10 @@ impl WebClient {
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some(tls) => {
-                let name = ServerName::IpAddress(addr.ip().into());
+                // The controller's certificate names the controller, not an address
+                // (what the CLI checks too).
+                let name = ServerName::try_from(drover_shared::tls::CONTROLLER_SERVER_NAME)
+                    .map_err(|e| format!("server name: {e}"))?;
                 let stream = tls
                     .connect(name, tcp)
                     .await

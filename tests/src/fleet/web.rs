@@ -2,10 +2,15 @@
 //! browser tests use it: API tokens to sign in with, a headless browser on it, a raw
 //! client trusting the fleet CA, and a deployment's recorded events with their times.
 
-use serde_json::Value;
+use std::time::Duration;
 
-use super::{Fleet, Transport, field};
+use drover_proto::v1::{DeploymentEvent, WatchRequest, watch_event};
+
+use super::{Fleet, Transport};
 use crate::browser::{Browser, WebClient};
+
+/// How long reading a finished deployment's events may take.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Fleet {
     /// `drover api-token create NAME --role ROLE` as the admin: the token (`dra1.`...).
@@ -37,19 +42,30 @@ impl Fleet {
         WebClient::new(self.web_addr(), ca.as_deref())
     }
 
-    /// Every event deployment `id` recorded (`drover status ID --json`, followed to
-    /// its end: call it once the deployment ended), each with `seq`, `at_ms`, `host`,
-    /// `phase`, `state` and `message`.
-    pub async fn events(&self, id: &str) -> Vec<Value> {
-        let run = self.drover(&["status", id, "--json"]).await;
-        assert!(
-            matches!(run.code, Some(0) | Some(1)),
-            "drover status {id}: {}",
-            run.describe()
-        );
-        run.json()
-            .into_iter()
-            .filter(|v| field(v, "type") == "event")
-            .collect()
+    /// Every event deployment `id` recorded, from the operator API's `Watch` followed
+    /// to its end: call it once the deployment ended (panics after a minute otherwise).
+    pub async fn events(&self, id: &str) -> Vec<DeploymentEvent> {
+        let mut client = self.operator_client().await;
+        let request = WatchRequest {
+            id: id.to_string(),
+            after_seq: 0,
+        };
+        let mut stream = client
+            .watch(request)
+            .await
+            .unwrap_or_else(|s| panic!("watch {id}: {}", s.message()))
+            .into_inner();
+        let mut events = vec![];
+        let read = async {
+            while let Some(msg) = stream.message().await.expect("the watch stream") {
+                if let Some(watch_event::Body::Event(e)) = msg.body {
+                    events.push(e);
+                }
+            }
+        };
+        tokio::time::timeout(EVENTS_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| panic!("the watch of {id} did not end: has the deployment ended?"));
+        events
     }
 }
