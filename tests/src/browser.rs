@@ -435,9 +435,11 @@ impl Browser {
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        // The window's height is the page's plus the browser's own frame (the window
+        // is taller than its viewport).
         let height = self
             .js(
-                "return Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)",
+                "return Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0) + Math.max(0, window.outerHeight - window.innerHeight)",
                 vec![],
             )
             .await
