@@ -18,6 +18,11 @@
 #                                     # `drover history --limit 1`, CLI end to end and
 #                                     # the controller's CPU time per call
 #   BENCH_DORA_ROUNDS=15 tests/bench.sh dora   # rounds of bench_dora (default 9)
+#   tests/bench.sh web                # bench_web: the web interface's Hosts and Overview
+#                                     # pages rendered by drover serve with 10,000
+#                                     # SIMULATED agents connected and 1,000 deployments
+#                                     # (written straight to SQLite): ms per page, bytes
+#   BENCH_WEB_ROUNDS=40 tests/bench.sh web     # rounds of bench_web (default 20)
 #   tests/bench.sh tls                # the cost of mTLS: bench_rollout --tls-cost (the
 #                                     # 10-host deploy over mTLS vs --insecure-dev,
 #                                     # interleaved) and bench_handshake (1,000 SIMULATED
@@ -44,8 +49,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | restore | watch | dora | hooks) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks)" ;;
+        agent | rollout | tls | restore | watch | dora | hooks | web) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks, web)" ;;
     esac
 done
 
@@ -84,6 +89,7 @@ export DROVER_BIN_DIR="$target/release"
 export DROVER_DEMO_APP="$target/$target_triple/release/demo-app"
 
 # --- open files: one per simulated agent (bench_handshake), here and in the controller --
+# (bench_web's agents share connections: a few hundred sockets for 10,000 of them)
 want_files=65536
 hard_files=$(ulimit -Hn)
 if [ "$hard_files" != unlimited ] && [ "$hard_files" -lt "$want_files" ]; then
@@ -151,6 +157,12 @@ for b in "$@"; do
             args=(--rounds "${BENCH_HOOKS_ROUNDS:-3}")
             say "bench_hooks ${args[*]}  (log: $out/hooks-$stamp.txt)"
             "$target/release/bench_hooks" "${args[@]}" 2>&1 | tee "$out/hooks-$stamp.txt" \
+                || status=1
+            ;;
+        web)
+            args=(--rounds "${BENCH_WEB_ROUNDS:-20}")
+            say "bench_web ${args[*]}  (log: $out/web-$stamp.txt)"
+            "$target/release/bench_web" "${args[@]}" 2>&1 | tee "$out/web-$stamp.txt" \
                 || status=1
             ;;
         dora)

@@ -1,6 +1,6 @@
 # Shared by tests/run.sh and tests/demo.sh, which source it from the workspace root:
 # installs what the end-to-end tests and the demo need on a Debian machine with Docker
-# (only what is missing), and checks that the Docker engine and cargo are usable. With
+# (only what is missing; Chromium and chromedriver for the browser tests included), and checks that the Docker engine and cargo are usable. With
 # DROVER_SETUP_PYTHON=1 (tests/run.sh) also a Python venv with grpcio, and with
 # DROVER_SETUP_ROOTFS=1 (tests/run.sh) a minimal Debian root filesystem for the package
 # tests.
@@ -9,12 +9,17 @@
 say() { printf '==> %s\n' "$*"; }
 die() { printf '%s: %s\n' "$0" "$*" >&2; exit 1; }
 
-# --- system packages: registry, htpasswd, HAProxy, ss ----------------------------
+# --- system packages: registry, htpasswd, HAProxy, ss, the browser ----------------
+# Chromium and its WebDriver come from Debian, like everything else here: the browser
+# tests (tests/tests/web.rs) drive headless Chromium, and nothing downloads a browser or
+# driver build of its own.
 missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them: install them by hand"

@@ -247,6 +247,28 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The principal API token `token_id` names now, if it still holds (not revoked,
+    /// expired or removed): a web session made from it is checked again with this.
+    pub async fn recheck(&self, token_id: &str) -> Result<Result<Principal, Refusal>, AuthError> {
+        let store = match &self.mode {
+            Mode::InsecureDev => return Ok(Ok(Principal::insecure_dev())),
+            Mode::Verified(store) => store,
+        };
+        Ok(match store.api_token(token_id).await? {
+            None => Err(Refusal::unauthenticated(format!(
+                "the API token (id {token_id}) no longer exists; sign in with another"
+            ))),
+            Some(record) => standing(&record, now_ms()),
+        })
+    }
+
+    /// Whether every caller is admin (`--insecure-dev`).
+    pub fn is_insecure_dev(&self) -> bool {
+        matches!(self.mode, Mode::InsecureDev)
+    }
+}
+
 /// The principal of a client certificate, or why there is none.
 fn certificate(tls: Option<&TlsConnectInfo>) -> Result<Principal, Refusal> {
     let Some(peer) = tls.and_then(|t| t.peer.as_ref()) else {
@@ -307,6 +329,11 @@ fn judge_token(
     if !presented.matches(&record.secret_hash) {
         return Err(unknown());
     }
+    standing(record, now)
+}
+
+/// The principal of a token record that is neither revoked nor expired at `now`.
+fn standing(record: &crate::store::ApiToken, now: u64) -> Result<Principal, Refusal> {
     if record.revoked_ms.is_some() {
         return Err(Refusal::unauthenticated(format!(
             "the API token {:?} (id {}) was revoked; ask an admin for a new one",

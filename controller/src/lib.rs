@@ -22,3 +22,4 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod web;

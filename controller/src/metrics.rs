@@ -2,19 +2,14 @@
 //! their durations, hosts by phase in running deployments, agent connections, and when
 //! the controller's and each agent's certificate expires, and the delivery metrics
 //! ([`dora`]). Rendered on request from the hub and a few counters; served by a tiny
-//! HTTP/1.1 responder (one endpoint, no framework needed).
+//! axum router on the metrics listener ([`router`]).
 
 pub mod dora;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info_span};
 
 use crate::hub::AgentHub;
 use crate::state::{DeploymentState, HostPhase};
@@ -236,40 +231,24 @@ fn help(out: &mut String, name: &str, kind: &str, text: &str) {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    hub: AgentHub,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (mut stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(s) => s, Err(e) => { debug!(error = %e, "metrics accept failed"); continue; } },
-            () = &mut shutdown => return,
-        };
-        let body = metrics.render(&hub);
-        // Short-lived, bounded by the timeout; nothing to await beyond this request.
-        tokio::spawn(
+/// The `/metrics` endpoint, served on the metrics listener by the same HTTP stack as
+/// the web interface ([`crate::web::serve_router`]).
+pub fn router(metrics: Arc<Metrics>, hub: AgentHub) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = metrics.render(&hub);
             async move {
-                let mut buf = [0u8; 1024];
-                let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await else {
-                    return;
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let response = if request.starts_with("GET /metrics ") {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
-                };
-                let _ = stream.write_all(response.as_bytes()).await;
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
             }
-            .instrument(info_span!("metrics_request")),
-        );
-    }
+        }),
+    )
 }
 
 #[cfg(test)]

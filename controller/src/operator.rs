@@ -15,6 +15,7 @@ mod plan;
 mod releases;
 mod slo;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::v1 as proto;
@@ -50,23 +51,20 @@ pub struct OperatorService {
 }
 
 impl OperatorService {
+    /// The operator model over the controller's state, shared by the gRPC API and the
+    /// web interface.
+    pub fn new(hub: AgentHub, deployer: Deployer, vault: Vault, slo: SloMonitor) -> Self {
+        Self {
+            hub,
+            deployer,
+            vault,
+            slo,
+        }
+    }
+
     /// The tonic service, behind `auth`: no request reaches a handler unauthenticated.
-    pub fn server(
-        hub: AgentHub,
-        deployer: Deployer,
-        vault: Vault,
-        slo: SloMonitor,
-        auth: Authenticator,
-    ) -> Guarded<OperatorServer<Self>> {
-        Guarded::new(
-            OperatorServer::new(Self {
-                hub,
-                deployer,
-                vault,
-                slo,
-            }),
-            auth,
-        )
+    pub fn server(this: Arc<Self>, auth: Authenticator) -> Guarded<OperatorServer<Self>> {
+        Guarded::new(OperatorServer::from_arc(this), auth)
     }
 
     async fn info(&self, id: &str) -> Result<DeploymentInfo, Status> {

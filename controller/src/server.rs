@@ -54,6 +54,17 @@ pub struct ServeSettings {
     pub security: Security,
     /// The error-budget sampler's interval and command timeout.
     pub slo: SloSettings,
+    /// Where to serve the web interface, if anywhere.
+    pub web: Option<WebListen>,
+}
+
+/// The web interface's listener and certificate.
+pub struct WebListen {
+    /// Bound by the caller (`--web-listen`).
+    pub listener: TcpListener,
+    /// `--web-cert` and `--web-key`; `None`: the controller's own serving certificate
+    /// (plain HTTP under `--insecure-dev`, which has none).
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why the controller could not run.
@@ -71,6 +82,12 @@ pub enum ServeError {
     /// The serving certificate or TLS configuration could not be made.
     #[error(transparent)]
     Tls(#[from] crate::tls::ServingError),
+    /// The web interface's certificate could not be used.
+    #[error(transparent)]
+    WebTls(#[from] crate::web::WebTlsError),
+    /// The web interface's session key could not be loaded or made.
+    #[error(transparent)]
+    WebSessionKey(#[from] crate::web::session::SessionKeyError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -124,9 +141,12 @@ pub async fn run(
         }
         let stop = stop_background.clone();
         tokio::spawn(
-            crate::metrics::serve(l, metrics.clone(), hub.clone(), async move {
-                stop.cancelled().await
-            })
+            crate::web::serve_router(
+                l,
+                None,
+                crate::metrics::router(metrics.clone(), hub.clone()),
+                async move { stop.cancelled().await },
+            )
             .instrument(tracing::info_span!("metrics")),
         )
     });
@@ -162,16 +182,43 @@ pub async fn run(
         ),
         Security::InsecureDev => (Admission::Open, Authenticator::insecure_dev(), None),
     };
+    let serving = match &settings.security {
+        Security::Tls(tls) => Some(ServingCert::mint(tls)?),
+        Security::InsecureDev => None,
+    };
+    let ops = Arc::new(OperatorService::new(
+        hub.clone(),
+        deployer.clone(),
+        vault,
+        slo,
+    ));
+    let web_task = match settings.web {
+        None => None,
+        Some(web) => {
+            let task = start_web(
+                web,
+                &settings.database,
+                serving.as_ref(),
+                |sessions| {
+                    crate::web::Web::new(
+                        ops.clone(),
+                        hub.clone(),
+                        store.clone(),
+                        auth.clone(),
+                        sessions,
+                        deployer.subscribe(),
+                    )
+                },
+                stop_background.clone(),
+            )
+            .await?;
+            Some(task)
+        }
+    };
     let router = tonic::transport::Server::builder()
         .add_service(hub.grpc_service(admission))
         .add_service(EnrollmentService::server(issuer, store.clone()))
-        .add_service(OperatorService::server(
-            hub.clone(),
-            deployer.clone(),
-            vault,
-            slo,
-            auth,
-        ));
+        .add_service(OperatorService::server(ops, auth));
     let graceful = async {
         shutdown.await;
         // Rollouts stop at a step boundary first (their state stays recorded for the
@@ -184,7 +231,11 @@ pub async fn run(
     let mut renewal = None;
     match &settings.security {
         Security::Tls(tls) => {
-            let serving = ServingCert::mint(tls)?;
+            let serving = serving.ok_or_else(|| {
+                ServeError::Store(crate::store::StoreError::Task(
+                    "the serving certificate was not minted".to_owned(),
+                ))
+            })?;
             let config = serving.server_config(tls)?;
             if let Some(at) = serving.not_after_unix() {
                 metrics.controller_certificate(at);
@@ -227,5 +278,58 @@ pub async fn run(
     if let Some(t) = renewal {
         let _ = t.await;
     }
+    if let Some(t) = web_task {
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// Starts the web interface: its TLS configuration (the `--web-cert` pair, else the
+/// controller's own certificate, else plain HTTP under `--insecure-dev`), the session
+/// key kept next to the database, and the serving task, which stops with `stop`.
+async fn start_web(
+    listen: WebListen,
+    database: &std::path::Path,
+    serving: Option<&ServingCert>,
+    web: impl FnOnce(crate::web::Sessions) -> crate::web::Web,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let source = match (listen.cert, serving) {
+        (Some((cert, key)), _) => Some(crate::web::TlsSource::Files { cert, key }),
+        (None, Some(s)) => Some(crate::web::TlsSource::Controller(s.resolver())),
+        (None, None) => None,
+    };
+    let tls = match source {
+        Some(source) => Some(
+            tokio::task::spawn_blocking(move || crate::web::web_tls_config(source))
+                .await
+                .map_err(|e| crate::store::StoreError::Task(e.to_string()))??,
+        ),
+        None => None,
+    };
+    let key_path = database
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(crate::web::session::KEY_FILE);
+    let key =
+        tokio::task::spawn_blocking(move || crate::web::SessionKey::load_or_create(&key_path))
+            .await
+            .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
+    let web = web(crate::web::Sessions::new(key));
+    if let Ok(addr) = listen.listener.local_addr() {
+        if tls.is_some() {
+            info!(%addr, "serving the web interface at https://{addr}/");
+        } else {
+            warn!(%addr, "--insecure-dev: serving the web interface in PLAINTEXT at http://{addr}/; every visitor is admin");
+        }
+    }
+    Ok(tokio::spawn(
+        crate::web::serve(
+            listen.listener,
+            tls,
+            web,
+            async move { stop.cancelled().await },
+        )
+        .instrument(tracing::info_span!("web")),
+    ))
 }

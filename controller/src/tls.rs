@@ -164,6 +164,12 @@ impl ServingCert {
         Ok(server_config(tls.ca.cert_pem(), self.cert.clone())?)
     }
 
+    /// The certificate as a resolver that follows every renewal (the web interface
+    /// presents it too).
+    pub fn resolver(&self) -> SwappableCert {
+        self.cert.clone()
+    }
+
     /// When the certificate in use expires (Unix seconds).
     pub fn not_after_unix(&self) -> Option<i64> {
         self.cert.peer_certificate().map(|p| p.not_after_unix)

@@ -122,6 +122,7 @@ impl Controller {
             clock: drover_controller::schedule::SystemClock::shared(),
             security: Security::Tls(security),
             slo: Default::default(),
+            web: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod browser;
 pub mod commands;
 pub mod controller;
 pub mod debian;
@@ -27,6 +28,7 @@ pub mod packages;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod sim_agents;
 pub mod solo;
 pub mod tmpfs;
 pub mod traffic;

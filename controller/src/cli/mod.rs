@@ -15,7 +15,7 @@ mod login;
 mod logs;
 mod plan;
 mod profile;
-mod progress;
+pub(crate) mod progress;
 mod release;
 mod rollback;
 mod schedule;

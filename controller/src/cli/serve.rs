@@ -38,6 +38,17 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics (`GET /metrics`); empty to disable.
     #[arg(long, env = "DROVER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Address for the web interface (HTTPS); empty to disable. When not given,
+    /// 127.0.0.1:7443 is used if it is free (a warning says so when it is not).
+    #[arg(long, env = "DROVER_WEB_LISTEN", value_name = "ADDR")]
+    pub web_listen: Option<String>,
+    /// Certificate chain (PEM) the web interface presents instead of the controller's
+    /// own (which browsers do not trust unless the fleet CA is installed). With --web-key.
+    #[arg(long, env = "DROVER_WEB_CERT", requires = "web_key")]
+    pub web_cert: Option<PathBuf>,
+    /// Private key (PEM) of --web-cert.
+    #[arg(long, env = "DROVER_WEB_KEY", requires = "web_cert")]
+    pub web_key: Option<PathBuf>,
     /// Registry credentials the controller holds (TOML `[[registry]]` tables with server,
     /// username, password; mode 0600), used by deployments that carry none of their own,
     /// such as a scheduled deploy resumed after a restart.
@@ -113,6 +124,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         })?;
         Some(listen(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?)
     };
+    let web = match web_listener(args.web_listen.as_deref())? {
+        None => None,
+        Some(listener) => Some(crate::server::WebListen {
+            listener,
+            cert: args.web_cert.clone().zip(args.web_key.clone()),
+        }),
+    };
     let registry_credentials = match &args.registry_auth_file {
         None => RegistryCredentials::default(),
         Some(path) => match RegistryCredentials::load(path) {
@@ -139,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         metrics,
         clock: crate::schedule::SystemClock::shared(),
         security,
+        web,
         slo: crate::slo::SloSettings {
             interval: args.slo_interval,
             ..Default::default()
@@ -147,6 +166,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     run_server(listener, settings, shutdown_signal()).await?;
     info!("controller stopped");
     Ok(0)
+}
+
+/// Where the web interface listens when `--web-listen` is not given.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7443";
+
+/// The web interface's listener: `--web-listen` as given (failing to bind it is an
+/// error), none for an empty one, or the default address if it is free.
+fn web_listener(flag: Option<&str>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let (text, given) = match flag {
+        Some("") => return Ok(None),
+        Some(t) => (t, true),
+        None => (DEFAULT_WEB_LISTEN, false),
+    };
+    let addr: SocketAddr = text.parse().with_context(|| {
+        format!("invalid --web-listen {text:?}: write ip:port, or \"\" to disable")
+    })?;
+    match listen(addr) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if !given => {
+            tracing::warn!(%addr, error = %e, "the web interface is off: its default address is taken; give --web-listen ADDR (or \"\" to silence this)");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen for the web interface on {addr}")),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -203,6 +203,7 @@ impl Controller {
             clock,
             security: drover_controller::server::Security::InsecureDev,
             slo: Default::default(),
+            web: None,
         };
         let server = tokio::spawn(async move {
             let _ = run(listener, settings, async move {

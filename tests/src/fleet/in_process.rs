@@ -41,6 +41,7 @@ impl InProcessController {
             clock: clock.shared(),
             security: Security::InsecureDev,
             slo: Default::default(),
+            web: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -39,6 +39,7 @@ mod follow;
 mod in_process;
 mod observe;
 mod processes;
+mod web;
 
 pub use cli::{As, CliRun, RunningCli, Transcript};
 pub use follow::{TERMINAL, field, host_in_batch, phases};
@@ -111,6 +112,9 @@ pub struct FleetOptions<'a> {
     pub env_labels: &'a [&'a str],
     /// HAProxy's `timeout check` (none: a check may take its `inter`, 1 s).
     pub check_timeout: Option<Duration>,
+    /// Serve the web interface too (`drover serve --web-listen` on a loopback port of
+    /// its own, kept across controller restarts); see [`Fleet::web_url`].
+    pub web: bool,
 }
 
 impl Default for FleetOptions<'_> {
@@ -126,6 +130,7 @@ impl Default for FleetOptions<'_> {
             clock: None,
             env_labels: &[],
             check_timeout: None,
+            web: false,
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct Fleet {
     controller_addr: SocketAddr,
     /// Where the controller serves Prometheus metrics.
     metrics_addr: SocketAddr,
+    /// Where the controller serves the web interface ([`FleetOptions::web`]).
+    web_addr: Option<SocketAddr>,
     /// Readiness deadline written into specs.
     readiness_deadline: Duration,
     /// The fleet's spec (batch size from the options).
@@ -250,6 +257,7 @@ impl Fleet {
             role,
             controller_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             metrics_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            web_addr: opts.web.then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             readiness_deadline: opts.readiness_deadline,
             pushed,
         };
@@ -349,6 +357,23 @@ impl Fleet {
     /// Where the controller listens for agents and operators.
     pub fn controller_addr(&self) -> SocketAddr {
         self.controller_addr
+    }
+
+    /// Where the controller serves the web interface; panics unless the fleet was started
+    /// with [`FleetOptions::web`].
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web_addr
+            .expect("the fleet serves no web interface (FleetOptions::web)")
+    }
+
+    /// `https://127.0.0.1:PORT` of the web interface (`http://` with
+    /// [`Transport::InsecureDev`]); panics unless the fleet was started with
+    /// [`FleetOptions::web`].
+    pub fn web_url(&self) -> String {
+        match self.transport {
+            Transport::Mtls => format!("https://{}", self.web_addr()),
+            Transport::InsecureDev => format!("http://{}", self.web_addr()),
+        }
     }
 
     /// mTLS or plaintext.

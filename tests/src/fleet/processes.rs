@@ -109,6 +109,9 @@ impl Fleet {
         for _ in 0..3 {
             self.controller_addr = free_addr();
             self.metrics_addr = free_addr();
+            if self.web_addr.is_some() {
+                self.web_addr = Some(free_addr());
+            }
             let c = self.spawn_controller();
             match self.wait_controller(c).await {
                 Ok(c) => {
@@ -210,6 +213,10 @@ impl Fleet {
             args.push("--agent-cert-ttl".into());
             args.push(format!("{}ms", ttl.as_millis()));
         }
+        if let Some(web) = self.web_addr {
+            args.push("--web-listen".into());
+            args.push(web.to_string());
+        }
         ChildGuard::spawn(
             &format!("controller {}", self.controller_addr),
             &bin_path("drover"),
@@ -218,15 +225,20 @@ impl Fleet {
         )
     }
 
-    /// Waits until the controller answers ListHosts; gives the guard back as `Err` if
-    /// the process exited (e.g. its port was taken) or did not answer in time.
+    /// Waits until the controller answers ListHosts (and accepts connections on its web
+    /// listener, when it serves one); gives the guard back as `Err` if the process exited
+    /// (e.g. its port was taken) or did not answer in time.
     async fn wait_controller(&self, mut c: ChildGuard) -> Result<ChildGuard, ChildGuard> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         while Instant::now() < deadline {
             if c.try_exit_status().is_some() {
                 return Err(c);
             }
-            if self.list_hosts().await.is_ok() {
+            let web_up = match self.web_addr {
+                Some(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                None => true,
+            };
+            if web_up && self.list_hosts().await.is_ok() {
                 return Ok(c);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
