@@ -128,7 +128,8 @@ for b in "$@"; do
                 || status=1
             ;;
         rollout)
-            args=(--repeat "${BENCH_REPEAT:-1}")
+            # HAProxy's checks as the README suggests for a fast re-enable.
+            args=(--repeat "${BENCH_REPEAT:-1}" --check-inter-ms 250 --check-timeout-ms 300)
             say "bench_rollout ${args[*]}  (log: $out/rollout-$stamp.txt)"
             "$target/release/bench_rollout" "${args[@]}" 2>&1 | tee "$out/rollout-$stamp.txt" \
                 || status=1

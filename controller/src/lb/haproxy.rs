@@ -324,7 +324,21 @@ impl HaproxyRuntime {
         };
         match &self.addr {
             RuntimeAddr::Unix(path) => {
-                let stream = UnixStream::connect(path).await.map_err(connect_err)?;
+                // A unix socket whose accept queue is full (HAProxy serves `stats maxconn`,
+                // 10 by default, at once; a batch's hosts ask in parallel) refuses with
+                // EAGAIN: the connections are short, so ask again until `run`'s timeout.
+                let mut pause = Duration::from_millis(5);
+                let stream = loop {
+                    match UnixStream::connect(path).await {
+                        Ok(s) => break s,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            debug!(haproxy = %self.addr, "runtime API busy; connecting again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(100));
+                        }
+                        Err(e) => return Err(connect_err(e)),
+                    }
+                };
                 self.talk(stream, cmd).await
             }
             RuntimeAddr::Tcp(addr) => {
@@ -531,6 +545,45 @@ mod tests {
         let err = rt.command("show info").await.unwrap_err();
         let _ = std::fs::remove_file(path);
         assert!(matches!(err, LbError::Timeout { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_accept_queue_is_asked_again_until_it_drains() {
+        let path = std::env::temp_dir().join(format!("drover-lb-{}.sock", uuid::Uuid::new_v4()));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Fill the accept queue until connecting refuses with EAGAIN, as a busy HAProxy
+        // does.
+        let mut queued = vec![];
+        loop {
+            match UnixStream::connect(&path).await {
+                Ok(s) => queued.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000, "the queue never filled");
+        }
+        let rt = HaproxyRuntime::new(RuntimeAddr::Unix(path.clone()), Duration::from_secs(10));
+        let asked = tokio::spawn(async move { rt.command("show info").await });
+        // Serve the queue: every connection gets one answer, the command's included.
+        let served = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for stream in listener.incoming() {
+                let mut stream = std::io::BufReader::new(stream.unwrap());
+                let mut line = String::new();
+                if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                if line.trim() == "show info" {
+                    stream.get_mut().write_all(b"Pid: 7\n").unwrap();
+                    return;
+                }
+            }
+        });
+        drop(queued);
+        let answer = asked.await.unwrap().unwrap();
+        served.join().unwrap();
+        let _ = std::fs::remove_file(path);
+        assert_eq!(answer, "Pid: 7\n");
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@
 //!
 //! ```text
 //! bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost]
+//!               [--check-timeout-ms MS] [--check-inter-ms MS]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -550,6 +551,8 @@ struct Args {
     tls_cost: bool,
     /// HAProxy's `timeout check` for the fleet (none: a check may take `inter`, 1 s).
     check_timeout: Option<Duration>,
+    /// HAProxy's `inter` for the fleet (none: 1 s).
+    check_inter: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -559,6 +562,7 @@ fn parse_args() -> Result<Args, String> {
         repeat: 1,
         tls_cost: false,
         check_timeout: None,
+        check_inter: None,
     };
     let mut flags = Flags::from_env();
     while let Some(flag) = flags.flag() {
@@ -571,9 +575,13 @@ fn parse_args() -> Result<Args, String> {
                 let ms = flags.number_in(&flag, 10..=10_000)?;
                 a.check_timeout = Some(Duration::from_millis(ms as u64));
             }
+            "--check-inter-ms" => {
+                let ms = flags.number_in(&flag, 10..=10_000)?;
+                a.check_inter = Some(Duration::from_millis(ms as u64));
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost] [--check-timeout-ms MS]"
+                    "usage: bench_rollout [--hosts N] [--batch 25%] [--repeat R] [--tls-cost] [--check-timeout-ms MS] [--check-inter-ms MS]"
                         .into(),
                 );
             }
@@ -617,12 +625,16 @@ async fn run(args: Args) -> ExitCode {
         images: &[DemoImage::V1, DemoImage::V2],
         initial: Some(DemoImage::V1),
         check_timeout: args.check_timeout,
+        check_inter: args.check_inter,
         ..FleetOptions::default()
     })
     .await;
     on_abort_fleet(&fleet);
     if let Some(t) = args.check_timeout {
         println!("HAProxy: timeout check {} ms", t.as_millis());
+    }
+    if let Some(t) = args.check_inter {
+        println!("HAProxy: inter {} ms", t.as_millis());
     }
     println!(
         "fleet up on v1 in {:.1} s (registry {}, HAProxy {}, controller {}, {:?})",

@@ -112,6 +112,9 @@ pub struct FleetOptions<'a> {
     pub env_labels: &'a [&'a str],
     /// HAProxy's `timeout check` (none: a check may take its `inter`, 1 s).
     pub check_timeout: Option<Duration>,
+    /// HAProxy's `inter` (none: 1 s, so that a loaded machine does not fail checks of
+    /// hosts no deploy touches).
+    pub check_inter: Option<Duration>,
     /// Serve the web interface too (`drover serve --web-listen` on a loopback port of
     /// its own, kept across controller restarts); see [`Fleet::web_url`].
     pub web: bool,
@@ -130,6 +133,7 @@ impl Default for FleetOptions<'_> {
             clock: None,
             env_labels: &[],
             check_timeout: None,
+            check_inter: None,
             web: false,
         }
     }
@@ -229,10 +233,15 @@ impl Fleet {
         }
         let servers: Vec<(&str, SocketAddr)> =
             hosts.iter().map(|h| (h.name.as_str(), h.addr)).collect();
-        let haproxy_opts = HaproxyOptions {
+        let mut haproxy_opts = HaproxyOptions {
             check_timeout: opts.check_timeout,
             ..haproxy_options()
         };
+        if let Some(inter) = opts.check_inter {
+            haproxy_opts.check_params = haproxy_opts
+                .check_params
+                .replace("inter 1s ", &format!("inter {}ms ", inter.as_millis()));
+        }
         let haproxy = Haproxy::start(BACKEND, &servers, haproxy_opts).await;
         let dir = tempfile::Builder::new()
             .prefix("drover-fleet-")
