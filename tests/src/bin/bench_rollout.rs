@@ -647,7 +647,6 @@ async fn run(args: Args) -> ExitCode {
     let scripts = Scripts::new(&fleet).await;
     let mut bench = Bench {
         v1: fleet.pushed(DemoImage::V1).reference.clone(),
-        v2: fleet.pushed(DemoImage::V2).reference.clone(),
         fleet,
         scripts,
         batch: args.batch.clone(),
@@ -692,7 +691,6 @@ struct Bench {
     scripts: Scripts,
     fleet: Fleet,
     v1: String,
-    v2: String,
     batch: String,
     runs: Vec<Run>,
 }
@@ -794,8 +792,11 @@ impl Bench {
 
     /// The naive script, v1 → v2.
     async fn naive(&mut self, rep: usize, load: bool) -> Result<(), String> {
+        // No pull in the naive script: v2 by the digest Drover's deploy pulled it by.
+        let pushed = self.fleet.pushed(DemoImage::V2);
+        let local = format!("{}/demo@{}", self.fleet.registry().host(), pushed.digest);
         let (r, ka, cl, max_out) =
-            measure(&self.fleet, load, self.scripts.naive(&self.fleet, &self.v2)).await;
+            measure(&self.fleet, load, self.scripts.naive(&self.fleet, &local)).await;
         let t = r.map_err(|e| format!("the naive script failed: {e}"))?;
         self.record(
             rep,
