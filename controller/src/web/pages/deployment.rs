@@ -17,6 +17,7 @@ use super::super::signin::Signed;
 use super::super::{Web, WebError, deployment_info};
 use super::state_of;
 use crate::cli::progress::phase_name;
+use crate::logtail;
 use crate::store::now_ms;
 
 /// Events shown in the log (the newest).
@@ -41,9 +42,8 @@ pub async fn page(
 /// The live part of the page (`#live`), read now.
 pub async fn fragment(web: &Web, session: &Session, id: &str) -> Result<Markup, WebError> {
     let info = deployment_info(web, &session.principal, id).await?;
-    let events = web.store.events(id, 0).await?;
-    let skip = events.len().saturating_sub(EVENTS_SHOWN);
-    Ok(render(&info, &events[skip..], session))
+    let events = web.store.recent_events(id, EVENTS_SHOWN).await?;
+    Ok(render(&info, &events, session))
 }
 
 /// The live part of the page for `info` and its newest `events`.
@@ -64,7 +64,7 @@ pub fn render(
         .filter(|h| phase_name(h.phase) == "failed")
         .count();
     html! {
-        div #live {
+        div #live data-ended[state.is_terminal()] {
             h1 {
                 "Deployment " (info.id) " "
                 span #deployment data-state=(state.as_str()) { (layout::badge(state)) }
@@ -84,6 +84,7 @@ pub fn render(
                 @if !info.error.is_empty() { dt { "error" } dd { span #error { (info.error) } } }
             }
             (actions(info, session))
+            @for b in info.bakes.iter().rev() { (bake(b)) }
             (hosts(info))
             @if !info.hooks.is_empty() { (hooks(&info.hooks)) }
             h2 { "Events" }
@@ -98,21 +99,40 @@ pub fn render(
     }
 }
 
+/// The controls: those the state allows as buttons, the others disabled with their
+/// reason next to them, or once after them all when one reason holds every control
+/// (an ended deployment takes none).
 fn actions(info: &proto::DeploymentInfo, session: &Session) -> Markup {
     if !may(&session.principal, "Control") {
         return html! {};
     }
     let state = state_of(info.state);
+    let verdicts: Vec<(Control, Result<(), String>)> = Control::ALL
+        .iter()
+        .map(|&c| (c, c.available(state)))
+        .collect();
+    let first = verdicts.first().and_then(|(_, v)| v.as_ref().err());
+    let one_reason = first.filter(|r| verdicts.iter().all(|(_, v)| v.as_ref().err() == Some(*r)));
+    if let Some(reason) = one_reason {
+        return html! {
+            div.actions.none {
+                @for (c, _) in &verdicts {
+                    button type="button" data-action=(c.as_str()) disabled aria-describedby="actions-reason" title=(reason) { (c.as_str()) }
+                }
+                span #actions-reason data-reason { (reason) }
+            }
+        };
+    }
     html! {
         div.actions {
-            @for c in Control::ALL {
-                @match c.available(state) {
+            @for (c, verdict) in &verdicts {
+                @match verdict {
                     Ok(()) => form.inline method="post" action={"/deployments/" (info.id) "/" (c.as_str())} {
                         (layout::csrf(session))
                         button type="submit" data-action=(c.as_str()) { (c.as_str()) }
                     },
                     Err(reason) => span {
-                        button type="button" data-action=(c.as_str()) disabled { (c.as_str()) }
+                        button type="button" data-action=(c.as_str()) disabled title=(reason) { (c.as_str()) }
                         span data-reason { (reason) }
                     },
                 }
@@ -135,10 +155,13 @@ fn hosts(info: &proto::DeploymentInfo) -> Markup {
         @for (stage, batches) in &plan {
             div.stage {
                 @if info.stages > 1 { h3 { "Stage " (stage + 1) @if current == Some(*stage) { " (current)" } } }
-                @for (batch, hosts) in batches {
-                    div.batch {
-                        span.muted { "batch " (batch + 1) }
-                        div.grid { @for h in hosts { (cell(h)) } }
+                div.batches {
+                    @for (batch, hosts) in batches {
+                        @let label = format!("batch {}", batch + 1);
+                        section.batch aria-label=(label) {
+                            span.muted { (label) @if hosts.len() > 1 { " · " (hosts.len()) " hosts" } }
+                            div.grid { @for h in hosts { (cell(h)) } }
+                        }
                     }
                 }
             }
@@ -158,7 +181,16 @@ fn cell(h: &proto::DeploymentHostInfo) -> Markup {
             b title=(h.host) { (h.host) }
             span.phase { (phase) } " " span.muted.timer { (timer) }
             div.muted { (h.from_version) " → " (h.to_version) }
-            @if !h.error.is_empty() { div.err { (h.error) } }
+            @if !h.error.is_empty() {
+                div.err { (logtail::first_line(&h.error)) }
+                @let tail = logtail::log_tail_of(&h.error);
+                @if !tail.is_empty() {
+                    details.logtail {
+                        summary { "last " (tail.len()) " log lines" }
+                        pre.log { @for l in &tail { (l) "\n" } }
+                    }
+                }
+            }
             @for s in h.steps.iter().filter(|s| !s.note.is_empty()) { div.muted { (s.note) } }
         }
     }
@@ -181,6 +213,70 @@ fn hooks(runs: &[proto::HookRunInfo]) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A stage's bake: the canary against the baseline, signal by signal, with the limit
+/// each is judged by, the verdict, and the time left while it runs.
+fn bake(b: &proto::BakeInfo) -> Markup {
+    let verdict = proto::BakeVerdict::try_from(b.verdict).unwrap_or_default();
+    let word = verdict
+        .as_str_name()
+        .trim_start_matches("BAKE_VERDICT_")
+        .to_ascii_lowercase();
+    let tone = match verdict {
+        proto::BakeVerdict::Passed => "ok",
+        proto::BakeVerdict::Breached | proto::BakeVerdict::Aborted => "bad",
+        _ => "run",
+    };
+    let (c, base) = (b.canary.unwrap_or_default(), b.baseline.unwrap_or_default());
+    let l = b.limits.unwrap_or_default();
+    let rate = |s: &proto::BakeSignals| {
+        let r = if s.requests == 0 {
+            0.0
+        } else {
+            s.errors as f64 / s.requests as f64
+        };
+        format!("{:.1}% ({} of {})", r * 100.0, s.errors, s.requests)
+    };
+    let watching = verdict == proto::BakeVerdict::Watching;
+    html! {
+        section.bake #{"bake-" (b.stage + 1)} data-bake=(b.stage + 1) data-verdict=(word) {
+            h2 {
+                "Bake of stage " (b.stage + 1) " "
+                span class={"badge " (tone)} { (word) }
+                @if watching {
+                    " " span.muted data-left { (layout::short(b.ends_ms.saturating_sub(now_ms()))) " left" }
+                }
+            }
+            p.muted {
+                "canary " (b.canary_hosts.join(", ")) " against " (b.baseline_hosts) " baseline host"
+                @if b.baseline_hosts != 1 { "s" }
+                ", started " (layout::time(b.started_ms))
+                @if b.measured_ms > b.started_ms { ", measured " (layout::time(b.measured_ms)) }
+            }
+            table.bake {
+                thead { tr { th { "signal" } th { "canary" } th { "baseline" } th { "fails the stage when the canary is" } } }
+                tbody {
+                    tr data-signal="error_rate" {
+                        th { "error rate" } td.num { (rate(&c)) } td.num { (rate(&base)) }
+                        td { "above " (format!("{:.1}%", l.max_error_rate * 100.0)) " and " (l.max_error_ratio) "× the baseline (judged from " (l.min_requests) " requests)" }
+                    }
+                    tr data-signal="response_time" {
+                        th { "response time" } td.num { (c.response_time_ms) " ms" } td.num { (base.response_time_ms) " ms" }
+                        td { "above " (l.max_response_time_ratio) "× the baseline and " (l.min_response_time_ms) " ms" }
+                    }
+                    tr data-signal="restarts" {
+                        th { "restarts" } td.num { (c.restarts) } td.num.muted { "—" }
+                        td { "above " (l.max_restarts) }
+                    }
+                }
+            }
+            @if watching && c.requests < l.min_requests {
+                p.muted { "Too few canary requests so far to judge its error rate (" (c.requests) " of " (l.min_requests) ")." }
+            }
+            @if !b.reason.is_empty() { p.err { (b.reason) } }
         }
     }
 }
