@@ -68,38 +68,15 @@ impl OperatorService {
     }
 
     async fn info(&self, id: &str) -> Result<DeploymentInfo, Status> {
-        let (d, hosts) = self.deployer.store().get(id).await.map_err(store_status)?;
-        let last_seq = self
-            .deployer
-            .store()
-            .last_seq(id)
-            .await
-            .map_err(store_status)?;
-        let steps = self
-            .deployer
-            .store()
-            .host_steps(id)
-            .await
-            .map_err(store_status)?;
+        let store = self.deployer.store();
+        let (d, hosts) = store.get(id).await.map_err(store_status)?;
+        let last_seq = store.last_seq(id).await.map_err(store_status)?;
+        let steps = store.host_steps(id).await.map_err(store_status)?;
+        let hooks = store.hook_runs(id).await.map_err(store_status)?;
+        let bakes = store.bakes(id).await.map_err(store_status)?;
         let mut info = deployment_info(d, hosts, last_seq);
-        info.hooks = self
-            .deployer
-            .store()
-            .hook_runs(id)
-            .await
-            .map_err(store_status)?
-            .into_iter()
-            .map(hook_run_info)
-            .collect();
-        info.bakes = self
-            .deployer
-            .store()
-            .bakes(id)
-            .await
-            .map_err(store_status)?
-            .into_iter()
-            .map(bake_info)
-            .collect();
+        info.hooks = hooks.into_iter().map(hook_run_info).collect();
+        info.bakes = bakes.into_iter().map(bake_info).collect();
         attach_steps(&mut info, steps);
         Ok(info)
     }

@@ -372,6 +372,24 @@ impl Deployment {
     }
 }
 
+#[cfg(test)]
+impl DeploymentHost {
+    /// A pending host of batch `batch` for tests, from v1 to v2.
+    pub(crate) fn example(host: &str, batch: u32) -> Self {
+        Self {
+            host: host.into(),
+            batch,
+            stage: 0,
+            phase: HostPhase::Pending,
+            from_version: "v1".into(),
+            to_version: "v2".into(),
+            error: None,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
 /// An `events` row selected as `seq, at_ms, host, message, phase, state`.
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {

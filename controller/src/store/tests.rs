@@ -6,17 +6,7 @@ fn deployment(id: &str, service: &str) -> Deployment {
 }
 
 fn host(name: &str, batch: u32) -> DeploymentHost {
-    DeploymentHost {
-        host: name.into(),
-        batch,
-        stage: 0,
-        phase: HostPhase::Pending,
-        from_version: "v1".into(),
-        to_version: "v2".into(),
-        error: None,
-        started_ms: None,
-        finished_ms: None,
-    }
+    DeploymentHost::example(name, batch)
 }
 
 async fn store() -> (Store, tempfile::TempDir) {

@@ -297,18 +297,16 @@ async fn seed(store: &Store, id: &str, state: crate::state::DeploymentState) {
         state,
         ..Deployment::example(id, &format!("web-{id}"))
     };
-    let host = |name: &str| DeploymentHost {
-        host: name.into(),
-        batch: 0,
-        stage: 0,
-        phase: HostPhase::Pending,
-        from_version: "v1".into(),
-        to_version: "v2".into(),
-        error: None,
-        started_ms: None,
-        finished_ms: None,
-    };
-    store.create(d, vec![host("h1"), host("h2")]).await.unwrap();
+    store
+        .create(
+            d,
+            vec![
+                DeploymentHost::example("h1", 0),
+                DeploymentHost::example("h2", 0),
+            ],
+        )
+        .await
+        .unwrap();
     let lines: Vec<String> = vec!["listening on :8080".into(), "panic: <no database>".into()];
     let failure = crate::logtail::with_log_tail("h2: container web-2 was not ready", &lines);
     for (h, phase, error) in [
