@@ -16,6 +16,7 @@ use super::super::session::Session;
 use super::super::signin::Signed;
 use super::super::{Web, WebError, deployment_info};
 use super::state_of;
+use crate::cli::bake as cli_bake;
 use crate::cli::progress::phase_name;
 use crate::logtail;
 use crate::store::now_ms;
@@ -218,36 +219,26 @@ fn hooks(runs: &[proto::HookRunInfo]) -> Markup {
 }
 
 /// A stage's bake: the canary against the baseline, signal by signal, with the limit
-/// each is judged by, the verdict, and the time left while it runs.
+/// each is judged by, the verdict, and the time left while it runs (the words of
+/// `drover status`).
 fn bake(b: &proto::BakeInfo) -> Markup {
-    let verdict = proto::BakeVerdict::try_from(b.verdict).unwrap_or_default();
-    let word = verdict
-        .as_str_name()
-        .trim_start_matches("BAKE_VERDICT_")
-        .to_ascii_lowercase();
-    let tone = match verdict {
+    let word = cli_bake::verdict_name(b.verdict);
+    let tone = match proto::BakeVerdict::try_from(b.verdict).unwrap_or_default() {
         proto::BakeVerdict::Passed => "ok",
         proto::BakeVerdict::Breached | proto::BakeVerdict::Aborted => "bad",
         _ => "run",
     };
     let (c, base) = (b.canary.unwrap_or_default(), b.baseline.unwrap_or_default());
-    let l = b.limits.unwrap_or_default();
-    let rate = |s: &proto::BakeSignals| {
-        let r = if s.requests == 0 {
-            0.0
-        } else {
-            s.errors as f64 / s.requests as f64
-        };
-        format!("{:.1}% ({} of {})", r * 100.0, s.errors, s.requests)
-    };
-    let watching = verdict == proto::BakeVerdict::Watching;
+    let min_requests = b.limits.unwrap_or_default().min_requests;
+    let [rate_limit, time_limit, restart_limit] = cli_bake::limit_words(b);
+    let left = cli_bake::time_left(b, now_ms());
     html! {
         section.bake #{"bake-" (b.stage + 1)} data-bake=(b.stage + 1) data-verdict=(word) {
             h2 {
                 "Bake of stage " (b.stage + 1) " "
                 span class={"badge " (tone)} { (word) }
-                @if watching {
-                    " " span.muted data-left { (layout::short(b.ends_ms.saturating_sub(now_ms()))) " left" }
+                @if let Some(left) = left {
+                    " " span.muted data-left { (layout::short(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))) " left" }
                 }
             }
             p.muted {
@@ -260,21 +251,18 @@ fn bake(b: &proto::BakeInfo) -> Markup {
                 thead { tr { th { "signal" } th { "canary" } th { "baseline" } th { "fails the stage when the canary is" } } }
                 tbody {
                     tr data-signal="error_rate" {
-                        th { "error rate" } td.num { (rate(&c)) } td.num { (rate(&base)) }
-                        td { "above " (format!("{:.1}%", l.max_error_rate * 100.0)) " and " (l.max_error_ratio) "× the baseline (judged from " (l.min_requests) " requests)" }
+                        th { "error rate" } td.num { (cli_bake::error_rate(&c)) } td.num { (cli_bake::error_rate(&base)) } td { (rate_limit) }
                     }
                     tr data-signal="response_time" {
-                        th { "response time" } td.num { (c.response_time_ms) " ms" } td.num { (base.response_time_ms) " ms" }
-                        td { "above " (l.max_response_time_ratio) "× the baseline and " (l.min_response_time_ms) " ms" }
+                        th { "response time" } td.num { (c.response_time_ms) " ms" } td.num { (base.response_time_ms) " ms" } td { (time_limit) }
                     }
                     tr data-signal="restarts" {
-                        th { "restarts" } td.num { (c.restarts) } td.num.muted { "—" }
-                        td { "above " (l.max_restarts) }
+                        th { "restarts" } td.num { (c.restarts) } td.num.muted { "—" } td { (restart_limit) }
                     }
                 }
             }
-            @if watching && c.requests < l.min_requests {
-                p.muted { "Too few canary requests so far to judge its error rate (" (c.requests) " of " (l.min_requests) ")." }
+            @if left.is_some() && c.requests < min_requests {
+                p.muted { "Too few canary requests so far to judge its error rate (" (c.requests) " of " (min_requests) ")." }
             }
             @if !b.reason.is_empty() { p.err { (b.reason) } }
         }
