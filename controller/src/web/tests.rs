@@ -417,6 +417,9 @@ async fn an_ended_deployment_says_once_why_no_action_applies() {
         html.contains("<button type=\"submit\" data-action=\"abort\">"),
         "{html}"
     );
-    assert!(html.contains("only a paused deployment resumes"), "{html}");
+    assert!(
+        html.contains("<span data-reason>not paused</span>"),
+        "{html}"
+    );
     assert!(!html.contains("data-ended"), "{html}");
 }

@@ -62,7 +62,9 @@
     if (!main || ended) return;
     es = new EventSource(main.dataset.live);
     es.onopen = () => state("live");
-    es.addEventListener("render", (e) => render(e.data));
+    // A render is proof of a live stream, whatever error came before it; the render
+    // of an ended deployment is the last.
+    es.addEventListener("render", (e) => { render(e.data); if (finished()) end(); else state("live"); });
     es.addEventListener("changed", () => { refetch().catch(() => state("lost")); });
     es.addEventListener("end", end);
     es.onerror = () => {

@@ -108,10 +108,12 @@ fn actions(info: &proto::DeploymentInfo, session: &Session) -> Markup {
         return html! {};
     }
     let state = state_of(info.state);
-    let verdicts: Vec<(Control, Result<(), String>)> = Control::ALL
+    // What may be done first, then what may not and why.
+    let mut verdicts: Vec<(Control, Result<(), String>)> = Control::ALL
         .iter()
         .map(|&c| (c, c.available(state)))
         .collect();
+    verdicts.sort_by_key(|(_, v)| v.is_err());
     let first = verdicts.first().and_then(|(_, v)| v.as_ref().err());
     let one_reason = first.filter(|r| verdicts.iter().all(|(_, v)| v.as_ref().err() == Some(*r)));
     if let Some(reason) = one_reason {
