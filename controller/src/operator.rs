@@ -68,29 +68,15 @@ impl OperatorService {
     }
 
     async fn info(&self, id: &str) -> Result<DeploymentInfo, Status> {
-        let (d, hosts) = self.deployer.store().get(id).await.map_err(store_status)?;
-        let last_seq = self
-            .deployer
-            .store()
-            .last_seq(id)
-            .await
-            .map_err(store_status)?;
-        let steps = self
-            .deployer
-            .store()
-            .host_steps(id)
-            .await
-            .map_err(store_status)?;
+        let store = self.deployer.store();
+        let (d, hosts) = store.get(id).await.map_err(store_status)?;
+        let last_seq = store.last_seq(id).await.map_err(store_status)?;
+        let steps = store.host_steps(id).await.map_err(store_status)?;
+        let hooks = store.hook_runs(id).await.map_err(store_status)?;
+        let bakes = store.bakes(id).await.map_err(store_status)?;
         let mut info = deployment_info(d, hosts, last_seq);
-        info.hooks = self
-            .deployer
-            .store()
-            .hook_runs(id)
-            .await
-            .map_err(store_status)?
-            .into_iter()
-            .map(hook_run_info)
-            .collect();
+        info.hooks = hooks.into_iter().map(hook_run_info).collect();
+        info.bakes = bakes.into_iter().map(bake_info).collect();
         attach_steps(&mut info, steps);
         Ok(info)
     }
@@ -475,7 +461,36 @@ fn phase_proto(p: HostPhase) -> proto::HostPhase {
     }
 }
 
-/// A deployment in wire form.
+/// A stage's bake in wire form.
+fn bake_info(b: crate::store::Bake) -> proto::BakeInfo {
+    let signals = |s: crate::store::BakeSignals| proto::BakeSignals {
+        requests: s.requests,
+        errors: s.errors,
+        response_time_ms: s.response_time_ms,
+        restarts: s.restarts,
+    };
+    proto::BakeInfo {
+        stage: b.stage,
+        started_ms: b.started_ms,
+        ends_ms: b.ends_ms,
+        measured_ms: b.measured_ms,
+        canary_hosts: b.canary_hosts,
+        baseline_hosts: b.baseline_hosts,
+        canary: Some(signals(b.canary)),
+        baseline: Some(signals(b.baseline)),
+        limits: Some(proto::BakeLimits {
+            max_error_rate: b.limits.max_error_rate,
+            max_error_ratio: b.limits.max_error_ratio,
+            max_response_time_ratio: b.limits.max_response_time_ratio,
+            min_response_time_ms: b.limits.min_response_time_ms,
+            min_requests: b.limits.min_requests,
+            max_restarts: b.limits.max_restarts,
+        }),
+        verdict: b.verdict.to_proto() as i32,
+        reason: b.reason,
+    }
+}
+
 /// A hook run in wire form.
 fn hook_run_info(r: crate::store::HookRun) -> proto::HookRunInfo {
     proto::HookRunInfo {
@@ -490,6 +505,7 @@ fn hook_run_info(r: crate::store::HookRun) -> proto::HookRunInfo {
     }
 }
 
+/// A deployment in wire form (without its hook runs, bakes and steps).
 pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64) -> DeploymentInfo {
     DeploymentInfo {
         batches: hosts.iter().map(|h| h.batch + 1).max().unwrap_or(0),
@@ -515,6 +531,7 @@ pub fn deployment_info(d: Deployment, hosts: Vec<DeploymentHost>, last_seq: u64)
         release_id: d.release_id,
         gate_note: d.gate_note.unwrap_or_default(),
         hooks: vec![],
+        bakes: vec![],
     }
 }
 

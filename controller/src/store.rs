@@ -2,6 +2,7 @@
 //! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in
 //! [`security`] and [`secret_rows`]) join tokens, issued certificates, enrolled hosts, API
 //! tokens and sealed secrets; [`hook_rows`] keeps deploy hooks' runs and markers;
+//! [`bake_rows`] each stage's bake (canary against baseline, limits, verdict);
 //! [`dora_rows`] reads the history the delivery metrics need.
 //! Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
+mod bake_rows;
 mod dora_rows;
 mod hook_rows;
 mod release_rows;
@@ -27,6 +29,7 @@ mod security;
 mod slo_rows;
 mod step_rows;
 
+pub use bake_rows::{Bake, BakeSignals, BakeVerdict};
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
@@ -338,6 +341,71 @@ fn insert_event(
     })
 }
 
+#[cfg(test)]
+impl Deployment {
+    /// A pending deploy of `reg/demo:v2` for tests, asked by `ops@box` now; tests change
+    /// what they need with struct update syntax.
+    pub(crate) fn example(id: &str, service: &str) -> Self {
+        Self {
+            id: id.into(),
+            service: service.into(),
+            environment: String::new(),
+            release_id: String::new(),
+            gate_note: None,
+            kind: DeploymentKind::Deploy,
+            version: "v2".into(),
+            image: "reg/demo:v2".into(),
+            pinned: String::new(),
+            spec: "[service]".into(),
+            state: DeploymentState::Pending,
+            epoch: 1,
+            requested_by: "ops@box".into(),
+            created_ms: now_ms(),
+            finished_ms: None,
+            error: None,
+            stage: 0,
+            scheduled_ms: None,
+            hold: None,
+            control: Control::None,
+            promoted: -1,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DeploymentHost {
+    /// A pending host of batch `batch` for tests, from v1 to v2.
+    pub(crate) fn example(host: &str, batch: u32) -> Self {
+        Self {
+            host: host.into(),
+            batch,
+            stage: 0,
+            phase: HostPhase::Pending,
+            from_version: "v1".into(),
+            to_version: "v2".into(),
+            error: None,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
+/// An `events` row selected as `seq, at_ms, host, message, phase, state`.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        host: r.get(2)?,
+        message: r.get(3)?,
+        phase: Some(r.get::<_, String>(4)?)
+            .filter(|p| !p.is_empty())
+            .map(|p| HostPhase::parse(&p)),
+        state: Some(r.get::<_, String>(5)?)
+            .filter(|p| !p.is_empty())
+            .map(|p| DeploymentState::parse(&p)),
+    })
+}
+
 fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
@@ -365,6 +433,7 @@ impl Store {
             conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(hook_rows::SCHEMA).map_err(open_err)?;
             conn.execute_batch(step_rows::SCHEMA).map_err(open_err)?;
+            conn.execute_batch(bake_rows::SCHEMA).map_err(open_err)?;
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;
@@ -615,21 +684,26 @@ impl Store {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, at_ms, host, message, phase, state FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
-            let rows = stmt.query_map(params![id, after_seq], |r| {
-                Ok(Event {
-                    seq: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    host: r.get(2)?,
-                    message: r.get(3)?,
-                    phase: Some(r.get::<_, String>(4)?)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| HostPhase::parse(&p)),
-                    state: Some(r.get::<_, String>(5)?)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| DeploymentState::parse(&p)),
-                })
-            })?;
+            let rows = stmt.query_map(params![id, after_seq], event_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The newest `limit` events of a deployment, oldest first: what a page shows of a
+    /// long log, read through the primary key without touching the older rows.
+    pub async fn recent_events(&self, id: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at_ms, host, message, phase, state FROM events WHERE deployment_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt
+                .query_map(params![id, limit], event_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.reverse();
+            Ok(rows)
         })
         .await
     }

@@ -223,6 +223,10 @@ async fn a_deployer_deploys_v2_from_the_releases_page_and_watches_every_host_rea
     browser
         .wait_attr("#deployment", "data-state", "succeeded", STEP_TIMEOUT)
         .await;
+    // Nothing more will change: the banner says so rather than "live" or "lost".
+    browser
+        .wait_attr("#conn", "data-state", "ended", WAIT)
+        .await;
     browser.screenshot("deployment-done").await;
     let seen = load.stop().await;
 
@@ -380,6 +384,23 @@ async fn a_deploy_at_a_manual_gate_is_promoted_from_its_page_and_another_aborted
             WAIT,
         )
         .await;
+    // One reason for every control an ended deployment refuses, not one per button.
+    browser
+        .wait_attr("#conn", "data-state", "ended", WAIT)
+        .await;
+    let reasons = browser
+        .wait_js(
+            "the refused controls' reasons",
+            WAIT,
+            "return [...document.querySelectorAll('[data-reason]')].map(e => e.textContent)",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        reasons,
+        json!(["the deployment has ended (rolled_back)"]),
+        "{reasons}"
+    );
     browser.screenshot("deployment-aborted").await;
     let snapshot = fleet.status(&id).await;
     assert_eq!(field(&snapshot, "state"), "rolled_back", "{snapshot}");

@@ -99,6 +99,7 @@ pub fn snapshot_json(s: &DeploymentInfo) -> serde_json::Value {
         "release_id": (!s.release_id.is_empty()).then_some(&s.release_id),
         "gate_note": (!s.gate_note.is_empty()).then_some(&s.gate_note),
         "hooks": super::hooks::json(&s.hooks),
+        "bakes": super::bake::json(&s.bakes),
     })
 }
 

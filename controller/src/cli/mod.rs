@@ -1,6 +1,7 @@
 //! The `drover` command line: one module per subcommand; `main` only dispatches here.
 
 mod access;
+pub(crate) mod bake;
 mod ca;
 mod connect;
 mod control;

@@ -79,6 +79,10 @@ pub fn summarize(s: &DeploymentInfo, mode: Mode) -> i32 {
         }
     }
     print!("{}", super::hooks::text(&s.hooks, "  "));
+    print!(
+        "{}",
+        super::bake::text(&s.bakes, "  ", crate::store::now_ms())
+    );
     if ok { 0 } else { 1 }
 }
 

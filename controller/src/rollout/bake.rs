@@ -17,6 +17,7 @@ use super::control::Go;
 use super::flight::{Result, Rollout};
 use super::machine::Event;
 use crate::state::{Control, DeploymentState, HostPhase};
+use crate::store::{Bake, BakeSignals, BakeVerdict, now_ms};
 
 impl Rollout {
     /// Watches the stage's canaries for its bake time; `Go::Fail` names the breach.
@@ -48,6 +49,21 @@ impl Rollout {
         let start = self.counters(&all).await;
         let seen = self.containers(&canary, 0).await;
         let began = Instant::now();
+        let started_ms = now_ms();
+        let mut record = Bake {
+            stage,
+            started_ms,
+            ends_ms: started_ms + u64::try_from(bake.as_millis()).unwrap_or(u64::MAX),
+            measured_ms: started_ms,
+            canary_hosts: canary.clone(),
+            baseline_hosts: u32::try_from(baseline.len()).unwrap_or(u32::MAX),
+            canary: BakeSignals::default(),
+            baseline: BakeSignals::default(),
+            limits: self.spec.canary.clone(),
+            verdict: BakeVerdict::Watching,
+            reason: String::new(),
+        };
+        self.record_bake(&record).await?;
         let mut round = 0u32;
         loop {
             let next = Instant::now() + interval;
@@ -55,12 +71,15 @@ impl Rollout {
                 self.nap(next - Instant::now()).await;
                 self.refresh().await?;
                 if self.d.control == Control::Abort {
-                    return Ok(Go::Abort(
-                        self.d
-                            .hold
-                            .clone()
-                            .unwrap_or_else(|| "aborted by an operator".into()),
-                    ));
+                    let why = self
+                        .d
+                        .hold
+                        .clone()
+                        .unwrap_or_else(|| "aborted by an operator".into());
+                    record.verdict = BakeVerdict::Aborted;
+                    record.reason = why.clone();
+                    self.record_bake(&record).await?;
+                    return Ok(Go::Abort(why));
                 }
             }
             round += 1;
@@ -71,13 +90,23 @@ impl Rollout {
                     .filter_map(|h| Some((h.clone(), now.get(h)?.since(start.get(h)?))))
                     .collect()
             };
-            if let Some(b) = evaluate(&delta(&canary), &delta(&baseline), &self.spec.canary) {
-                let msg = format!("canary breach in stage {}: {}", stage + 1, b.message);
-                self.note(&b.host, &msg).await?;
-                return Ok(Go::Fail(msg));
-            }
-            if let Some((host, why)) = self.container_breach(&canary, &seen, round).await {
+            let (canary_delta, baseline_delta) = (delta(&canary), delta(&baseline));
+            let containers = self.containers(&canary, round).await;
+            record.measured_ms = now_ms();
+            record.canary = BakeSignals {
+                restarts: restarts(&canary, &seen, &containers),
+                ..signals(&canary_delta)
+            };
+            record.baseline = signals(&baseline_delta);
+            let breach = match evaluate(&canary_delta, &baseline_delta, &self.spec.canary) {
+                Some(b) => Some((b.host, b.message)),
+                None => self.container_breach(&canary, &seen, &containers),
+            };
+            if let Some((host, why)) = breach {
                 let msg = format!("canary breach in stage {}: {why}", stage + 1);
+                record.verdict = BakeVerdict::Breached;
+                record.reason = why;
+                self.record_bake(&record).await?;
                 self.note(&host, &msg).await?;
                 return Ok(Go::Fail(msg));
             }
@@ -87,10 +116,23 @@ impl Rollout {
                     stage + 1,
                     humantime::format_duration(bake)
                 );
+                record.verdict = BakeVerdict::Passed;
+                self.record_bake(&record).await?;
                 self.note("", &msg).await?;
                 return Ok(Go::Continue);
             }
+            self.record_bake(&record).await?;
         }
+    }
+
+    /// Keeps the bake's latest round, and tells the watchers (the page shows it).
+    async fn record_bake(&self, bake: &Bake) -> Result<()> {
+        self.shared
+            .store
+            .record_bake(&self.d.id, bake.clone())
+            .await?;
+        self.shared.notify();
+        Ok(())
     }
 
     fn hosts_in(&self, phases: &[HostPhase]) -> Vec<String> {
@@ -152,13 +194,12 @@ impl Rollout {
     }
 
     /// A canary container that restarted, exited, went unhealthy, or vanished.
-    async fn container_breach(
+    fn container_breach(
         &self,
         canary: &[String],
         seen: &BTreeMap<String, proto::ServiceState>,
-        round: u32,
+        now: &BTreeMap<String, proto::ServiceState>,
     ) -> Option<(String, String)> {
-        let now = self.containers(canary, round).await;
         for host in canary {
             let Some(state) = now.get(host) else {
                 if self.shared.hub.host(host).is_some_and(|h| !h.connected) {
@@ -202,4 +243,32 @@ impl Rollout {
         }
         None
     }
+}
+
+/// One side of a bake, its hosts' deltas summed (response time: the worst host).
+fn signals(hosts: &BTreeMap<String, Counters>) -> BakeSignals {
+    hosts
+        .values()
+        .fold(BakeSignals::default(), |a, c| BakeSignals {
+            requests: a.requests + c.responses + c.errors,
+            errors: a.errors + c.http_5xx + c.errors,
+            response_time_ms: a.response_time_ms.max(c.response_time_ms),
+            restarts: 0,
+        })
+}
+
+/// The most restarts of one canary container since the bake began.
+fn restarts(
+    canary: &[String],
+    seen: &BTreeMap<String, proto::ServiceState>,
+    now: &BTreeMap<String, proto::ServiceState>,
+) -> u32 {
+    canary
+        .iter()
+        .filter_map(|h| {
+            let (then, now) = (seen.get(h)?, now.get(h)?);
+            Some(now.restart_count.saturating_sub(then.restart_count))
+        })
+        .max()
+        .unwrap_or(0)
 }

@@ -152,7 +152,7 @@ fn short(digest: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Control, DeploymentState};
+    use crate::state::DeploymentState;
 
     fn release(digest: &str) -> Release {
         Release {
@@ -170,27 +170,15 @@ mod tests {
 
     fn success(id: &str, kind: DeploymentKind, finished_ms: u64) -> Deployment {
         Deployment {
-            id: id.into(),
-            service: "web".into(),
             environment: "staging".into(),
-            release_id: String::new(),
-            gate_note: None,
             kind,
-            version: "v2".into(),
             image: String::new(),
-            pinned: String::new(),
             spec: String::new(),
             state: DeploymentState::Succeeded,
-            epoch: 1,
             requested_by: "bob".into(),
             created_ms: finished_ms - 1_000,
             finished_ms: Some(finished_ms),
-            error: None,
-            stage: 0,
-            scheduled_ms: None,
-            hold: None,
-            control: Control::None,
-            promoted: -1,
+            ..Deployment::example(id, "web")
         }
     }
 

@@ -1,45 +1,12 @@
 use super::*;
 use crate::rollout::machine::{self, Event};
-use crate::state::Control;
 
 fn deployment(id: &str, service: &str) -> Deployment {
-    Deployment {
-        id: id.into(),
-        service: service.into(),
-        environment: String::new(),
-        release_id: String::new(),
-        gate_note: None,
-        kind: DeploymentKind::Deploy,
-        version: "v2".into(),
-        image: "reg/demo:v2".into(),
-        pinned: String::new(),
-        spec: "[service]".into(),
-        state: DeploymentState::Pending,
-        epoch: 1,
-        requested_by: "ops@box".into(),
-        created_ms: now_ms(),
-        finished_ms: None,
-        error: None,
-        stage: 0,
-        scheduled_ms: None,
-        hold: None,
-        control: Control::None,
-        promoted: -1,
-    }
+    Deployment::example(id, service)
 }
 
 fn host(name: &str, batch: u32) -> DeploymentHost {
-    DeploymentHost {
-        host: name.into(),
-        batch,
-        stage: 0,
-        phase: HostPhase::Pending,
-        from_version: "v1".into(),
-        to_version: "v2".into(),
-        error: None,
-        started_ms: None,
-        finished_ms: None,
-    }
+    DeploymentHost::example(name, batch)
 }
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -652,4 +619,27 @@ async fn a_listing_reads_every_deployments_hosts_and_newest_event_at_once() {
         assert_eq!(got[i].1, store.last_seq(id).await.unwrap(), "{id}");
     }
     assert_eq!(got[2], (vec![], 0));
+}
+
+#[tokio::test]
+async fn recent_events_are_the_newest_in_order() {
+    let (store, _dir) = store().await;
+    store
+        .create(deployment("d-1", "web"), vec![host("a", 0)])
+        .await
+        .unwrap();
+    store
+        .create(deployment("d-2", "api"), vec![])
+        .await
+        .unwrap();
+    for i in 0..10 {
+        store.event("d-1", "", &format!("e{i}")).await.unwrap();
+    }
+    store.event("d-2", "", "other").await.unwrap();
+    let all = store.events("d-1", 0).await.unwrap();
+    let recent = store.recent_events("d-1", 3).await.unwrap();
+    assert_eq!(recent, all[all.len() - 3..].to_vec());
+    assert_eq!(recent.last().unwrap().message, "e9");
+    assert_eq!(store.recent_events("d-1", 1000).await.unwrap(), all);
+    assert!(store.recent_events("d-none", 5).await.unwrap().is_empty());
 }

@@ -68,15 +68,15 @@ impl Control {
         if allowed {
             return Ok(());
         }
-        let s = state.as_str();
+        // Short: the page shows the state next to the buttons.
         Err(match self {
-            _ if state.is_terminal() => format!("the deployment has ended ({s})"),
-            Control::Promote => format!("nothing waits for a promotion: the deployment is {s}"),
-            Control::Pause => format!("only a rolling or baking deployment can pause: it is {s}"),
-            Control::Resume => format!("only a paused deployment resumes: it is {s}"),
-            Control::Cancel => format!("it has started ({s}): abort it instead"),
-            Control::Approve => format!("it does not wait for an approval: it is {s}"),
-            Control::Abort => format!("it has not started ({s}): cancel it instead"),
+            _ if state.is_terminal() => format!("the deployment has ended ({})", state.as_str()),
+            Control::Promote => "no stage waits for a promotion".to_owned(),
+            Control::Pause => "pauses only while rolling or baking".to_owned(),
+            Control::Resume => "not paused".to_owned(),
+            Control::Cancel => "has started: abort instead".to_owned(),
+            Control::Approve => "no approval pending".to_owned(),
+            Control::Abort => "has not started: cancel instead".to_owned(),
         })
     }
 }
@@ -125,7 +125,7 @@ mod tests {
         assert!(Control::Approve.available(AwaitingApproval).is_ok());
         assert_eq!(
             Control::Promote.available(Rolling).unwrap_err(),
-            "nothing waits for a promotion: the deployment is rolling"
+            "no stage waits for a promotion"
         );
         assert_eq!(
             Control::Abort.available(Succeeded).unwrap_err(),
@@ -133,7 +133,7 @@ mod tests {
         );
         assert_eq!(
             Control::Cancel.available(Rolling).unwrap_err(),
-            "it has started (rolling): abort it instead"
+            "has started: abort instead"
         );
         for c in Control::ALL {
             assert_eq!(Control::parse(c.as_str()), Some(c));

@@ -2,7 +2,10 @@
 //!
 //! - `/deployments/{id}/events` follows the operator API's `Watch` of the deployment
 //!   (the stream the CLI's `--watch` reads) and sends the re-rendered live part of the
-//!   page (`render`) after each burst of events, then `end` when the deployment ends.
+//!   page (`render`), throttled on the leading edge (an event after a quiet spell is
+//!   rendered at once, a burst at most every [`THROTTLE_RENDER`]), then `end` when the
+//!   deployment ends. The rollout engine's change signal also renders it: a bake's
+//!   round changes the page without an event.
 //! - `/events` sends `changed` when any deployment changes (the rollout engine's own
 //!   change signal) or at least every [`IDLE_PING`], and the page fetches itself again.
 //!
@@ -17,6 +20,7 @@ use drover_proto::v1::WatchRequest;
 use drover_proto::v1::operator_server::Operator;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, debug, info_span};
 
@@ -24,15 +28,16 @@ use super::pages::deployment;
 use super::signin::Signed;
 use super::{Web, WebError, request};
 
-/// Events within this long after the first of a burst are rendered once: a large
-/// deployment's page is not re-rendered for every host's event.
-const COALESCE: Duration = Duration::from_millis(100);
+/// Shortest time between two renders of a deployment: a large deployment's page is not
+/// re-rendered for every host's event, and an event after a quiet spell waits for none.
+const THROTTLE_RENDER: Duration = Duration::from_millis(100);
 /// Longest `/events` stays silent: hosts connect and leave without a deployment event.
 const IDLE_PING: Duration = Duration::from_secs(10);
 /// Shortest time between two `changed` events on `/events`.
 const THROTTLE: Duration = Duration::from_millis(300);
-/// How soon a browser retries a dropped stream.
-const RETRY: Duration = Duration::from_secs(1);
+/// How soon a browser retries a dropped stream (Chromium drops every stream when a
+/// network interface comes or goes).
+const RETRY: Duration = Duration::from_millis(500);
 
 /// `GET /deployments/{id}/events`.
 pub async fn deployment(
@@ -41,14 +46,17 @@ pub async fn deployment(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
     let ops = web.ops_as(&session.principal, "Watch")?;
+    // The page renders the log from the store: the stream need not replay it.
     let req = WatchRequest {
         id: id.clone(),
-        after_seq: 0,
+        after_seq: web.store.last_seq(&id).await?,
     };
     let mut watch = ops
         .watch(request(&session.principal, req))
         .await?
         .into_inner();
+    let mut changed = web.changed.clone();
+    changed.borrow_and_update();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(4);
     let span = info_span!("web_watch", deployment = %id);
     // Owned by the response: ends when the deployment ends or the browser leaves.
@@ -57,21 +65,26 @@ pub async fn deployment(
             let _ = tx
                 .send(Ok(Event::default().retry(RETRY).comment("live")))
                 .await;
-            let mut first = true;
+            let mut last_render: Option<Instant> = None;
             loop {
-                let item = tokio::select! {
-                    item = watch.next() => item,
+                // An event of the deployment, or a change without one (a bake's round).
+                let mut open = tokio::select! {
+                    item = watch.next() => matches!(item, Some(Ok(_))),
+                    Ok(()) = changed.changed() => true,
                     () = tx.closed() => return,
                 };
-                let open = matches!(item, Some(Ok(_)));
-                // A burst of host events becomes one render (the snapshot, first, is
-                // rendered at once).
-                if !first {
-                    let until = tokio::time::Instant::now() + COALESCE;
-                    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, watch.next()).await {
+                // Too soon after the last render: take in the rest of the burst until
+                // the throttle allows the next one.
+                if let Some(at) = last_render.map(|t| t + THROTTLE_RENDER) {
+                    while open {
+                        tokio::select! {
+                            item = watch.next() => open = matches!(item, Some(Ok(_))),
+                            Ok(()) = changed.changed() => {}
+                            () = tokio::time::sleep_until(at) => break,
+                        }
                     }
                 }
-                first = false;
+                last_render = Some(Instant::now());
                 let html = match deployment::fragment(&web, &session, &id).await {
                     Ok(m) => m.into_string(),
                     Err(e) => return debug!(error = %e, "live deployment render failed"),

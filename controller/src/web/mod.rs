@@ -22,8 +22,9 @@
 //! - sign-in form `form#sign-in` with `input[name=token]`; sign-out `button#sign-out`
 //!   (in the header of every page once signed in)
 //! - each page's root `main[data-page=overview|hosts|deployment|releases|history|schedules|delivery]`
-//! - the connection banner `#conn[data-state=live|lost]` (on every page; "connection
-//!   lost, reconnecting" while lost)
+//! - the connection banner `#conn[data-state=live|lost|ended]` (on every page;
+//!   "connection lost, reconnecting" while lost; `ended` on the page of a deployment
+//!   that has ended, whose live part `#live[data-ended]` will not change again)
 //! - the equivalent CLI command of each page in `code.cli`
 //! - deployment page: `#deployment[data-state=...]` (states as the CLI prints them:
 //!   pending, preparing, rolling, rolling_back, paused, succeeded, failed, rolled_back,
@@ -33,7 +34,8 @@
 //!   rolled_back, left_drained), updated in place by live updates without a reload
 //! - action buttons `button[data-action=promote|pause|resume|abort|rollback|deploy|approve|redeploy|cancel]`,
 //!   shown only to a role that may use them; an action that the state does not allow
-//!   is shown disabled with its reason in an element `[data-reason]` next to it
+//!   is shown disabled with its reason in an element `[data-reason]` next to it (once,
+//!   after the buttons, when one reason disables them all, e.g. an ended deployment)
 //! - the deploy form on the releases page `form[data-deploy]` (one per release) with
 //!   `select[name=environment]` and the confirmation `input[name=confirm]` (required,
 //!   the environment's name typed, for an environment with an approval gate or a

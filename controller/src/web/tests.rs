@@ -287,3 +287,139 @@ fn untrusted_values_are_escaped() {
         "{html}"
     );
 }
+
+/// A deployment in `state` on a done host and a failed one, as the store holds it.
+async fn seed(store: &Store, id: &str, state: crate::state::DeploymentState) {
+    use crate::state::HostPhase;
+    use crate::store::{Deployment, DeploymentHost};
+    // One service each: a deployment holds its service's lock until it ends.
+    let d = Deployment {
+        state,
+        ..Deployment::example(id, &format!("web-{id}"))
+    };
+    store
+        .create(
+            d,
+            vec![
+                DeploymentHost::example("h1", 0),
+                DeploymentHost::example("h2", 0),
+            ],
+        )
+        .await
+        .unwrap();
+    let lines: Vec<String> = vec!["listening on :8080".into(), "panic: <no database>".into()];
+    let failure = crate::logtail::with_log_tail("h2: container web-2 was not ready", &lines);
+    for (h, phase, error) in [
+        ("h1", HostPhase::Done, None),
+        ("h2", HostPhase::Failed, Some(failure)),
+    ] {
+        store
+            .set_hosts(id, &[h.to_owned()], phase, error, "")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_deployment_page_shows_the_bake_and_a_failed_hosts_log_tail() {
+    use crate::store::{Bake, BakeSignals, BakeVerdict, now_ms};
+    let f = fixture().await;
+    seed(&f.store, "d-bake", crate::state::DeploymentState::Baking).await;
+    let now = now_ms();
+    let bake = Bake {
+        stage: 0,
+        started_ms: now - 30_000,
+        ends_ms: now + 90_000,
+        measured_ms: now,
+        canary_hosts: vec!["h1".into()],
+        baseline_hosts: 3,
+        canary: BakeSignals {
+            requests: 400,
+            errors: 2,
+            response_time_ms: 12,
+            restarts: 0,
+        },
+        baseline: BakeSignals {
+            requests: 1200,
+            errors: 6,
+            response_time_ms: 9,
+            restarts: 0,
+        },
+        limits: crate::spec::CanarySection::default(),
+        verdict: BakeVerdict::Watching,
+        reason: String::new(),
+    };
+    f.store.record_bake("d-bake", bake).await.unwrap();
+    let (cookie, _) = f.sign_in(&f.token("vic", Role::Viewer).await).await;
+    let html = body(f.send(get("/deployments/d-bake", Some(&cookie))).await).await;
+    assert!(
+        html.contains("data-bake=\"1\" data-verdict=\"watching\""),
+        "{html}"
+    );
+    for figure in [
+        "0.5% (2 of 400)",
+        "0.5% (6 of 1200)",
+        "12 ms",
+        "9 ms",
+        "against 3 baseline hosts",
+        "left",
+    ] {
+        assert!(html.contains(figure), "{figure} in {html}");
+    }
+    // The failure's first line in the cell, the container's log lines folded under it
+    // and escaped.
+    assert!(
+        html.contains("h2: container web-2 was not ready</div>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<details class=\"logtail\"><summary>last 2 log lines</summary>"),
+        "{html}"
+    );
+    assert!(html.contains("panic: &lt;no database&gt;"), "{html}");
+    assert!(!html.contains("| listening"), "{html}");
+
+    // The bake's end is carried the same way.
+    let mut breached = f.store.bakes("d-bake").await.unwrap().remove(0);
+    breached.verdict = BakeVerdict::Breached;
+    breached.reason = "error rate 20.0% on canary h1".into();
+    f.store.record_bake("d-bake", breached).await.unwrap();
+    let html = body(f.send(get("/deployments/d-bake", Some(&cookie))).await).await;
+    assert!(html.contains("data-verdict=\"breached\""), "{html}");
+    assert!(html.contains("error rate 20.0% on canary h1"), "{html}");
+    assert!(
+        !html.contains("data-left"),
+        "no time left once it ended: {html}"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_deployment_says_once_why_no_action_applies() {
+    let f = fixture().await;
+    seed(&f.store, "d-end", crate::state::DeploymentState::Succeeded).await;
+    seed(&f.store, "d-run", crate::state::DeploymentState::Rolling).await;
+    let (cookie, _) = f.sign_in(&f.token("dee", Role::Deployer).await).await;
+    let html = body(f.send(get("/deployments/d-end", Some(&cookie))).await).await;
+    assert_eq!(html.matches("data-reason").count(), 1, "{html}");
+    assert_eq!(
+        html.matches("the deployment has ended (succeeded)</span>")
+            .count(),
+        1
+    );
+    for c in gate::Control::ALL {
+        let button = format!("data-action=\"{}\" disabled", c.as_str());
+        assert!(html.contains(&button), "{button} in {html}");
+    }
+    assert!(html.contains("id=\"live\" data-ended"), "{html}");
+    // A running one: the allowed controls are buttons, each refused one says why.
+    let html = body(f.send(get("/deployments/d-run", Some(&cookie))).await).await;
+    assert!(
+        html.contains("<button type=\"submit\" data-action=\"abort\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span data-reason>not paused</span>"),
+        "{html}"
+    );
+    assert!(!html.contains("data-ended"), "{html}");
+}

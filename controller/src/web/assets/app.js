@@ -4,10 +4,40 @@
 (function () {
   const main = document.querySelector("main[data-live]");
   const conn = document.getElementById("conn");
+  const WORDS = { live: "live", ended: "ended: final state", lost: "connection lost, reconnecting…" };
   function state(s) {
     if (!conn) return;
     conn.dataset.state = s;
-    conn.textContent = s === "live" ? "live" : "connection lost, reconnecting…";
+    conn.textContent = WORDS[s];
+  }
+  // The event log shows its newest line, unless the reader scrolled up in it.
+  function follow(old, fresh) {
+    const a = old && old.querySelector("#events"), b = fresh.querySelector("#events");
+    if (!b) return;
+    const atEnd = !a || a.scrollHeight - a.scrollTop - a.clientHeight < 24;
+    if (atEnd) b.scrollTop = b.scrollHeight;
+    else b.scrollTop = a.scrollTop;
+  }
+  // Keeps open what the reader opened (a log tail, a hook's output) across a render.
+  function keepOpen(old, fresh) {
+    if (!old) return;
+    const open = new Set([...old.querySelectorAll("details[open]")].map(path));
+    for (const d of fresh.querySelectorAll("details")) if (open.has(path(d))) d.open = true;
+  }
+  function path(d) {
+    const owner = d.closest("[data-host],[data-hook]");
+    return (owner ? owner.getAttribute("data-host") || owner.getAttribute("data-hook") : "") + "/" + d.className;
+  }
+  function swap(fresh) {
+    const old = document.getElementById("live");
+    if (!fresh || !old) return;
+    keepOpen(old, fresh);
+    old.replaceWith(fresh);
+    follow(old, fresh);
+  }
+  // A deployment page whose deployment has ended: nothing more will change.
+  function finished() {
+    return !!document.querySelector("#live[data-ended]");
   }
   // Replaces #live with the same element of freshly fetched HTML (the page itself).
   async function refetch() {
@@ -15,36 +45,46 @@
     if (r.redirected && new URL(r.url).pathname === "/sign-in") { location.assign("/sign-in"); return; }
     if (!r.ok) return;
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
-    const fresh = doc.getElementById("live"), old = document.getElementById("live");
-    if (fresh && old) old.replaceWith(fresh);
+    swap(doc.getElementById("live"));
   }
   function render(html) {
-    const old = document.getElementById("live");
-    if (!old) return;
     const t = document.createElement("template");
     t.innerHTML = html;
-    const fresh = t.content.getElementById("live");
-    if (fresh) old.replaceWith(fresh);
+    swap(t.content.getElementById("live"));
   }
   let es = null, ended = false;
+  function end() {
+    ended = true;
+    if (es) es.close();
+    state("ended");
+  }
   function open() {
     if (!main || ended) return;
     es = new EventSource(main.dataset.live);
     es.onopen = () => state("live");
-    es.addEventListener("render", (e) => render(e.data));
+    // A render is proof of a live stream, whatever error came before it; the render
+    // of an ended deployment is the last.
+    es.addEventListener("render", (e) => { render(e.data); if (finished()) end(); else state("live"); });
     es.addEventListener("changed", () => { refetch().catch(() => state("lost")); });
-    es.addEventListener("end", () => { ended = true; es.close(); state("live"); });
+    es.addEventListener("end", end);
     es.onerror = () => {
       if (ended) return;
       state("lost");
       // A closed stream (the controller answered with an error, e.g. after a restart
-      // lost the session) is not retried by the browser: check and reopen ourselves.
+      // lost the session, or Chromium gave up on a network change) is not retried by
+      // the browser: fetch the page again, then reopen, soon.
       if (es.readyState === EventSource.CLOSED) {
-        setTimeout(() => { refetch().then(open, () => setTimeout(open, 2000)); }, 1000);
+        setTimeout(() => {
+          refetch().then(() => (finished() ? end() : open()), () => setTimeout(open, 1000));
+        }, 300);
       }
     };
   }
-  open();
+  if (finished()) state("ended");
+  else open();
+  // Scroll an event log to its newest line when the page opens.
+  const log = document.getElementById("events");
+  if (log) log.scrollTop = log.scrollHeight;
   // Forms that ask to type a name to confirm: block submission until it matches.
   for (const form of document.querySelectorAll("form[data-deploy]")) {
     const select = form.querySelector("select[name=environment]");

@@ -125,7 +125,7 @@ pub async fn diff(
     };
     let body = html! {
         h1 { "Diff" }
-        table {
+        table.diff {
             thead { tr { th {} th { a href={"/deployments/" (a.id)} { (a.id) } } th { a href={"/deployments/" (b.id)} { (b.id) } } } }
             tbody {
                 (fact("service", &|d| d.service.clone()))

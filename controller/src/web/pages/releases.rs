@@ -135,7 +135,7 @@ pub async fn page(
                                 td { @for d in r.deployments.iter().rev().take(6) {
                                     a href={"/deployments/" (d.id)} title=(d.id) { (env_name(&d.environment)) " " (layout::badge(state_of(d.state))) } " "
                                 } }
-                                @if may(who, "Deploy") { td { (deploy_form(r, &envs, &session)) } }
+                                @if may(who, "Deploy") { td { (deploy_form(r, &envs, &session)) (promote_forms(r, &envs, &session)) } }
                             }
                         }
                     }
@@ -180,6 +180,52 @@ fn deploy_form(
             }
             " " input name="confirm" autocomplete="off" placeholder="type the environment to confirm";
             " " button type="submit" data-action="deploy" { "deploy" }
+        }
+    }
+}
+
+/// The environments `r` is ready to be promoted to: those that `require` an environment
+/// where it ran successfully, and where it does not run yet. The deploy there still
+/// meets every gate (soak, approval, window, error budget).
+pub fn promotions<'a>(
+    r: &proto::ReleaseInfo,
+    envs: &'a [crate::spec::Environment],
+) -> Vec<&'a crate::spec::Environment> {
+    let proved = |env: &str| {
+        r.runs_in.iter().any(|e| e == env)
+            || r.deployments.iter().any(|d| {
+                d.environment == env
+                    && state_of(d.state) == crate::state::DeploymentState::Succeeded
+            })
+    };
+    envs.iter()
+        .filter(|e| !r.runs_in.contains(&e.name))
+        .filter(|e| e.gates.requires.as_deref().is_some_and(proved))
+        .collect()
+}
+
+/// A "promote to ENV" button for each of [`promotions`]: the deploy form's own request
+/// with the environment set, and the CLI command that does the same.
+fn promote_forms(
+    r: &proto::ReleaseInfo,
+    envs: &[crate::spec::Environment],
+    session: &Session,
+) -> Markup {
+    html! {
+        @for e in promotions(r, envs) {
+            @let cli = format!("drover deploy --env {} --release {}", e.name, r.id);
+            div.promote {
+                form.inline data-promote=(e.name) method="post" action={"/releases/" (r.id) "/deploy"} {
+                    (layout::csrf(session))
+                    input type="hidden" name="environment" value=(e.name);
+                    @if needs_confirmation(e) {
+                        input name="confirm" autocomplete="off" required placeholder={"type " (e.name) " to confirm"};
+                        " "
+                    }
+                    button type="submit" data-action="deploy" title=(cli) { "promote to " (e.name) }
+                }
+                " " code.hint { (cli) }
+            }
         }
     }
 }
@@ -237,4 +283,101 @@ async fn gate_words(
         out.push((env.name.clone(), words));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+[service]
+name = "web"
+image = "127.0.0.1:5000/demo"
+port = 8080
+
+[targets]
+selector = "role=web"
+
+[env.staging]
+targets = { selector = "env=staging" }
+
+[env.production]
+targets = { selector = "env=production" }
+requires = "staging"
+approval = "required"
+"#;
+
+    fn envs() -> Vec<crate::spec::Environment> {
+        let f = SpecFile::parse(SPEC).unwrap();
+        f.names().map(|n| f.environment(Some(n)).unwrap()).collect()
+    }
+
+    fn release(runs_in: &[&str], ran: &[(&str, proto::DeploymentState)]) -> proto::ReleaseInfo {
+        proto::ReleaseInfo {
+            id: "r-1".into(),
+            runs_in: runs_in.iter().map(|e| e.to_string()).collect(),
+            deployments: ran
+                .iter()
+                .map(|(e, s)| proto::ReleaseDeploymentInfo {
+                    environment: e.to_string(),
+                    state: *s as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(r: &proto::ReleaseInfo, envs: &[crate::spec::Environment]) -> Vec<String> {
+        promotions(r, envs).iter().map(|e| e.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_release_proved_where_another_environment_requires_it_is_offered_there() {
+        use proto::DeploymentState as S;
+        let envs = envs();
+        assert!(names(&release(&[], &[]), &envs).is_empty());
+        assert!(names(&release(&[], &[("staging", S::Failed)]), &envs).is_empty());
+        assert_eq!(names(&release(&["staging"], &[]), &envs), ["production"]);
+        assert_eq!(
+            names(&release(&[], &[("staging", S::Succeeded)]), &envs),
+            ["production"],
+            "a release that ran in staging, since replaced there"
+        );
+        assert!(
+            names(&release(&["staging", "production"], &[]), &envs).is_empty(),
+            "already runs there"
+        );
+    }
+
+    #[test]
+    fn the_promote_button_posts_the_deploy_form_and_shows_the_cli() {
+        let principal = crate::auth::Principal {
+            name: "dee".into(),
+            role: drover_shared::tls::Role::Deployer,
+            method: crate::auth::AuthMethod::Token,
+        };
+        let sessions =
+            super::super::super::Sessions::new(super::super::super::SessionKey::generate());
+        let (session, _) = sessions.start(principal, "t-1", crate::store::now_ms());
+        let html = promote_forms(&release(&["staging"], &[]), &envs(), &session).into_string();
+        assert!(
+            html.contains(
+                "data-promote=\"production\" method=\"post\" action=\"/releases/r-1/deploy\""
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"environment\" value=\"production\""),
+            "{html}"
+        );
+        assert!(html.contains(">promote to production</button>"), "{html}");
+        assert!(
+            html.contains("drover deploy --env production --release r-1"),
+            "{html}"
+        );
+        // Production has an approval gate: the name is typed to confirm.
+        assert!(html.contains("name=\"confirm\""), "{html}");
+        assert!(html.contains("name=\"csrf\""), "{html}");
+    }
 }
