@@ -1,15 +1,23 @@
 //! Prometheus metrics at `GET /metrics`: deploys by service and outcome, a histogram of
 //! their durations, hosts by phase in running deployments, agent connections, and when
 //! the controller's and each agent's certificate expires, and the delivery metrics
-//! ([`dora`]). Rendered on request from the hub and a few counters; served by a tiny
-//! axum router on the metrics listener ([`router`]).
+//! ([`dora`]). Counters and the histogram live here; gauges are read at each scrape from
+//! the hub and the few states kept below; `prometheus-client` encodes them all
+//! (OpenMetrics text), served by a small axum router on the metrics listener
+//! ([`router`]).
 
 pub mod dora;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::hub::AgentHub;
 use crate::state::{DeploymentState, HostPhase};
@@ -19,24 +27,71 @@ const DURATION_BUCKETS: [f64; 10] = [
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
 ];
 
-/// The durations of one service's finished deployments, as a histogram.
-#[derive(Debug, Default)]
-struct Durations {
-    /// Deployments that took at most each bucket's bound (not cumulative).
-    buckets: [u64; DURATION_BUCKETS.len()],
-    sum_seconds: f64,
-    count: u64,
+/// The labels of one series, in order.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Labels from `(name, value)` pairs, the values escaped for the text format (the
+/// encoder writes them as given).
+pub fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            (*k, v)
+        })
+        .collect()
+}
+
+/// Help texts are written as sentences; the encoder adds the final period.
+fn help(text: &str) -> &str {
+    text.trim_end_matches('.')
+}
+
+/// A histogram with the deployment-duration buckets.
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Registers gauge `name` with one series per `(labels, value)`.
+pub fn gauges(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) {
+    let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (labels, v) in series {
+        family.get_or_create(&labels).set(v);
+    }
+    registry.register(name, self::help(help), family);
+}
+
+/// Registers gauge `name`, whole numbers, with one series per `(labels, value)`.
+fn counts(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, i64)>,
+) {
+    let family = Family::<Labels, Gauge>::default();
+    for (labels, v) in series {
+        family.get_or_create(&labels).set(v);
+    }
+    registry.register(name, self::help(help), family);
 }
 
 /// Counters and gauges the rollout engine, the hub and the TLS layer update.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// Finished deployments by (service, outcome).
-    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Finished deployments by service and outcome.
+    finished: Family<Labels, Counter>,
     /// Durations of finished deployments, by service.
-    durations: Mutex<BTreeMap<String, Durations>>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
     /// Hosts moved to a new version.
-    hosts_swapped: AtomicU64,
+    hosts_swapped: Counter,
     /// Phase of every host in a running deployment, by (deployment, host).
     host_phases: Mutex<BTreeMap<(String, String), HostPhase>>,
     /// When the controller's serving certificate expires (Unix seconds; 0: none).
@@ -47,15 +102,22 @@ pub struct Metrics {
     dora: Mutex<Vec<crate::dora::Dora>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            finished: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            hosts_swapped: Counter::default(),
+            host_phases: Mutex::default(),
+            controller_cert_not_after: AtomicI64::default(),
+            slo: Default::default(),
+            dora: Mutex::default(),
+        }
+    }
 }
 
-/// `v` as a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Metrics {
@@ -65,17 +127,15 @@ impl Metrics {
         if !state.is_terminal() {
             return;
         }
-        *lock(&self.finished)
-            .entry((service.to_string(), state.as_str()))
-            .or_default() += 1;
-        let seconds = duration_ms as f64 / 1000.0;
-        let mut durations = lock(&self.durations);
-        let d = durations.entry(service.to_string()).or_default();
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
-            d.buckets[i] += 1;
-        }
-        d.sum_seconds += seconds;
-        d.count += 1;
+        self.finished
+            .get_or_create(&labels(&[
+                ("service", service),
+                ("outcome", state.as_str()),
+            ]))
+            .inc();
+        self.durations
+            .get_or_create(&labels(&[("service", service)]))
+            .observe(duration_ms as f64 / 1000.0);
     }
 
     /// The controller now serves a certificate valid until `not_after_unix`.
@@ -101,136 +161,73 @@ impl Metrics {
 
     /// A host finished its swap.
     pub fn host_swapped(&self) {
-        self.hosts_swapped.fetch_add(1, Ordering::Relaxed);
+        self.hosts_swapped.inc();
     }
 
-    /// The text exposition format.
+    /// Everything, in the OpenMetrics text format.
     pub fn render(&self, hub: &AgentHub) -> String {
-        let mut out = String::new();
+        let mut reg = Registry::default();
         let hosts = hub.hosts();
-        let connected = hosts.iter().filter(|h| h.connected).count();
-        help(
-            &mut out,
+        let connected = hosts.iter().filter(|h| h.connected).count() as i64;
+        counts(
+            &mut reg,
             "drover_agents",
-            "gauge",
             "Agents known to the controller, by connection state.",
+            [
+                (labels(&[("state", "connected")]), connected),
+                (labels(&[("state", "lost")]), hosts.len() as i64 - connected),
+            ],
         );
-        let _ = writeln!(out, "drover_agents{{state=\"connected\"}} {connected}");
-        let _ = writeln!(
-            out,
-            "drover_agents{{state=\"lost\"}} {}",
-            hosts.len() - connected
+        reg.register(
+            "drover_deployments",
+            help("Finished deployments, by service and outcome."),
+            self.finished.clone(),
         );
-
-        help(
-            &mut out,
-            "drover_deployments_total",
-            "counter",
-            "Finished deployments, by service and outcome.",
+        reg.register(
+            "drover_deployment_duration_seconds",
+            help("Wall time of finished deployments, by service."),
+            self.durations.clone(),
         );
-        for ((service, outcome), n) in lock(&self.finished).iter() {
-            let _ = writeln!(
-                out,
-                "drover_deployments_total{{service=\"{}\",outcome=\"{outcome}\"}} {n}",
-                label(service)
-            );
-        }
-        self.render_durations(&mut out);
-        self.slo.render(&mut out);
-
-        help(
-            &mut out,
-            "drover_deployment_hosts",
-            "gauge",
-            "Hosts of running deployments, by phase.",
-        );
-        let mut by_phase: BTreeMap<&'static str, u64> = BTreeMap::new();
+        self.slo.register(&mut reg);
+        let mut by_phase: BTreeMap<&'static str, i64> = BTreeMap::new();
         for phase in lock(&self.host_phases).values() {
             *by_phase.entry(phase.as_str()).or_default() += 1;
         }
-        for (phase, n) in by_phase {
-            let _ = writeln!(out, "drover_deployment_hosts{{phase=\"{phase}\"}} {n}");
-        }
-        help(
-            &mut out,
-            "drover_hosts_swapped_total",
-            "counter",
-            "Hosts moved to a new version.",
+        counts(
+            &mut reg,
+            "drover_deployment_hosts",
+            "Hosts of running deployments, by phase.",
+            by_phase
+                .into_iter()
+                .map(|(phase, n)| (labels(&[("phase", phase)]), n)),
         );
-        let _ = writeln!(
-            out,
-            "drover_hosts_swapped_total {}",
-            self.hosts_swapped.load(Ordering::Relaxed)
-        );
-
-        help(
-            &mut out,
-            "drover_certificate_expiry_timestamp_seconds",
-            "gauge",
-            "When a certificate expires (Unix seconds): the controller's serving certificate, and each connected agent's.",
+        reg.register(
+            "drover_hosts_swapped",
+            help("Hosts moved to a new version."),
+            self.hosts_swapped.clone(),
         );
         let controller = self.controller_cert_not_after.load(Ordering::Relaxed);
-        if controller > 0 {
-            let _ = writeln!(
-                out,
-                "drover_certificate_expiry_timestamp_seconds{{subject=\"controller\"}} {controller}"
-            );
-        }
-        for h in hosts.iter().filter(|h| h.connected) {
-            if let Some(at) = h.cert_not_after_unix {
-                let _ = writeln!(
-                    out,
-                    "drover_certificate_expiry_timestamp_seconds{{subject=\"agent\",host=\"{}\"}} {at}",
-                    label(&h.name)
-                );
-            }
-        }
-        self.render_dora(&mut out);
+        let certs = (controller > 0)
+            .then(|| (labels(&[("subject", "controller")]), controller))
+            .into_iter()
+            .chain(hosts.iter().filter(|h| h.connected).filter_map(|h| {
+                let at = h.cert_not_after_unix?;
+                Some((labels(&[("subject", "agent"), ("host", &h.name)]), at))
+            }));
+        counts(
+            &mut reg,
+            "drover_certificate_expiry_timestamp_seconds",
+            "When a certificate expires (Unix seconds): the controller's serving certificate, and each connected agent's.",
+            certs,
+        );
+        self.register_dora(&mut reg);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &reg);
         out
     }
-
-    fn render_durations(&self, out: &mut String) {
-        help(
-            out,
-            "drover_deployment_duration_seconds",
-            "histogram",
-            "Wall time of finished deployments, by service.",
-        );
-        for (service, d) in lock(&self.durations).iter() {
-            let service = label(service);
-            let mut cumulative = 0;
-            for (bound, n) in DURATION_BUCKETS.iter().zip(d.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "drover_deployment_duration_seconds_bucket{{service=\"{service}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "drover_deployment_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {}",
-                d.count
-            );
-            let _ = writeln!(
-                out,
-                "drover_deployment_duration_seconds_sum{{service=\"{service}\"}} {:.3}",
-                d.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "drover_deployment_duration_seconds_count{{service=\"{service}\"}} {}",
-                d.count
-            );
-        }
-    }
 }
 
-fn help(out: &mut String, name: &str, kind: &str, text: &str) {
-    let _ = writeln!(out, "# HELP {name} {text}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
 /// The `/metrics` endpoint, served on the metrics listener by the same HTTP stack as
 /// the web interface ([`crate::web::serve_router`]).
 pub fn router(metrics: Arc<Metrics>, hub: AgentHub) -> axum::Router {
@@ -242,7 +239,7 @@ pub fn router(metrics: Arc<Metrics>, hub: AgentHub) -> axum::Router {
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     body,
                 )
@@ -269,7 +266,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("drover_deployment_duration_seconds_sum{service=\"web\"} 2.000"),
+            out.contains("drover_deployment_duration_seconds_sum{service=\"web\"} 2.0"),
             "{out}"
         );
         assert!(
@@ -292,13 +289,13 @@ mod tests {
         let out = m.render(&AgentHub::new(Default::default()));
         for line in [
             "# TYPE drover_deployment_duration_seconds histogram",
-            "drover_deployment_duration_seconds_bucket{service=\"web\",le=\"10\"} 1",
-            "drover_deployment_duration_seconds_bucket{service=\"web\",le=\"30\"} 1",
-            "drover_deployment_duration_seconds_bucket{service=\"web\",le=\"60\"} 2",
-            "drover_deployment_duration_seconds_bucket{service=\"web\",le=\"+Inf\"} 2",
+            "drover_deployment_duration_seconds_bucket{le=\"10.0\",service=\"web\"} 1",
+            "drover_deployment_duration_seconds_bucket{le=\"30.0\",service=\"web\"} 1",
+            "drover_deployment_duration_seconds_bucket{le=\"60.0\",service=\"web\"} 2",
+            "drover_deployment_duration_seconds_bucket{le=\"+Inf\",service=\"web\"} 2",
             "drover_deployment_duration_seconds_count{service=\"web\"} 2",
-            "drover_deployment_duration_seconds_bucket{service=\"api\",le=\"7200\"} 0",
-            "drover_deployment_duration_seconds_bucket{service=\"api\",le=\"+Inf\"} 1",
+            "drover_deployment_duration_seconds_bucket{le=\"7200.0\",service=\"api\"} 0",
+            "drover_deployment_duration_seconds_bucket{le=\"+Inf\",service=\"api\"} 1",
             "drover_deployments_total{service=\"web\",outcome=\"failed\"} 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
@@ -334,6 +331,9 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::default();
+        m.deployment_finished("a\"b\\c\nd", DeploymentState::Succeeded, 1);
+        let out = m.render(&AgentHub::new(Default::default()));
+        assert!(out.contains("service=\"a\\\"b\\\\c\\nd\""), "{out}");
     }
 }

@@ -34,7 +34,7 @@ async fn assert_scraped(fleet: &Fleet, service: &str, succeeded: usize) {
         ),
         format!("drover_deployment_duration_seconds_count{{service=\"{service}\"}} {succeeded}"),
         format!(
-            "drover_deployment_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {succeeded}"
+            "drover_deployment_duration_seconds_bucket{{le=\"+Inf\",service=\"{service}\"}} {succeeded}"
         ),
         "drover_certificate_expiry_timestamp_seconds{subject=\"controller\"} ".to_string(),
     ];

@@ -136,15 +136,19 @@ async fn the_budget_counts_exactly_what_was_sent_across_haproxy_reloads() {
         b.describe(),
         "error budget of web in production is spent: 9 errors of 0.5 allowed (99.5% over 1h, 95 requests); deploys are held until it recovers; a rollback still goes through; an admin may override with --override --reason"
     );
+    let mut reg = prometheus_client::registry::Registry::default();
+    metrics.slo.register(&mut reg);
     let mut gauges = String::new();
-    metrics.slo.render(&mut gauges);
+    prometheus_client::encoding::text::encode(&mut gauges, &reg).unwrap();
     let remaining = (0.475 - 9.0) / 0.475;
-    assert!(
-        gauges.contains(&format!(
-            "drover_slo_error_budget_remaining_ratio{{service=\"web\",environment=\"production\"}} {remaining}"
-        )),
-        "{gauges}"
-    );
+    let series =
+        "drover_slo_error_budget_remaining_ratio{service=\"web\",environment=\"production\"} ";
+    let shown: f64 = gauges
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from\n{gauges}"));
+    assert!((shown - remaining).abs() < 1e-9, "{shown} vs {remaining}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,14 +4,13 @@
 //! what the last refresh left, so it never waits on the database, and a long history
 //! costs one query a minute whatever the number of scrapers.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Metrics, help, label, lock};
+use super::{Metrics, lock};
 use crate::dora::{DEFAULT_ROLLBACK_WINDOW_MS, DEFAULT_WINDOW_MS, Dora, Settings};
 use crate::store::{Store, now_ms};
 
@@ -57,7 +56,7 @@ impl Metrics {
         *lock(&self.dora) = rows;
     }
 
-    pub(super) fn render_dora(&self, out: &mut String) {
+    pub(super) fn register_dora(&self, reg: &mut prometheus_client::registry::Registry) {
         let rows = lock(&self.dora);
         let gauges: [(&str, &str, Samples); 5] = [
             (
@@ -97,22 +96,17 @@ impl Metrics {
             ),
         ];
         for (name, text, values) in gauges {
-            help(out, name, "gauge", text);
-            for d in rows.iter() {
-                for (quantile, v) in values(d) {
-                    let q = if quantile.is_empty() {
-                        String::new()
-                    } else {
-                        format!(",quantile=\"{quantile}\"")
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{name}{{service=\"{}\",environment=\"{}\"{q}}} {v}",
-                        label(&d.service),
-                        label(&d.environment)
-                    );
-                }
-            }
+            let series = rows.iter().flat_map(|d| {
+                values(d).into_iter().map(|(quantile, v)| {
+                    let mut labels =
+                        super::labels(&[("service", &d.service), ("environment", &d.environment)]);
+                    if !quantile.is_empty() {
+                        labels.push(("quantile", quantile.to_string()));
+                    }
+                    (labels, v)
+                })
+            });
+            super::gauges(reg, name, text, series);
         }
     }
 }
@@ -147,10 +141,10 @@ mod tests {
         let out = m.render(&AgentHub::new(Default::default()));
         for line in [
             "# TYPE drover_dora_deployments_per_day gauge",
-            "drover_dora_deployments{service=\"web\",environment=\"production\"} 6",
+            "drover_dora_deployments{service=\"web\",environment=\"production\"} 6.0",
             "drover_dora_deployments_per_day{service=\"web\",environment=\"production\"} 0.2",
-            "drover_dora_lead_time_seconds{service=\"web\",environment=\"production\",quantile=\"0.5\"} 90",
-            "drover_dora_lead_time_seconds{service=\"web\",environment=\"production\",quantile=\"0.9\"} 600",
+            "drover_dora_lead_time_seconds{service=\"web\",environment=\"production\",quantile=\"0.5\"} 90.0",
+            "drover_dora_lead_time_seconds{service=\"web\",environment=\"production\",quantile=\"0.9\"} 600.0",
             "drover_dora_change_failure_ratio{service=\"web\",environment=\"production\"} 0.25",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");

@@ -2,7 +2,6 @@
 //! environment), set after every sampling round and rendered with the rest.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use super::Budget;
@@ -45,37 +44,31 @@ impl SloGauges {
             .remove(&(service.to_string(), environment.to_string()));
     }
 
-    /// Appends the gauges in the text exposition format.
-    pub fn render(&self, out: &mut String) {
+    /// Registers the gauges in `reg`.
+    pub fn register(&self, reg: &mut prometheus_client::registry::Registry) {
         let last = self.lock();
-        let series = |out: &mut String, name: &str, help: &str, value: fn(&Last) -> Option<f64>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for ((service, environment), v) in last.iter() {
-                if let Some(x) = value(v) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{service=\"{}\",environment=\"{}\"}} {x}",
-                        label(service),
-                        label(environment)
-                    );
-                }
-            }
+        let series = |reg: &mut _, name: &str, help: &str, value: fn(&Last) -> Option<f64>| {
+            let values = last.iter().filter_map(|((service, environment), v)| {
+                let labels =
+                    crate::metrics::labels(&[("service", service), ("environment", environment)]);
+                Some((labels, value(v)?))
+            });
+            crate::metrics::gauges(reg, name, help, values);
         };
         series(
-            out,
+            reg,
             "drover_slo_error_budget_remaining_ratio",
             "Error budget left over the SLO window: 1 untouched, 0 spent, below 0 overspent.",
             |v| Some(v.remaining_ratio),
         );
         series(
-            out,
+            reg,
             "drover_slo_availability_ratio",
             "Share of requests not answered 5xx over the SLO window (absent without requests).",
             |v| v.availability,
         );
         series(
-            out,
+            reg,
             "drover_slo_availability_target_ratio",
             "The SLO's availability target.",
             |v| Some(v.target),
@@ -87,16 +80,18 @@ impl SloGauges {
     }
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::slo::{Increase, SloSpec};
+
+    fn rendered(g: &SloGauges) -> String {
+        let mut reg = prometheus_client::registry::Registry::default();
+        g.register(&mut reg);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        out
+    }
 
     #[test]
     fn renders_one_series_per_target_and_forgets() {
@@ -114,12 +109,11 @@ mod tests {
             Increase::default(),
             None,
         ));
-        let mut out = String::new();
-        g.render(&mut out);
+        let out = rendered(&g);
         for line in [
             "# TYPE drover_slo_error_budget_remaining_ratio gauge",
             "drover_slo_error_budget_remaining_ratio{service=\"web\",environment=\"production\"} 0.52",
-            "drover_slo_error_budget_remaining_ratio{service=\"web\",environment=\"staging\"} 1",
+            "drover_slo_error_budget_remaining_ratio{service=\"web\",environment=\"staging\"} 1.0",
             "drover_slo_availability_ratio{service=\"web\",environment=\"production\"} 0.9976",
             "drover_slo_availability_target_ratio{service=\"web\",environment=\"production\"} 0.995",
         ] {
@@ -130,8 +124,7 @@ mod tests {
             "{out}"
         );
         g.forget("web", "production");
-        let mut out = String::new();
-        g.render(&mut out);
+        let out = rendered(&g);
         assert!(!out.contains("production"), "{out}");
     }
 }
