@@ -262,6 +262,9 @@ impl Rollout {
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         let ready = self.checked_after_batch(ready, &mut failed).await?;
+        if self.start_first() {
+            return self.hand_over_hosts(ready, failed).await;
+        }
         let enables = join_all(ready.iter().map(|h| self.enable_host(h))).await;
         let mut done = vec![];
         let mut steps = vec![];
@@ -339,7 +342,11 @@ impl Rollout {
     /// other drained hosts in `also_drained` back in rotation, all at once. A host whose
     /// agent was lost is put back only if it has come back reporting the service
     /// running; a host whose state is unknown is left drained and says so.
-    async fn restore(&mut self, also_drained: &[String], failed: &[HostFailure]) -> Result<()> {
+    pub(super) async fn restore(
+        &mut self,
+        also_drained: &[String],
+        failed: &[HostFailure],
+    ) -> Result<()> {
         let mut back: Vec<Back<'_>> = vec![];
         for f in failed {
             if f.can_reenable() {

@@ -73,6 +73,7 @@ pub(crate) async fn run(
         lb,
         auth,
         pending: Default::default(),
+        retiring: Vec::new(),
     };
     let r = tokio::select! {
         r = rollout.drive() => r,
@@ -202,8 +203,17 @@ impl Rollout {
         }
     }
 
-    /// Every remaining batch, stage by stage, with bakes and gates between stages.
+    /// Every remaining batch, stage by stage, with bakes and gates between stages; then
+    /// (start-first) the old containers still being retired stop first.
     async fn roll_stages(&mut self) -> Result<Go> {
+        let go = self.roll_stages_in_order().await?;
+        match self.finish_retires().await? {
+            Some(f) if matches!(go, Go::Continue) => Ok(Go::Fail(f.message)),
+            _ => Ok(go),
+        }
+    }
+
+    async fn roll_stages_in_order(&mut self) -> Result<Go> {
         let stages = self.stage_count().max(1);
         for stage in self.d.stage..stages {
             if let Go::Abort(r) | Go::Fail(r) = self.wait_window(stage).await? {
@@ -230,6 +240,10 @@ impl Rollout {
                 }
             }
             if stage + 1 < stages {
+                // A stage ends with its hosts' old containers stopped.
+                if let Some(f) = self.finish_retires().await? {
+                    return Ok(Go::Fail(f.message));
+                }
                 match self.bake(stage).await? {
                     Go::Continue => {}
                     other => return Ok(other),

@@ -29,6 +29,8 @@ pub(crate) struct Rollout {
     pub(super) auth: Option<proto::RegistryAuth>,
     /// Start-first: hosts whose new container is ready and not yet pointed at.
     pub(super) pending: super::handover::Pending,
+    /// Start-first: old containers being retired in the background.
+    pub(super) retiring: Vec<super::handover::Retiring>,
 }
 
 pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -17,10 +17,14 @@ use std::sync::{Mutex, PoisonError};
 
 use drover_proto::v1 as proto;
 use drover_proto::v1::{command, command_result};
+use futures::future::join_all;
 
 use super::flight::Rollout;
 use super::steps::{HostFailure, Left, failure, fmt_ms};
+use std::time::Duration;
+
 use crate::spec::Order;
+use crate::state::HostPhase;
 use crate::store::{HostStep, StepKind};
 
 /// A new container ready next to the old one, waiting to be pointed at.
@@ -167,33 +171,49 @@ impl Rollout {
         }
     }
 
-    /// The start-first "enable": points `host`'s server at the container its swap or undo
-    /// made ready, waits until every load balancer reports it UP, and retires the old
-    /// container. A host with nothing pending (a failed swap: its agent never touched the
-    /// old container) stays as it is, in rotation.
+    /// The start-first "enable", all at once: points `host`'s server at the container its
+    /// swap or undo made ready, waits until every load balancer reports it UP, and
+    /// retires the old container. A host with nothing pending (a failed swap: its agent
+    /// never touched the old container) stays as it is, in rotation.
     pub(super) async fn hand_over(&self, host: &str) -> Result<Retired, HostFailure> {
-        let Some(ready) = self.pending.take(host) else {
+        let Some((up_ms, ready)) = self.point(host).await? else {
             return Ok(Retired::default());
         };
-        let mut out = Retired::default();
-        if let Some(lb) = &self.lb {
-            let server = self.server(host);
-            let start = tokio::time::Instant::now();
-            let pointed = async {
-                lb.point(&server, ready.port).await?;
-                lb.wait_up(&server, self.spec.rollout.up_timeout).await
-            };
-            // Both containers run: the host still serves whichever one the load balancer
-            // points at, so it can go back in rotation as it is.
-            pointed.await.map_err(|e| {
-                HostFailure::new(
-                    host,
-                    Left::Unknown,
-                    format!("pointing the load balancer at port {}: {e}", ready.port),
-                )
-            })?;
-            out.up_ms = start.elapsed().as_millis() as u64;
-        }
+        let (cmd, timeout) = self.retire_command(host, &ready);
+        let r = self.send(host, cmd, timeout).await?;
+        retired(host, up_ms, &r)
+    }
+
+    /// Points `host`'s server at the container its swap or undo made ready and waits
+    /// until every load balancer reports it UP; returns how long that took and what to
+    /// retire around. `None`: nothing pending.
+    pub(super) async fn point(&self, host: &str) -> Result<Option<(u64, Ready)>, HostFailure> {
+        let Some(ready) = self.pending.take(host) else {
+            return Ok(None);
+        };
+        let Some(lb) = &self.lb else {
+            return Ok(Some((0, ready)));
+        };
+        let server = self.server(host);
+        let start = tokio::time::Instant::now();
+        let pointed = async {
+            lb.point(&server, ready.port).await?;
+            lb.wait_up(&server, self.spec.rollout.up_timeout).await
+        };
+        // Both containers run: the host still serves whichever one the load balancer
+        // points at; it stays in rotation either way.
+        pointed.await.map_err(|e| {
+            HostFailure::new(
+                host,
+                Left::Unknown,
+                format!("pointing the load balancer at port {}: {e}", ready.port),
+            )
+        })?;
+        Ok(Some((start.elapsed().as_millis() as u64, ready)))
+    }
+
+    /// The retire of the containers running next to `ready` on `host`, and its timeout.
+    fn retire_command(&self, host: &str, ready: &Ready) -> (proto::Command, Duration) {
         let kind = command::Kind::Retire(proto::RetireCommand {
             service: self.d.service.clone(),
             keep_container: ready.container.clone(),
@@ -202,22 +222,137 @@ impl Rollout {
         });
         // One retire per container kept: a rollback's retire is not the swap's.
         let step = format!("retire-{}", ready.container);
-        let cmd = self.command(host, &step, kind);
         let timeout = self.spec.rollout.drain_timeout
             + self.spec.rollout.stop_timeout
-            + std::time::Duration::from_secs(30);
-        let r = self.send(host, cmd, timeout).await?;
-        let Some(command_result::Output::Retire(res)) = &r.output else {
-            return Err(failure(host, &r));
-        };
-        out.drain_ms = res.drain_ms;
-        out.connections_left = res.connections_left;
-        if let Some(st) = &res.steps {
-            out.stop_ms = st.stop_ms;
-            out.killed_after_ms = st.stop_killed.then_some(st.stop_timeout_ms);
-        }
-        Ok(out)
+            + Duration::from_secs(30);
+        (self.command(host, &step, kind), timeout)
     }
+
+    /// Start-first's last steps for a batch's `ready` hosts: collects the previous
+    /// batch's retires (they ran while this batch's containers started), points each
+    /// host at its new container, and starts retiring its old one in the background.
+    /// `failed` are the batch's hosts that failed before (their agents left the old
+    /// container serving).
+    pub(super) async fn hand_over_hosts(
+        &mut self,
+        ready: Vec<String>,
+        mut failed: Vec<HostFailure>,
+    ) -> super::flight::Result<Result<(), HostFailure>> {
+        let earlier = self.finish_retires().await?;
+        let points = join_all(ready.iter().map(|h| self.point(h))).await;
+        for (host, r) in ready.iter().zip(points) {
+            match r {
+                Ok(Some((up_ms, to))) => {
+                    let msg = format!(
+                        "in rotation on port {} after {}; retiring the old container",
+                        to.port,
+                        fmt_ms(up_ms)
+                    );
+                    self.note(host, &msg).await?;
+                    self.spawn_retire(host, up_ms, &to);
+                }
+                Ok(None) => {
+                    let msg = format!("runs {} and is in rotation", self.d.version);
+                    self.set_host_phase(host, HostPhase::Done, None, &msg)
+                        .await?;
+                }
+                Err(f) => failed.push(f),
+            }
+        }
+        self.note_lb_notices().await?;
+        if !failed.is_empty() {
+            self.restore(&[], &failed).await?;
+            return Ok(Err(failed.remove(0)));
+        }
+        Ok(earlier.map_or(Ok(()), Err))
+    }
+
+    /// Starts retiring the old container of a pointed `host` in the background: its
+    /// connections end and it stops while the next batch starts. [`Self::finish_retires`]
+    /// collects the outcome.
+    pub(super) fn spawn_retire(&mut self, host: &str, up_ms: u64, ready: &Ready) {
+        let (cmd, timeout) = self.retire_command(host, ready);
+        let grace = self.grace_for(&cmd);
+        let hub = self.shared.hub.clone();
+        let owned = host.to_string();
+        let task =
+            tokio::spawn(
+                async move { super::steps::send(&hub, grace, &owned, cmd, timeout).await },
+            );
+        self.retiring.push(Retiring {
+            host: host.to_string(),
+            up_ms,
+            task,
+        });
+    }
+
+    /// Waits for every retire started so far; each host whose old container stopped is
+    /// done. Returns the first failure (the others are recorded on their hosts).
+    pub(super) async fn finish_retires(&mut self) -> super::flight::Result<Option<HostFailure>> {
+        let mut first = None;
+        let mut steps = vec![];
+        for r in std::mem::take(&mut self.retiring) {
+            let outcome = match r.task.await {
+                Ok(sent) => sent.and_then(|res| retired(&r.host, r.up_ms, &res)),
+                Err(e) => Err(HostFailure::new(
+                    &r.host,
+                    Left::Unknown,
+                    format!("the retire was interrupted: {e}"),
+                )),
+            };
+            match outcome {
+                Ok(done) => {
+                    steps.extend(done.host_steps(&r.host));
+                    self.shared.metrics.host_swapped();
+                    let msg = format!(
+                        "runs {} and is in rotation; {}",
+                        self.d.version,
+                        done.words()
+                    );
+                    self.set_host_phase(&r.host, HostPhase::Done, None, &msg)
+                        .await?;
+                }
+                Err(f) => {
+                    let msg = format!(
+                        "{}; it serves {} and is in rotation, but the old container may still run: `drover hosts` shows it, a new deploy or rollback retires it",
+                        f.message, self.d.version
+                    );
+                    self.set_host_phase(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
+                        .await?;
+                    first.get_or_insert(f);
+                }
+            }
+        }
+        self.shared.store.record_steps(&self.d.id, steps).await?;
+        Ok(first)
+    }
+}
+
+/// A retire in the background (start-first): the host serves the new container already.
+#[derive(Debug)]
+pub(crate) struct Retiring {
+    host: String,
+    /// How long the pointing took, for the host's steps.
+    up_ms: u64,
+    task: tokio::task::JoinHandle<Result<proto::CommandResult, HostFailure>>,
+}
+
+/// What a retire's result says, as the host's handover.
+fn retired(host: &str, up_ms: u64, r: &proto::CommandResult) -> Result<Retired, HostFailure> {
+    let Some(command_result::Output::Retire(res)) = &r.output else {
+        return Err(failure(host, r));
+    };
+    let mut out = Retired {
+        up_ms,
+        drain_ms: res.drain_ms,
+        connections_left: res.connections_left,
+        ..Default::default()
+    };
+    if let Some(st) = &res.steps {
+        out.stop_ms = st.stop_ms;
+        out.killed_after_ms = st.stop_killed.then_some(st.stop_timeout_ms);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

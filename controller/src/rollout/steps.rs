@@ -379,8 +379,11 @@ impl Rollout {
         cmd: proto::Command,
         timeout: Duration,
     ) -> Result<proto::CommandResult, HostFailure> {
-        let hub = &self.shared.hub;
-        let lost = |e: HubError| HostFailure::new(host, Left::Lost, e);
+        send(&self.shared.hub, self.grace_for(&cmd), host, cmd, timeout).await
+    }
+
+    /// How long `send` waits for a lost agent to come back before it sends `cmd` again.
+    pub(super) fn grace_for(&self, cmd: &proto::Command) -> Duration {
         let mut grace = self.shared.settings.reconnect_grace;
         if matches!(
             cmd.kind,
@@ -390,15 +393,28 @@ impl Rollout {
             // container, or starting the previous one again), then reports.
             grace += self.spec.readiness.deadline + self.spec.rollout.stop_timeout;
         }
-        match hub.send(host, cmd.clone(), timeout).await {
-            Ok(r) => Ok(r),
-            Err(HubError::Disconnected { .. } | HubError::NotConnected { .. }) => {
-                warn!(host, command = %cmd.command_id, "agent gone mid-command; waiting for it to reconnect");
-                hub.wait_connected(host, grace).await.map_err(lost)?;
-                hub.send(host, cmd, timeout).await.map_err(lost)
-            }
-            Err(e) => Err(lost(e)),
+        grace
+    }
+}
+
+/// Sends `cmd` to `host`; if the agent is gone, waits up to `grace` for it to come back
+/// and sends the same command id again.
+pub(super) async fn send(
+    hub: &crate::hub::AgentHub,
+    grace: Duration,
+    host: &str,
+    cmd: proto::Command,
+    timeout: Duration,
+) -> Result<proto::CommandResult, HostFailure> {
+    let lost = |e: HubError| HostFailure::new(host, Left::Lost, e);
+    match hub.send(host, cmd.clone(), timeout).await {
+        Ok(r) => Ok(r),
+        Err(HubError::Disconnected { .. } | HubError::NotConnected { .. }) => {
+            warn!(host, command = %cmd.command_id, "agent gone mid-command; waiting for it to reconnect");
+            hub.wait_connected(host, grace).await.map_err(lost)?;
+            hub.send(host, cmd, timeout).await.map_err(lost)
         }
+        Err(e) => Err(lost(e)),
     }
 }
 
