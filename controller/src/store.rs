@@ -271,6 +271,16 @@ CREATE TABLE IF NOT EXISTS events (
 );
 "#;
 
+/// The environment's name as shown: `(default)` for the implicit one of a spec without
+/// environments.
+pub fn environment_name(environment: &str) -> &str {
+    if environment.is_empty() {
+        "(default)"
+    } else {
+        environment
+    }
+}
+
 /// ` in environment "E"`, or nothing for the implicit environment.
 pub fn in_environment(environment: &str) -> String {
     if environment.is_empty() {

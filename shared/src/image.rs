@@ -181,9 +181,25 @@ fn valid_path_component(p: &str) -> bool {
     true
 }
 
+/// A digest shortened for people: the algorithm and 12 hex digits
+/// (`sha256:0123456789ab`); a string without an algorithm, its first 12 characters.
+pub fn short_digest(digest: &str) -> &str {
+    let end = digest.find(':').map_or(12, |i| i + 13);
+    digest.get(..end).unwrap_or(digest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_digests_keep_the_algorithm_and_twelve_digits() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(short_digest(d), "sha256:0123456789ab");
+        assert_eq!(short_digest("sha256:0123"), "sha256:0123");
+        assert_eq!(short_digest("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_digest(""), "");
+    }
 
     #[test]
     fn full_reference() {

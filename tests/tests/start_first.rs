@@ -71,6 +71,21 @@ async fn assert_one_container_serving(fleet: &Fleet, version: &str) {
     );
 }
 
+/// Lets `traffic` answer 200 more requests, stops it, and asserts that none failed and
+/// that no sample saw a server out of rotation.
+async fn assert_no_request_failed_and_none_left_rotation(traffic: Traffic, what: &str) {
+    traffic.more(200).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "{what}: {} requests, {} failed\n{}",
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+    seen.assert_no_failed_request();
+    assert_never_out_of_rotation(&seen);
+}
+
 /// No sample saw a server out of rotation: not DOWN, not drained, not in maintenance.
 fn assert_never_out_of_rotation(seen: &Seen) {
     assert_eq!(seen.max_out(), 0, "{}", seen.summary());
@@ -194,16 +209,7 @@ async fn start_first_hands_over_and_back_without_a_server_leaving_rotation() {
         "a rollback pulls nothing: {}",
         back.describe()
     );
-    traffic.more(200).await;
-    let seen = traffic.stop().await;
-    eprintln!(
-        "start-first and back: {} requests, {} failed\n{}",
-        seen.requests(),
-        seen.failed(),
-        seen.summary()
-    );
-    seen.assert_no_failed_request();
-    assert_never_out_of_rotation(&seen);
+    assert_no_request_failed_and_none_left_rotation(traffic, "start-first and back").await;
     assert_one_container_serving(&fleet, "v1").await;
 }
 
@@ -226,13 +232,10 @@ async fn a_never_ready_version_is_removed_and_the_old_container_keeps_serving() 
     let run = spawn_with_spec(&fleet, &spec, &["deploy", "--version", "never-ready"])
         .finish(STEP_TIMEOUT)
         .await;
-    traffic.more(200).await;
-    let seen = traffic.stop().await;
     assert_ne!(run.code, Some(0), "{}", run.describe());
     let snapshot = run.final_snapshot();
     assert_eq!(field(&snapshot, "state"), "rolled_back", "{snapshot}");
-    seen.assert_no_failed_request();
-    assert_never_out_of_rotation(&seen);
+    assert_no_request_failed_and_none_left_rotation(traffic, "a never-ready version").await;
     // The never-ready container is gone; the hosts run what they ran before, untouched.
     for (i, was) in before.iter().enumerate() {
         assert_eq!(&fleet.containers(i).await, was, "host {i}");
@@ -260,16 +263,7 @@ async fn a_controller_and_an_agent_killed_mid_handover_end_with_one_container_po
     let run = deploy.finish(STEP_TIMEOUT).await;
     assert_succeeded(&run, &fleet);
 
-    traffic.more(200).await;
-    let seen = traffic.stop().await;
-    eprintln!(
-        "controller and agent killed mid-handover: {} requests, {} failed\n{}",
-        seen.requests(),
-        seen.failed(),
-        seen.summary()
-    );
-    seen.assert_no_failed_request();
-    assert_never_out_of_rotation(&seen);
+    assert_no_request_failed_and_none_left_rotation(traffic, "killed mid-handover").await;
     assert_one_container_serving(&fleet, "v1").await;
 }
 

@@ -164,16 +164,14 @@ fn when(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn env_name(e: &str) -> &str {
-    if e.is_empty() { "(default)" } else { e }
-}
+use crate::store::environment_name as env_name;
 
 fn short_digest(d: &str) -> &str {
     if d.is_empty() {
-        return "-";
+        "-"
+    } else {
+        drover_shared::image::short_digest(d)
     }
-    let end = d.find(':').map_or(12, |i| i + 13).min(d.len());
-    &d[..end]
 }
 
 /// What each environment runs, then one block per release.

@@ -265,16 +265,13 @@ impl Rollout {
         if self.start_first() {
             return self.hand_over_hosts(ready, failed).await;
         }
-        let enables = join_all(ready.iter().map(|h| self.enable_host(h))).await;
+        let enables = join_all(ready.iter().map(|h| self.enable(h))).await;
         let mut done = vec![];
         let mut steps = vec![];
         for (host, r) in ready.iter().zip(enables) {
             match r {
-                Ok((host_steps, words)) => {
-                    steps.extend(host_steps);
-                    if !words.is_empty() {
-                        self.note(host, &words).await?;
-                    }
+                Ok(ms) => {
+                    steps.push(HostStep::new(host, StepKind::Up, ms));
                     done.push(host.clone());
                 }
                 Err(f) => failed.push(f),

@@ -20,7 +20,7 @@ use drover_proto::v1::{command, command_result};
 use futures::future::join_all;
 
 use super::flight::Rollout;
-use super::steps::{HostFailure, Left, failure, fmt_ms};
+use super::steps::{HostFailure, Left, failure, fmt_ms, killed_note};
 use std::time::Duration;
 
 use crate::spec::Order;
@@ -76,7 +76,7 @@ impl Retired {
     pub(super) fn host_steps(&self, host: &str) -> Vec<HostStep> {
         let mut stop = HostStep::new(host, StepKind::Stop, self.stop_ms);
         if let Some(ms) = self.killed_after_ms {
-            stop.note = killed_words(ms);
+            stop.note = killed_note(ms);
         }
         [
             HostStep::new(host, StepKind::Up, self.up_ms),
@@ -100,7 +100,7 @@ impl Retired {
             format!("its connections ended in {}", fmt_ms(self.drain_ms))
         };
         let stopped = match self.killed_after_ms {
-            Some(ms) => killed_words(ms),
+            Some(ms) => killed_note(ms),
             None => format!("stopped in {}", fmt_ms(self.stop_ms)),
         };
         format!(
@@ -108,13 +108,6 @@ impl Retired {
             fmt_ms(self.up_ms)
         )
     }
-}
-
-fn killed_words(ms: u64) -> String {
-    format!(
-        "old container ignored SIGTERM, killed after {}: consider `init = true` in [service]",
-        fmt_ms(ms)
-    )
 }
 
 impl Rollout {
@@ -153,22 +146,6 @@ impl Rollout {
             },
         );
         Ok(())
-    }
-
-    /// Puts a swapped `host` in rotation on its new container: re-enables it (stop-first)
-    /// or hands over to it (start-first). Returns the steps and, for a handover, what to
-    /// say about it.
-    pub(super) async fn enable_host(
-        &self,
-        host: &str,
-    ) -> Result<(Vec<HostStep>, String), HostFailure> {
-        if self.start_first() {
-            let r = self.hand_over(host).await?;
-            Ok((r.host_steps(host), r.words()))
-        } else {
-            let ms = self.enable(host).await?;
-            Ok((vec![HostStep::new(host, StepKind::Up, ms)], String::new()))
-        }
     }
 
     /// The start-first "enable", all at once: points `host`'s server at the container its

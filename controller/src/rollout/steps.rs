@@ -73,12 +73,9 @@ impl Swapped {
     /// The old container ignored SIGTERM and was killed at the stop timeout: what to
     /// say about it, with the fix.
     pub(super) fn killed_note(&self) -> Option<String> {
-        self.steps.stop_killed.then(|| {
-            format!(
-                "old container ignored SIGTERM, killed after {}: consider `init = true` in [service]",
-                fmt_ms(self.steps.stop_timeout_ms)
-            )
-        })
+        self.steps
+            .stop_killed
+            .then(|| killed_note(self.steps.stop_timeout_ms))
     }
 
     /// `(create 20ms, stop 110ms, start 40ms, ready 300ms)`, the steps that ran.
@@ -442,6 +439,14 @@ pub(super) fn failure(host: &str, r: &proto::CommandResult) -> HostFailure {
         Left::Unknown
     };
     HostFailure::new(host, left, detail)
+}
+
+/// An old container that ignored SIGTERM and was killed after `timeout_ms`, with the fix.
+pub(super) fn killed_note(timeout_ms: u64) -> String {
+    format!(
+        "old container ignored SIGTERM, killed after {}: consider `init = true` in [service]",
+        fmt_ms(timeout_ms)
+    )
 }
 
 pub(super) fn fmt_ms(ms: u64) -> String {

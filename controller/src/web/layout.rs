@@ -173,8 +173,7 @@ pub fn time(ms: u64) -> Markup {
 /// A digest shortened for a table (`sha256:0123456789ab`), whole on hover.
 pub fn digest(pinned: &str) -> Markup {
     let d = pinned.rsplit_once('@').map_or(pinned, |(_, d)| d);
-    let short = d.get(..19).unwrap_or(d);
-    html! { code title=(pinned) { (short) } }
+    html! { code title=(pinned) { (drover_shared::image::short_digest(d)) } }
 }
 
 /// The colour class of a deployment state.

@@ -114,10 +114,7 @@ pub async fn page(
     Ok(layout::page(page, &session, body))
 }
 
-/// The environment's name as shown ("" is the implicit one of a spec without any).
-pub fn env_name(e: &str) -> &str {
-    if e.is_empty() { "(default)" } else { e }
-}
+pub use crate::store::environment_name as env_name;
 
 fn cell(c: &Cell) -> Markup {
     html! {
