@@ -217,6 +217,7 @@ impl ContainerRuntime for FakeRuntime {
             finished_at: None,
             ports: spec.ports.clone(),
             addresses: vec![],
+            pid: None,
         });
         Ok(id)
     }

@@ -143,7 +143,7 @@ pub async fn retire<R: ContainerRuntime>(
         format!("waiting for the connections of {} to end", names.join(", ")),
     );
     let drain_timeout = Duration::from_millis(cmd.drain_timeout_ms);
-    let (drain, left) = wait_connections_end(rt, &old, drain_timeout).await;
+    let (drain, left) = wait_connections_end(&old, drain_timeout).await;
     out.drain_ms = ms(drain);
     out.connections_left = left;
     if left > 0 {
@@ -175,22 +175,15 @@ pub async fn retire<R: ContainerRuntime>(
 
 /// Waits until none of `old` has an established TCP connection on a port it listens on,
 /// or `timeout` passes. Returns the wait and the connections left. A container whose
-/// connections cannot be counted (no process table of its own to read) counts as none.
-async fn wait_connections_end<R: ContainerRuntime>(
-    rt: &R,
-    old: &[&ContainerInfo],
-    timeout: Duration,
-) -> (Duration, u32) {
+/// connections cannot be counted (no process, or a process table the agent cannot read)
+/// counts as none.
+async fn wait_connections_end(old: &[&ContainerInfo], timeout: Duration) -> (Duration, u32) {
     let start = Instant::now();
     loop {
         let mut left = 0;
         for c in old {
             let ports: Vec<u16> = c.ports.iter().map(|p| p.container_port).collect();
-            match rt.established_connections(&c.id, &ports).await {
-                Ok(Some(n)) => left += n,
-                Ok(None) => {}
-                Err(e) => warn!(container = %c.name, error = %e, "cannot count connections"),
-            }
+            left += established(c.pid, &ports).await.unwrap_or(0);
         }
         let waited = start.elapsed();
         if left == 0 || waited >= timeout {
@@ -198,6 +191,20 @@ async fn wait_connections_end<R: ContainerRuntime>(
         }
         tokio::time::sleep(DRAIN_POLL.min(timeout - waited)).await;
     }
+}
+
+/// The established TCP connections on `ports` in the network namespace of process `pid`
+/// (the container's main process; the agent runs on the host), `None` when it cannot
+/// be read.
+async fn established(pid: Option<u32>, ports: &[u16]) -> Option<u32> {
+    let pid = pid?;
+    let mut total = None;
+    for table in ["tcp", "tcp6"] {
+        if let Ok(text) = tokio::fs::read_to_string(format!("/proc/{pid}/net/{table}")).await {
+            *total.get_or_insert(0) += count_established(&text, ports);
+        }
+    }
+    total
 }
 
 /// Counts the ESTABLISHED sockets whose local port is one of `ports` in a

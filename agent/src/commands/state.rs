@@ -160,6 +160,7 @@ pub(crate) mod tests {
             finished_at: (state != RunState::Running).then_some(t + Duration::from_secs(1)),
             ports: vec![],
             addresses: vec![],
+            pid: None,
         }
     }
 

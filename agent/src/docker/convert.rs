@@ -181,6 +181,10 @@ pub(super) fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         health_output,
         restart_count: u32::try_from(c.restart_count.unwrap_or(0)).unwrap_or(u32::MAX),
         created: time(c.created.as_ref()),
+        pid: state
+            .pid
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0),
         started_at: time(state.started_at.as_ref()),
         finished_at: time(state.finished_at.as_ref()),
         ports: published,

@@ -231,32 +231,6 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn established_connections(
-        &self,
-        id: &str,
-        ports: &[u16],
-    ) -> Result<Option<u32>, RuntimeError> {
-        let docker = self.client().await?;
-        let pid = match docker.inspect_container(id, None).await {
-            Ok(c) => c.state.and_then(|s| s.pid).filter(|p| *p > 0),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => None,
-            Err(e) => return Err(self.engine_error(format!("inspect container {id}"), e)),
-        };
-        let Some(pid) = pid else { return Ok(None) };
-        // The container's network namespace, seen through its first process (the agent
-        // runs on the host, as root). An agent that cannot see it cannot tell.
-        let mut total = None;
-        for table in ["tcp", "tcp6"] {
-            if let Ok(text) = tokio::fs::read_to_string(format!("/proc/{pid}/net/{table}")).await {
-                let n = crate::commands::start_first::count_established(&text, ports);
-                total = Some(total.unwrap_or(0) + n);
-            }
-        }
-        Ok(total)
-    }
-
     async fn create(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
         let docker = self.client().await?;
         let options = CreateContainerOptionsBuilder::default()

@@ -268,18 +268,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         exec_id: &str,
     ) -> impl Future<Output = Result<ExecStatus, RuntimeError>> + Send;
 
-    /// How many established TCP connections the running container `id` has on any of its
-    /// own `ports` (connections into it, counted in its network namespace). `None` when
-    /// the engine cannot tell (the default).
-    fn established_connections(
-        &self,
-        id: &str,
-        ports: &[u16],
-    ) -> impl Future<Output = Result<Option<u32>, RuntimeError>> + Send {
-        let _ = (id, ports);
-        async { Ok(None) }
-    }
-
     /// Where a readiness probe reaches `container_port` of `info` (0 = its first published
     /// port): the published host address, else the container's own address.
     fn probe_address(&self, info: &ContainerInfo, container_port: u16) -> Option<SocketAddr> {
@@ -306,13 +294,6 @@ impl<T: ContainerRuntime> ContainerRuntime for Arc<T> {
     }
     fn ping(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         (**self).ping()
-    }
-    fn established_connections(
-        &self,
-        id: &str,
-        ports: &[u16],
-    ) -> impl Future<Output = Result<Option<u32>, RuntimeError>> + Send {
-        (**self).established_connections(id, ports)
     }
     fn resolve_digest(
         &self,

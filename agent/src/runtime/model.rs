@@ -181,6 +181,8 @@ pub struct ContainerInfo {
     pub ports: Vec<PublishedPort>,
     /// Addresses of the container on its networks.
     pub addresses: Vec<IpAddr>,
+    /// The host's process id of its main process while it runs.
+    pub pid: Option<u32>,
 }
 
 impl ContainerInfo {
