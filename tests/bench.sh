@@ -27,6 +27,12 @@
 #                                     # 10-host deploy over mTLS vs --insecure-dev,
 #                                     # interleaved) and bench_handshake (1,000 SIMULATED
 #                                     # agents connecting at once, mTLS vs plaintext)
+#   tests/bench.sh scale              # bench_scale: 10,000 agents (the REAL agent code
+#                                     # on a SIMULATED container engine, in 10
+#                                     # processes) against one drover serve over mTLS:
+#                                     # enroll, reconnect storms, RSS, two deploys in
+#                                     # 10% batches (CPU per host), a fan-out to all
+#   BENCH_SCALE_AGENTS=2000 tests/bench.sh scale   # fewer agents (default 10000)
 #   BENCH_ROUNDS=20 tests/bench.sh    # more swap rounds in bench_agent
 #   BENCH_REPEAT=3 tests/bench.sh     # repeat bench_rollout's comparisons (medians)
 #   BENCH_TLS_REPEAT=8 tests/bench.sh tls   # rounds of bench_rollout --tls-cost (default 6)
@@ -49,8 +55,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | restore | watch | dora | hooks | web) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks, web)" ;;
+        agent | rollout | tls | restore | watch | dora | hooks | web | scale) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks, web, scale)" ;;
     esac
 done
 
@@ -88,7 +94,7 @@ fi
 export DROVER_BIN_DIR="$target/release"
 export DROVER_DEMO_APP="$target/$target_triple/release/demo-app"
 
-# --- open files: one per simulated agent (bench_handshake), here and in the controller --
+# --- open files: one per simulated agent (bench_handshake, bench_scale), in the controller --
 # (bench_web's agents share connections: a few hundred sockets for 10,000 of them)
 want_files=65536
 hard_files=$(ulimit -Hn)
@@ -164,6 +170,12 @@ for b in "$@"; do
             args=(--rounds "${BENCH_WEB_ROUNDS:-20}")
             say "bench_web ${args[*]}  (log: $out/web-$stamp.txt)"
             "$target/release/bench_web" "${args[@]}" 2>&1 | tee "$out/web-$stamp.txt" \
+                || status=1
+            ;;
+        scale)
+            args=(--agents "${BENCH_SCALE_AGENTS:-10000}")
+            say "bench_scale ${args[*]}  (open files: $(ulimit -Sn); log: $out/scale-$stamp.txt)"
+            "$target/release/bench_scale" "${args[@]}" 2>&1 | tee "$out/scale-$stamp.txt" \
                 || status=1
             ;;
         dora)

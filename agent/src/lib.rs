@@ -21,6 +21,8 @@ pub mod logs;
 pub mod renewal;
 pub mod runtime;
 pub mod secrets;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 #[cfg(test)]
 mod testing;

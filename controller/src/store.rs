@@ -619,7 +619,23 @@ impl Store {
         error: Option<String>,
         message: &str,
     ) -> Result<(), StoreError> {
-        let (id, hosts, message) = (id.to_string(), hosts.to_vec(), message.to_string());
+        let each = hosts
+            .iter()
+            .map(|h| (h.clone(), message.to_string()))
+            .collect();
+        self.set_hosts_each(id, each, phase, error).await
+    }
+
+    /// Moves several hosts of one deployment to `phase` in one transaction, each with
+    /// its own event message: `(host, message)`.
+    pub async fn set_hosts_each(
+        &self,
+        id: &str,
+        hosts: Vec<(String, String)>,
+        phase: HostPhase,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
             let now = now_ms();
@@ -630,7 +646,7 @@ impl Store {
                         finished_ms = CASE WHEN ?7 THEN ?6 ELSE finished_ms END
                      WHERE deployment_id = ?1 AND host = ?2",
                 )?;
-                for h in &hosts {
+                for (h, message) in &hosts {
                     stmt.execute(params![
                         id,
                         h,
@@ -640,7 +656,7 @@ impl Store {
                         now,
                         phase.is_final()
                     ])?;
-                    insert_event(&tx, &id, h, &message, Some(phase), None)?;
+                    insert_event(&tx, &id, h, message, Some(phase), None)?;
                 }
             }
             tx.commit()?;
@@ -672,6 +688,24 @@ impl Store {
         let (id, host, message) = (id.to_string(), host.to_string(), message.to_string());
         self.with(move |c| Ok(insert_event(c, &id, &host, &message, None, None)?))
             .await
+    }
+
+    /// Appends several informational lines, `(host, message)`, in one transaction.
+    pub async fn add_events(
+        &self,
+        id: &str,
+        lines: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for (host, message) in &lines {
+                insert_event(&tx, &id, host, message, None, None)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Sequence number of the deployment's newest event (0: none).

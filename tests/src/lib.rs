@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_controller;
 pub mod browser;
 pub mod commands;
 pub mod controller;

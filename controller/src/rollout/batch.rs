@@ -95,8 +95,12 @@ impl Rollout {
         if todo.is_empty() {
             return Ok(Ok(()));
         }
-        let names = todo.join(", ");
-        let msg = format!("batch {}/{}: {names}", batch + 1, self.batch_count());
+        let msg = format!(
+            "batch {}/{}: {}",
+            batch + 1,
+            self.batch_count(),
+            name_list(&todo)
+        );
         self.note("", &msg).await?;
         if let Some(reason) = self.lost_before_batch(&todo).await? {
             return Ok(Err(reason));
@@ -152,10 +156,15 @@ impl Rollout {
             self.set_host_phase(h, HostPhase::Failed, Some(msg.clone()), msg)
                 .await?;
         }
-        for h in todo.iter().filter(|h| !lost.iter().any(|(l, _)| l == *h)) {
-            self.note(h, "untouched: another host of its batch is unreachable")
-                .await?;
-        }
+        let untouched = todo
+            .iter()
+            .filter(|h| !lost.iter().any(|(l, _)| l == *h))
+            .map(|h| {
+                let why = "untouched: another host of its batch is unreachable";
+                (h.clone(), why.to_string())
+            })
+            .collect();
+        self.notes(untouched).await?;
         let reasons: Vec<&str> = lost.iter().map(|(_, m)| m.as_str()).collect();
         Ok(Some(reasons.join("; ")))
     }
@@ -188,16 +197,15 @@ impl Rollout {
             self.set_host_phase(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
                 .await?;
         }
-        for h in hosts
+        let untouched = hosts
             .iter()
             .filter(|h| !failed.iter().any(|f| &f.host == *h))
-        {
-            self.note(
-                h,
-                "untouched: the new container could not be created on another host of its batch",
-            )
-            .await?;
-        }
+            .map(|h| {
+                let why = "untouched: the new container could not be created on another host of its batch";
+                (h.clone(), why.to_string())
+            })
+            .collect();
+        self.notes(untouched).await?;
         Ok(Err(failed.remove(0)))
     }
 
@@ -212,16 +220,18 @@ impl Rollout {
         let drains = join_all(hosts.iter().map(|h| self.drain(h))).await;
         let mut failed: Vec<HostFailure> = vec![];
         let mut swap_now = vec![];
+        let mut drained = vec![];
         for (host, r) in hosts.iter().zip(drains) {
             match r {
                 Ok((msg, ms)) => {
-                    self.note(host, &msg).await?;
+                    drained.push((host.clone(), msg));
                     steps.push(HostStep::new(host, StepKind::Drain, ms));
                     swap_now.push(host.clone());
                 }
                 Err(f) => failed.push(f),
             }
         }
+        self.notes(drained).await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         if !failed.is_empty() {
@@ -240,6 +250,7 @@ impl Rollout {
         let swaps = join_all(swap_now.iter().map(|h| self.swap(h)));
         let swaps = self.with_checks_held(&swap_now, swaps).await;
         let mut ready = vec![];
+        let mut enabling = vec![];
         let mut steps = vec![];
         for (host, r) in swap_now.iter().zip(swaps) {
             match r {
@@ -251,14 +262,15 @@ impl Rollout {
                         fmt_ms(sw.ready_after_ms),
                         sw.words()
                     );
-                    self.set_host_phase(host, HostPhase::Enabling, None, &msg)
-                        .await?;
+                    enabling.push((host.clone(), msg));
                     steps.extend(sw.host_steps(host));
                     ready.push(host.clone());
                 }
                 Err(f) => failed.push(f),
             }
         }
+        self.set_phase_each(enabling, HostPhase::Enabling, None)
+            .await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         let ready = self.checked_after_batch(ready, &mut failed).await?;
@@ -491,13 +503,12 @@ impl Rollout {
         .await;
         let mut all_back = true;
         let mut steps = vec![];
+        let mut back = vec![];
         for (host, r) in hosts.iter().zip(undos) {
             match r {
                 Ok((version, undo_steps)) => {
                     steps.extend(undo_steps);
-                    let msg = format!("back on {version} and in rotation");
-                    self.set_host_phase(host, HostPhase::RolledBack, None, &msg)
-                        .await?;
+                    back.push((host.clone(), format!("back on {version} and in rotation")));
                 }
                 Err(f) => {
                     all_back = false;
@@ -507,10 +518,29 @@ impl Rollout {
                 }
             }
         }
+        self.set_phase_each(back, HostPhase::RolledBack, None)
+            .await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         Ok(all_back)
     }
+}
+
+/// How many names an event lists before it only counts the rest.
+const LISTED: usize = 20;
+
+/// `h1, h2, h3`; past [`LISTED`] names, the first ones and how many more (a batch of a
+/// large fleet holds hundreds).
+fn name_list(names: &[String]) -> String {
+    if names.len() <= LISTED {
+        return names.join(", ");
+    }
+    format!(
+        "{} hosts: {} and {} more",
+        names.len(),
+        names[..LISTED].join(", "),
+        names.len() - LISTED
+    )
 }
 
 /// A failure's message without the host name it starts with.
@@ -518,4 +548,19 @@ fn strip_host(f: &HostFailure) -> &str {
     f.message
         .strip_prefix(&format!("{}: ", f.host))
         .unwrap_or(&f.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_list;
+
+    #[test]
+    fn a_long_batch_lists_its_first_hosts_and_counts_the_rest() {
+        let few: Vec<String> = (1..=3).map(|i| format!("h{i}")).collect();
+        assert_eq!(name_list(&few), "h1, h2, h3");
+        let many: Vec<String> = (1..=1000).map(|i| format!("h{i}")).collect();
+        let listed = name_list(&many);
+        assert!(listed.starts_with("1000 hosts: h1, h2, "), "{listed}");
+        assert!(listed.ends_with("h20 and 980 more"), "{listed}");
+    }
 }

@@ -4,6 +4,7 @@
 //! transition written as a compare-and-set), [`Rollout::set_phase`] (host phases) and
 //! [`Rollout::note`] (events); everything else reads.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,17 +135,37 @@ impl Rollout {
         error: Option<String>,
         message: &str,
     ) -> Result<()> {
+        let each = hosts
+            .iter()
+            .map(|h| (h.clone(), message.to_string()))
+            .collect();
+        self.set_phase_each(each, phase, error).await
+    }
+
+    /// Records `phase` for several hosts, each with its own message `(host, message)`,
+    /// in one store write.
+    pub(super) async fn set_phase_each(
+        &mut self,
+        hosts: Vec<(String, String)>,
+        phase: HostPhase,
+        error: Option<String>,
+    ) -> Result<()> {
         if hosts.is_empty() {
             return Ok(());
         }
         self.shared
             .store
-            .set_hosts(&self.d.id, hosts, phase, error, message)
+            .set_hosts_each(&self.d.id, hosts.clone(), phase, error)
             .await?;
-        for h in self.hosts.iter_mut().filter(|h| hosts.contains(&h.host)) {
+        let changed: HashSet<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+        for h in self
+            .hosts
+            .iter_mut()
+            .filter(|h| changed.contains(h.host.as_str()))
+        {
             h.phase = phase;
         }
-        for h in hosts {
+        for (h, message) in &hosts {
             self.shared.metrics.host_phase(&self.d.id, h, phase);
             info!(host = %h, phase = %phase, "{message}");
         }
@@ -168,6 +189,19 @@ impl Rollout {
     pub(super) async fn note(&self, host: &str, message: &str) -> Result<()> {
         self.shared.store.event(&self.d.id, host, message).await?;
         info!(host, "{message}");
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// Records several host events, `(host, message)`, in one store write.
+    pub(super) async fn notes(&self, lines: Vec<(String, String)>) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        for (host, message) in &lines {
+            info!(host, "{message}");
+        }
+        self.shared.store.add_events(&self.d.id, lines).await?;
         self.shared.notify();
         Ok(())
     }

@@ -217,6 +217,7 @@ impl Rollout {
     ) -> super::flight::Result<Result<(), HostFailure>> {
         let earlier = self.finish_retires().await?;
         let points = join_all(ready.iter().map(|h| self.point(h))).await;
+        let (mut pointed, mut done) = (vec![], vec![]);
         for (host, r) in ready.iter().zip(points) {
             match r {
                 Ok(Some((up_ms, to))) => {
@@ -225,17 +226,18 @@ impl Rollout {
                         to.port,
                         fmt_ms(up_ms)
                     );
-                    self.note(host, &msg).await?;
+                    pointed.push((host.clone(), msg));
                     self.spawn_retire(host, up_ms, &to);
                 }
                 Ok(None) => {
                     let msg = format!("runs {} and is in rotation", self.d.version);
-                    self.set_host_phase(host, HostPhase::Done, None, &msg)
-                        .await?;
+                    done.push((host.clone(), msg));
                 }
                 Err(f) => failed.push(f),
             }
         }
+        self.notes(pointed).await?;
+        self.set_phase_each(done, HostPhase::Done, None).await?;
         self.note_lb_notices().await?;
         if !failed.is_empty() {
             self.restore(&[], &failed).await?;
@@ -268,6 +270,7 @@ impl Rollout {
     pub(super) async fn finish_retires(&mut self) -> super::flight::Result<Option<HostFailure>> {
         let mut first = None;
         let mut steps = vec![];
+        let mut finished = vec![];
         for r in std::mem::take(&mut self.retiring) {
             let outcome = match r.task.await {
                 Ok(sent) => sent.and_then(|res| retired(&r.host, r.up_ms, &res)),
@@ -286,8 +289,7 @@ impl Rollout {
                         self.d.version,
                         done.words()
                     );
-                    self.set_host_phase(&r.host, HostPhase::Done, None, &msg)
-                        .await?;
+                    finished.push((r.host.clone(), msg));
                 }
                 Err(f) => {
                     let msg = format!(
@@ -300,6 +302,7 @@ impl Rollout {
                 }
             }
         }
+        self.set_phase_each(finished, HostPhase::Done, None).await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         Ok(first)
     }
