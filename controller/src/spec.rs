@@ -162,14 +162,19 @@ impl ServiceSpec {
         let selector = Selector::parse(&raw.targets.selector)
             .map_err(|e| invalid("targets.selector", e.to_string()))?;
         let readiness = ReadinessSection::from_raw(raw.readiness)?;
+        let says_none = raw
+            .load_balancer
+            .as_ref()
+            .is_some_and(traffic::RawLoadBalancer::says_none);
         let load_balancer = raw
             .load_balancer
             .map(LoadBalancerSection::from_raw)
-            .transpose()?;
+            .transpose()?
+            .flatten();
         raw.secrets.check(&service)?;
         let schedule = raw.schedule.validate()?;
         let rollout = RolloutSection::from_raw(raw.rollout)?;
-        check_order(&service, &rollout)?;
+        check_order(&service, &rollout, says_none)?;
         raw.canary.check()?;
         if let Some(registry) = &raw.registry {
             registry.check()?;
@@ -228,14 +233,23 @@ impl ServiceSpec {
 }
 
 /// Start-first runs two containers of the service on one host at once: each needs its
-/// own host port.
-fn check_order(service: &ServiceSection, rollout: &RolloutSection) -> Result<(), SpecError> {
+/// own host port, and a load balancer to point at the new one (`no_load_balancer`: the
+/// spec says `load_balancer.kind = "none"`).
+fn check_order(
+    service: &ServiceSection,
+    rollout: &RolloutSection,
+    no_load_balancer: bool,
+) -> Result<(), SpecError> {
     match rollout.order {
         Order::StopFirst if service.host_ports.is_some() => Err(invalid(
             "service.host_ports",
             "is for rollout.order = \"start-first\"; a stop-first rollout publishes one port: set service.host_port",
         )),
         Order::StopFirst => Ok(()),
+        Order::StartFirst if no_load_balancer => Err(invalid(
+            "rollout.order",
+            "\"start-first\" hands each host over by pointing the load balancer at the new container's port, and load_balancer.kind = \"none\" has none: use rollout.order = \"stop-first\" (the default)",
+        )),
         Order::StartFirst if service.network == "host" => Err(invalid(
             "service.network",
             "\"host\": with host networking two containers cannot listen on one host at once; use a bridge network or rollout.order = \"stop-first\"",

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use drover_controller::lb::{AdminState, OpStatus};
 use drover_proto::v1::DeployRequest;
-use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, field, host_in_batch, phases};
+use drover_tests::fleet::{
+    CLI_TIMEOUT, Fleet, FleetOptions, field, host_in_batch, hosts_in_phase, phases,
+};
 use drover_tests::traffic::Traffic;
-use serde_json::Value;
 use tokio::time::Instant;
 
 /// How long a deployment may take to show a given step.
@@ -194,12 +195,7 @@ async fn a_version_that_never_gets_ready_is_rolled_back_and_v1_keeps_serving() {
         ["rolled_back", "failed"].contains(&field(&snapshot, "state")),
         "{snapshot}"
     );
-    let failed: Vec<&Value> = snapshot["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .filter(|h| field(h, "phase") == "failed")
-        .collect();
+    let failed = hosts_in_phase(&snapshot, "failed");
     assert_eq!(
         failed.len(),
         1,

@@ -42,6 +42,9 @@ pub async fn run(
     Ok(0)
 }
 
+/// What a plan says of a service without a load balancer.
+const NOT_DRAINED: &str = "no load balancer (kind = \"none\"): hosts are not drained; a batch's hosts stop serving while they swap";
+
 /// Whether `h` moves to another version (a host already on it is swapped again).
 fn changes(h: &DeploymentHostInfo) -> bool {
     h.from_version != h.to_version
@@ -122,6 +125,9 @@ pub fn plan_text(p: &PlanResponse, rerun: &str) -> String {
         let _ = write!(hosts, ", {same} already run {} (swapped again)", p.version);
     }
     row(w, "hosts", &hosts);
+    if p.no_load_balancer {
+        row(w, "drain", NOT_DRAINED);
+    }
     row(
         w,
         "capacity",
@@ -129,6 +135,11 @@ pub fn plan_text(p: &PlanResponse, rerun: &str) -> String {
             format!(
                 "no host leaves rotation (start-first); at most {} hand over at once",
                 p.max_batch
+            )
+        } else if p.no_load_balancer {
+            format!(
+                "at most {} out of service at once, while they swap",
+                p.max_out_of_rotation
             )
         } else {
             format!("at most {} out of rotation at once", p.max_out_of_rotation)
@@ -244,6 +255,7 @@ pub fn plan_json(p: &PlanResponse) -> Value {
         "windows": p.windows,
         "max_out_of_rotation": p.max_out_of_rotation,
         "start_first": p.start_first,
+        "load_balancer": if p.no_load_balancer { "none" } else { "haproxy" },
         "changing_hosts": p.hosts.iter().filter(|h| changes(h)).count(),
         "unchanged_hosts": p.hosts.iter().filter(|h| !changes(h)).count(),
         "stages": stages,
@@ -310,6 +322,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn text_and_json_say_a_service_without_a_load_balancer_is_not_drained() {
+        let plain = staged();
+        let text = plan_text(&plain, "drover deploy");
+        assert!(!text.contains("not drained"), "{text}");
+        assert!(text.contains("  capacity  at most 2 out of rotation at once\n"));
+        assert_eq!(plan_json(&plain)["load_balancer"], "haproxy");
+        let none = PlanResponse {
+            no_load_balancer: true,
+            ..staged()
+        };
+        let text = plan_text(&none, "drover deploy");
+        for line in [
+            "  drain     no load balancer (kind = \"none\"): hosts are not drained; a batch's hosts stop serving while they swap\n",
+            "  capacity  at most 2 out of service at once, while they swap\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        assert_eq!(plan_json(&none)["load_balancer"], "none");
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub(super) fn plan_response(p: Plan) -> proto::PlanResponse {
         max_out_of_rotation: max_out,
         start_first,
         max_batch,
+        no_load_balancer: p.no_load_balancer,
         starts_ms: p.starts.map_or(0, |t| t.as_millisecond().max(0) as u64),
         held_by: p.held_by.unwrap_or_default(),
         windows: p.windows,

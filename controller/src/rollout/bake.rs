@@ -30,7 +30,7 @@ impl Rollout {
         let baseline: Vec<String> = self.hosts_in(&[HostPhase::Pending, HostPhase::Prepared]);
         let interval = self.spec.canary.interval;
         let msg = format!(
-            "baking stage {} for {}: watching {} against {} every {}",
+            "baking stage {} for {}: watching {} against {} every {}{}",
             stage + 1,
             humantime::format_duration(bake),
             canary.join(", "),
@@ -39,7 +39,12 @@ impl Rollout {
             } else {
                 baseline.join(", ")
             },
-            humantime::format_duration(interval)
+            humantime::format_duration(interval),
+            if self.lb.is_none() {
+                " (no load balancer: only the canary containers, no request counters)"
+            } else {
+                ""
+            }
         );
         // A rollout resumed by a new controller may already be baking this stage.
         if self.d.state != DeploymentState::Baking {

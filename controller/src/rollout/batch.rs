@@ -1,5 +1,6 @@
-//! One batch (drain, swap, ready, enable, for its hosts in parallel), and the restores
-//! after a failure, in parallel too.
+//! One batch (drain, swap, ready, enable, for its hosts in parallel; swap and ready only
+//! for a service without a load balancer), and the restores after a failure, in
+//! parallel too.
 //!
 //! The plan's batch size is also its promise about capacity: never more hosts out of
 //! rotation at once. A host left drained (its agent lost mid-command, or it could not be
@@ -215,8 +216,12 @@ impl Rollout {
             Ok(created) => created,
             Err(f) => return Ok(Err(f)),
         };
-        self.set_phase(hosts, HostPhase::Draining, None, "draining")
-            .await?;
+        // Without a load balancer nothing is drained: the hosts go straight to their swap.
+        let balanced = self.lb.is_some();
+        if balanced {
+            self.set_phase(hosts, HostPhase::Draining, None, "draining")
+                .await?;
+        }
         let drains = join_all(hosts.iter().map(|h| self.drain(h))).await;
         let mut failed: Vec<HostFailure> = vec![];
         let mut swap_now = vec![];
@@ -225,7 +230,9 @@ impl Rollout {
             match r {
                 Ok((msg, ms)) => {
                     drained.push((host.clone(), msg));
-                    steps.push(HostStep::new(host, StepKind::Drain, ms));
+                    if balanced {
+                        steps.push(HostStep::new(host, StepKind::Drain, ms));
+                    }
                     swap_now.push(host.clone());
                 }
                 Err(f) => failed.push(f),
@@ -257,10 +264,11 @@ impl Rollout {
                 Ok(sw) => {
                     let killed = sw.killed_note().map_or(String::new(), |n| format!("; {n}"));
                     let msg = format!(
-                        "{} ready after {}{}; enabling{killed}",
+                        "{} ready after {}{}{}{killed}",
                         self.d.version,
                         fmt_ms(sw.ready_after_ms),
-                        sw.words()
+                        sw.words(),
+                        if balanced { "; enabling" } else { "" }
                     );
                     enabling.push((host.clone(), msg));
                     steps.extend(sw.host_steps(host));
@@ -283,7 +291,9 @@ impl Rollout {
         for (host, r) in ready.iter().zip(enables) {
             match r {
                 Ok(ms) => {
-                    steps.push(HostStep::new(host, StepKind::Up, ms));
+                    if balanced {
+                        steps.push(HostStep::new(host, StepKind::Up, ms));
+                    }
                     done.push(host.clone());
                 }
                 Err(f) => failed.push(f),
@@ -294,7 +304,11 @@ impl Rollout {
         for _ in &done {
             self.shared.metrics.host_swapped();
         }
-        let msg = format!("runs {} and is in rotation", self.d.version);
+        let msg = if balanced {
+            format!("runs {} and is in rotation", self.d.version)
+        } else {
+            format!("runs {} (no load balancer)", self.d.version)
+        };
         self.set_phase(&done, HostPhase::Done, None, &msg).await?;
         if failed.is_empty() {
             return Ok(Ok(()));
@@ -495,9 +509,14 @@ impl Rollout {
             let hosts = std::slice::from_ref(h);
             let (version, undone) = this.with_checks_held(hosts, this.undo(h)).await?;
             let up_ms = this.enable(h).await?;
-            let mut steps = vec![HostStep::new(h, StepKind::Drain, drain_ms)];
+            // Without a load balancer only the undo's own steps ran.
+            let balanced = this.lb.is_some();
+            let mut steps: Vec<HostStep> = balanced
+                .then(|| HostStep::new(h, StepKind::Drain, drain_ms))
+                .into_iter()
+                .collect();
             steps.extend(undone.host_steps(h));
-            steps.push(HostStep::new(h, StepKind::Up, up_ms));
+            steps.extend(balanced.then(|| HostStep::new(h, StepKind::Up, up_ms)));
             Ok::<_, HostFailure>((version, steps))
         }))
         .await;

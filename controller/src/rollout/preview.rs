@@ -64,6 +64,9 @@ pub struct Plan {
     pub new_release: bool,
     /// Hosts hand over start-first (`rollout.order`): none leaves rotation.
     pub start_first: bool,
+    /// The spec has no load balancer (`load_balancer.kind = "none"`): nothing is drained,
+    /// and a batch's hosts stop serving while they swap.
+    pub no_load_balancer: bool,
 }
 
 impl Plan {
@@ -150,6 +153,7 @@ impl Deployer {
             hosts,
             new_release,
             start_first: spec.rollout.order == crate::spec::Order::StartFirst,
+            no_load_balancer: spec.load_balancer.is_none(),
         })
     }
 

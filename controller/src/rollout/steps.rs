@@ -120,7 +120,10 @@ impl Rollout {
     /// what to say and how long the wait took.
     pub(super) async fn drain(&self, host: &str) -> Result<(String, u64), HostFailure> {
         let Some(lb) = &self.lb else {
-            return Ok(("no load balancer configured".into(), 0));
+            return Ok((
+                "not drained: no load balancer; it stops serving while it swaps".into(),
+                0,
+            ));
         };
         if self.start_first() {
             return Ok(("start-first: stays in rotation".into(), 0));

@@ -9,7 +9,9 @@
 //! definition for every environment.
 //!
 //! An overlay is merged into the spec as written, table by table (a key the overlay
-//! sets replaces the spec's, a table it sets is merged key by key), and the result is
+//! sets replaces the spec's, a table it sets is merged key by key, except a
+//! `load_balancer` of another `kind`, which replaces the spec's: `load_balancer = { kind
+//! = "none" }` takes the load balancer away in that environment), and the result is
 //! parsed as any spec is, so every environment is checked once, here, when the file is
 //! read. A spec without `[env.*]` has one implicit environment, named `""`.
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use super::traffic::default_lb_kind;
 use super::{ServiceSpec, SpecError, invalid, valid_service_name};
 use crate::slo::{RawSlo, SloSpec};
 
@@ -269,9 +272,12 @@ fn resolve(base: &Table, name: &str, overlay: Value) -> Result<Environment, Spec
                 merge(env, Value::Table(vars));
             }
         } else if OVERRIDABLE.contains(&key.as_str()) {
+            let replace = merged
+                .get(&key)
+                .is_some_and(|existing| replaces(&key, existing, &value));
             match merged.get_mut(&key) {
-                Some(existing) => merge(existing, value),
-                None => {
+                Some(existing) if !replace => merge(existing, value),
+                _ => {
                     merged.insert(key, value);
                 }
             }
@@ -298,7 +304,7 @@ fn resolve(base: &Table, name: &str, overlay: Value) -> Result<Environment, Spec
     if gates.slo.is_some() && spec.load_balancer.is_none() {
         return Err(invalid(
             "slo",
-            "an error budget is measured on the load balancer: give the environment a [load_balancer]",
+            "an error budget is measured on the load balancer's counters, and this environment has no load balancer (no [load_balancer], or kind = \"none\"): give it an HAProxy [load_balancer], or remove slo",
         ));
     }
     Ok(Environment {
@@ -306,6 +312,17 @@ fn resolve(base: &Table, name: &str, overlay: Value) -> Result<Environment, Spec
         spec,
         gates,
     })
+}
+
+/// Whether the overlay of section `key` replaces the spec's `base` section instead of
+/// merging into it: a `load_balancer` of another `kind` is another load balancer (or,
+/// with `kind = "none"`, none at all), and none of the spec's keys carry over to it.
+fn replaces(key: &str, base: &Value, overlay: &Value) -> bool {
+    if key != "load_balancer" {
+        return false;
+    }
+    let kind = |v: &Value| v.get("kind").and_then(Value::as_str).map(str::to_string);
+    kind(overlay).is_some_and(|k| k != kind(base).unwrap_or_else(default_lb_kind))
 }
 
 /// Merges `overlay` into `base`: tables key by key, anything else replaced.

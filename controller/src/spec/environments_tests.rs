@@ -101,11 +101,19 @@ fn environments_must_be_named_and_known() {
     );
 }
 
+/// `SPEC` without its environments.
+fn base() -> &'static str {
+    SPEC.split("[env.staging]").next().unwrap()
+}
+
+/// Why `SPEC`'s base with `overlay` as `[env.production]` is refused.
 fn refusal(overlay: &str) -> String {
-    let text = format!(
-        "{}\n[env.production]\n{overlay}\n",
-        SPEC.split("[env.staging]").next().unwrap()
-    );
+    refusal_over(base(), overlay)
+}
+
+/// Why `base` with `overlay` as `[env.production]` is refused.
+fn refusal_over(base: &str, overlay: &str) -> String {
+    let text = format!("{base}\n[env.production]\n{overlay}\n");
     SpecFile::parse(&text).unwrap_err().to_string()
 }
 
@@ -168,6 +176,81 @@ fn a_bad_environment_name_is_refused() {
     let e = SpecFile::parse(&text).unwrap_err().to_string();
     assert!(
         e.contains("\"Prod\"") && e.contains("environment name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_overlay_of_kind_none_removes_the_load_balancer_there_only() {
+    let overlays = r#"
+[env.workers]
+targets = { selector = "role=worker" }
+load_balancer = { kind = "none" }
+
+[env.web]
+load_balancer = { backend = "web-2" }
+"#;
+    let file = SpecFile::parse(&format!("{}{overlays}", base())).unwrap();
+    let workers = file.environment(Some("workers")).unwrap();
+    assert_eq!(workers.spec.load_balancer, None);
+    let stored = workers.spec.to_toml();
+    assert_eq!(ServiceSpec::from_toml(&stored).unwrap(), workers.spec);
+    let web = file.environment(Some("web")).unwrap();
+    let lb = web.spec.load_balancer.as_ref().unwrap();
+    assert_eq!(lb.backend, "web-2");
+    assert_eq!(lb.runtime, ["127.0.0.1:9999"]);
+    assert!(file.base().load_balancer.is_some());
+}
+
+#[test]
+fn an_overlay_of_another_kind_replaces_a_base_of_kind_none() {
+    let none = base().replace(
+        "runtime = [\"127.0.0.1:9999\"]\nbackend = \"web\"",
+        "kind = \"none\"",
+    );
+    let overlays = r#"
+[env.production]
+load_balancer = { kind = "haproxy", runtime = ["127.0.0.1:9998"], backend = "web" }
+
+[env.staging]
+"#;
+    let file = SpecFile::parse(&format!("{none}{overlays}")).unwrap();
+    assert_eq!(file.base().load_balancer, None);
+    let staging = file.environment(Some("staging")).unwrap();
+    assert_eq!(staging.spec.load_balancer, None);
+    let production = file.environment(Some("production")).unwrap();
+    let lb = production.spec.load_balancer.unwrap();
+    assert_eq!(lb.runtime, ["127.0.0.1:9998"]);
+    // Keys of a load balancer merged into a base without one name the key and the fix.
+    let e = refusal_over(&none, "load_balancer = { backend = \"web\" }");
+    assert!(
+        e.starts_with("in [env.production]:")
+            && e.contains("`load_balancer.backend`")
+            && e.contains("set kind = \"haproxy\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn what_needs_a_load_balancer_is_refused_with_kind_none() {
+    let none = "load_balancer = { kind = \"none\" }";
+    let e = refusal(&format!(
+        "{none}\nslo = {{ availability = \"99.5%\", window = \"30d\" }}"
+    ));
+    assert!(
+        e.starts_with("in [env.production]:")
+            && e.contains("`slo`")
+            && e.contains("no load balancer"),
+        "{e}"
+    );
+    let start_first = base()
+        .replace("port = 8080", "port = 8080\nhost_ports = [8080, 8081]")
+        .replace("[rollout]", "[rollout]\norder = \"start-first\"");
+    let e = refusal_over(&start_first, none);
+    assert!(
+        e.starts_with("in [env.production]:")
+            && e.contains("`rollout.order`")
+            && e.contains("stop-first"),
         "{e}"
     );
 }

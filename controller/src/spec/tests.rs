@@ -201,11 +201,60 @@ fn start_first_where_it_cannot_work_is_refused_naming_the_key() {
             "rollout.order",
             "sideways",
         ),
+        (
+            start_first("host_ports = [8080, 8081]") + "\n[load_balancer]\nkind = \"none\"\n",
+            "rollout.order",
+            "kind = \"none\"",
+        ),
     ];
     for (text, key, words) in cases {
         let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
         assert!(e.contains(key) && e.contains(words), "{e}\n{text}");
     }
+}
+
+#[test]
+fn kind_none_has_no_load_balancer_and_round_trips() {
+    let text = format!("{MINIMAL}\n[load_balancer]\nkind = \"none\"\n");
+    let s = ServiceSpec::from_toml(&text).unwrap();
+    assert_eq!(s.load_balancer, None);
+    // The same spec as one without the section: it rolls without drain.
+    assert_eq!(s, ServiceSpec::from_toml(MINIMAL).unwrap());
+    let stored = s.to_toml();
+    assert!(!stored.contains("load_balancer"), "{stored}");
+    assert_eq!(ServiceSpec::from_toml(&stored).unwrap(), s);
+}
+
+#[test]
+fn kind_none_refuses_the_keys_of_a_load_balancer_naming_them() {
+    for (extra, key) in [
+        ("runtime = [\"127.0.0.1:9999\"]", "load_balancer.runtime"),
+        ("runtime = []", "load_balancer.runtime"),
+        ("backend = \"web\"", "load_balancer.backend"),
+        ("server_name = \"web-{host}\"", "load_balancer.server_name"),
+    ] {
+        let text = format!("{MINIMAL}\n[load_balancer]\nkind = \"none\"\n{extra}\n");
+        let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("`{key}`"))
+                && e.contains("not used with kind = \"none\" (no load balancer): remove it"),
+            "{extra}: {e}"
+        );
+    }
+    let text = format!("{MINIMAL}\n[load_balancer]\nkind = \"nginx\"\n");
+    let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("`load_balancer.kind`")
+            && e.contains("\"nginx\": only \"haproxy\" and \"none\" are supported"),
+        "{e}"
+    );
+    // HAProxy still needs its keys, named as before.
+    let text = format!("{MINIMAL}\n[load_balancer]\nruntime = [\"127.0.0.1:9999\"]\n");
+    let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("`load_balancer.backend`"), "{e}");
+    let text = format!("{MINIMAL}\n[load_balancer]\nkind = \"haproxy\"\nbackend = \"web\"\n");
+    let e = ServiceSpec::from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("`load_balancer.runtime`"), "{e}");
 }
 
 #[test]

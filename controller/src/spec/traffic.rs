@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{SpecError, invalid};
 
-/// `[load_balancer]`, parsed.
+/// `[load_balancer]`, parsed: an HAProxy the rollout drains and re-enables hosts on.
+/// `kind = "none"` parses to no section at all (`ServiceSpec::load_balancer` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalancerSection {
     /// Which load balancer.
@@ -22,13 +23,18 @@ pub struct LoadBalancerSection {
     pub server_name: String,
 }
 
-/// The load balancers Drover drives.
+/// The load balancers Drover drives. A service without one says `kind = "none"`
+/// ([`NO_LOAD_BALANCER`]), which has no section and so no variant here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LoadBalancerKind {
     /// HAProxy, through its runtime API.
     #[default]
     Haproxy,
 }
+
+/// `load_balancer.kind` of a service without a load balancer (queue workers, batch
+/// consumers): hosts are not drained, and a batch's hosts stop serving while they swap.
+pub const NO_LOAD_BALANCER: &str = "none";
 
 impl LoadBalancerKind {
     fn as_str(self) -> &'static str {
@@ -44,59 +50,88 @@ impl LoadBalancerSection {
         self.server_name.replace("{host}", host)
     }
 
-    pub(super) fn from_raw(raw: RawLoadBalancer) -> Result<Self, SpecError> {
+    /// The section as written; `None` for `kind = "none"`, which refuses every key that
+    /// only means something to a load balancer.
+    pub(super) fn from_raw(raw: RawLoadBalancer) -> Result<Option<Self>, SpecError> {
         let kind = match raw.kind.as_str() {
+            NO_LOAD_BALANCER => {
+                let given = [
+                    ("runtime", raw.runtime.is_some()),
+                    ("backend", raw.backend.is_some()),
+                    ("server_name", raw.server_name.is_some()),
+                ];
+                if let Some((key, _)) = given.into_iter().find(|(_, given)| *given) {
+                    return Err(invalid(
+                        format!("load_balancer.{key}"),
+                        "not used with kind = \"none\" (no load balancer): remove it, or set kind = \"haproxy\"",
+                    ));
+                }
+                return Ok(None);
+            }
             "haproxy" => LoadBalancerKind::Haproxy,
             other => {
                 return Err(invalid(
                     "load_balancer.kind",
-                    format!("{other:?}: only haproxy is supported"),
+                    format!("{other:?}: only \"haproxy\" and \"none\" are supported"),
                 ));
             }
         };
-        if raw.runtime.is_empty() {
+        let runtime = raw.runtime.unwrap_or_default();
+        if runtime.is_empty() {
             return Err(invalid(
                 "load_balancer.runtime",
                 "give at least one HAProxy runtime API address",
             ));
         }
-        if raw.backend.is_empty() {
+        let backend = raw.backend.unwrap_or_default();
+        if backend.is_empty() {
             return Err(invalid(
                 "load_balancer.backend",
                 "must name the HAProxy backend",
             ));
         }
-        Ok(Self {
+        Ok(Some(Self {
             kind,
-            runtime: raw.runtime,
-            backend: raw.backend,
-            server_name: raw.server_name,
-        })
+            runtime,
+            backend,
+            server_name: raw.server_name.unwrap_or_else(default_server_name),
+        }))
     }
 
     pub(super) fn to_raw(&self) -> RawLoadBalancer {
         RawLoadBalancer {
             kind: self.kind.as_str().into(),
-            runtime: self.runtime.clone(),
-            backend: self.backend.clone(),
-            server_name: self.server_name.clone(),
+            runtime: Some(self.runtime.clone()),
+            backend: Some(self.backend.clone()),
+            server_name: Some(self.server_name.clone()),
         }
     }
 }
 
-/// `[load_balancer]` as written.
+/// `[load_balancer]` as written. The keys of a load balancer are optional here so that
+/// `kind = "none"` can refuse them by name.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLoadBalancer {
     #[serde(default = "default_lb_kind")]
     kind: String,
-    runtime: Vec<String>,
-    backend: String,
-    #[serde(default = "default_server_name")]
-    server_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_name: Option<String>,
 }
 
-fn default_lb_kind() -> String {
+impl RawLoadBalancer {
+    /// Whether it says `kind = "none"`.
+    pub(super) fn says_none(&self) -> bool {
+        self.kind == NO_LOAD_BALANCER
+    }
+}
+
+/// The `kind` of a `[load_balancer]` that names none.
+pub(super) fn default_lb_kind() -> String {
     LoadBalancerKind::default().as_str().into()
 }
 fn default_server_name() -> String {

@@ -469,7 +469,6 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
 }
 
 fn spec_toml(batch: &str) -> String {
-    // TEMP: [load_balancer] kind = "none"
     format!(
         r#"[service]
 name = "{SERVICE}"
@@ -491,6 +490,9 @@ batch_size = "{batch}"
 stop_timeout = "2s"
 pull_timeout = "120s"
 keep_previous = 1
+
+[load_balancer]
+kind = "none"
 "#
     )
 }

@@ -30,6 +30,16 @@ pub fn phases(snapshot: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The hosts of a deployment snapshot in `phase`.
+pub fn hosts_in_phase<'a>(snapshot: &'a Value, phase: &str) -> Vec<&'a Value> {
+    snapshot["hosts"]
+        .as_array()
+        .expect("a snapshot lists its hosts")
+        .iter()
+        .filter(|h| field(h, "phase") == phase)
+        .collect()
+}
+
 /// The (first) host planned for batch `batch` (from 0) in a snapshot.
 pub fn host_in_batch(snapshot: &Value, batch: u64) -> String {
     snapshot["hosts"]

@@ -42,7 +42,7 @@ mod processes;
 mod web;
 
 pub use cli::{As, CliRun, RunningCli, Transcript};
-pub use follow::{TERMINAL, field, host_in_batch, phases};
+pub use follow::{TERMINAL, field, host_in_batch, hosts_in_phase, phases};
 pub use in_process::InProcessController;
 pub use observe::version_of;
 
@@ -541,6 +541,21 @@ password_env = "{PASSWORD_ENV}"
         );
         assert!(spec.contains("host_ports"), "{spec}");
         spec.replace("[rollout]\n", "[rollout]\norder = \"start-first\"\n")
+    }
+
+    /// The service spec of this fleet with `batch_size` and no load balancer: its
+    /// `[load_balancer]` section is `kind = "none"` (HAProxy still runs, untouched).
+    pub fn no_load_balancer_spec_toml(&self, batch_size: &str) -> String {
+        let spec = self.spec_toml(batch_size);
+        let start = spec
+            .find("[load_balancer]\n")
+            .expect("a [load_balancer] section");
+        let end = spec[start..].find("\n\n").map_or(spec.len(), |n| start + n);
+        format!(
+            "{}[load_balancer]\nkind = \"none\"{}",
+            &spec[..start],
+            &spec[end..]
+        )
     }
 
     /// Writes `text` as `name` in the fleet's directory; returns its path.
