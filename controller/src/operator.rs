@@ -553,8 +553,15 @@ pub(crate) fn host_row(h: DeploymentHost) -> proto::DeploymentHostInfo {
 
 /// Each host's recorded steps, into its row.
 fn attach_steps(info: &mut DeploymentInfo, steps: Vec<HostStep>) {
+    // By name: a deployment may have ten thousand hosts and several steps each.
+    let rows: std::collections::HashMap<String, usize> = info
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.host.clone(), i))
+        .collect();
     for s in steps {
-        if let Some(row) = info.hosts.iter_mut().find(|h| h.host == s.host) {
+        if let Some(row) = rows.get(&s.host).map(|&i| &mut info.hosts[i]) {
             row.steps.push(proto::HostStep {
                 kind: step_proto(s.kind) as i32,
                 ms: s.ms,

@@ -327,10 +327,12 @@ fn insert_event(
     state: Option<DeploymentState>,
 ) -> rusqlite::Result<Event> {
     let at_ms = now_ms();
-    let seq: u64 = c.query_row(
+    let seq: u64 = c.prepare_cached(
         "INSERT INTO events (deployment_id, seq, at_ms, host, message, phase, state)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE deployment_id = ?1), ?2, ?3, ?4, ?5, ?6)
          RETURNING seq",
+    )?
+    .query_row(
         params![
             id,
             at_ms,
@@ -436,6 +438,8 @@ impl Store {
                 .map_err(open_err)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(open_err)?;
+            // Room for every statement the controller repeats (rusqlite keeps 16).
+            conn.set_prepared_statement_cache_capacity(128);
             conn.execute_batch(SCHEMA).map_err(open_err)?;
             conn.execute_batch(security::SCHEMA).map_err(open_err)?;
             conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
@@ -519,12 +523,22 @@ impl Store {
                     d.environment, d.release_id, d.gate_note
                 ],
             )?;
-            for h in &hosts {
-                tx.execute(
+            {
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO deployment_hosts (deployment_id, host, batch, stage, phase, from_version, to_version)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![d.id, h.host, h.batch, h.stage, h.phase.as_str(), h.from_version, h.to_version],
                 )?;
+                for h in &hosts {
+                    insert.execute(params![
+                        d.id,
+                        h.host,
+                        h.batch,
+                        h.stage,
+                        h.phase.as_str(),
+                        h.from_version,
+                        h.to_version
+                    ])?;
+                }
             }
             tx.commit()?;
             Ok(())

@@ -63,12 +63,13 @@ impl LogTails {
                     credit,
                     uplink,
                 };
-                let error = match send_logs(&ctx, &req, &sender).await {
-                    Ok(()) => String::new(),
-                    Err(Stop::Failed(why)) => why,
+                // The last lines travel with the end: one message for a short tail.
+                let (rest, error) = match send_logs(&ctx, &req, &sender).await {
+                    Ok(rest) => (rest, String::new()),
+                    Err(Stop::Failed(why)) => (vec![], why),
                     Err(Stop::Gone) => return id,
                 };
-                let _ = sender.send(vec![], true, error).await;
+                let _ = sender.send(rest, true, error).await;
                 debug!("log stream finished");
                 id
             }
@@ -147,15 +148,21 @@ impl ChunkSender {
 }
 
 /// Sends the log of every container `req` names, oldest first; only the last one is
-/// followed, and only while it runs.
+/// followed, and only while it runs. Returns the last lines read, not sent yet.
 async fn send_logs<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     req: &LogsRequest,
     sender: &ChunkSender,
-) -> Result<(), Stop> {
+) -> Result<Vec<LogLine>, Stop> {
     let containers = pick(ctx, req).await?;
     let last = containers.len().saturating_sub(1);
+    let mut rest = vec![];
     for (i, c) in containers.iter().enumerate() {
+        if !rest.is_empty() {
+            sender
+                .send(std::mem::take(&mut rest), false, String::new())
+                .await?;
+        }
         let secrets = ctx.secrets.clone();
         let name = c.name.clone();
         let values = tokio::task::spawn_blocking(move || secrets.values_of(&name))
@@ -166,9 +173,9 @@ async fn send_logs<R: ContainerRuntime>(
             since_unix_s: (req.since_unix_s > 0).then_some(req.since_unix_s),
             follow: req.follow && i == last && c.is_active(),
         };
-        send_container(ctx, c, query, &Redactor::new(values), sender).await?;
+        rest = send_container(ctx, c, query, &Redactor::new(values), sender).await?;
     }
-    Ok(())
+    Ok(rest)
 }
 
 /// The containers whose logs `req` asks for.
@@ -222,14 +229,15 @@ async fn pick<R: ContainerRuntime>(
 }
 
 /// Reads one container's log into chunks, sending a chunk when it is full or when the
-/// engine has nothing more ready at the moment.
+/// engine has nothing more ready at the moment; returns the lines read after the last
+/// chunk sent (the caller sends them, with the end of the stream if nothing follows).
 async fn send_container<R: ContainerRuntime>(
     ctx: &CommandContext<R>,
     c: &ContainerInfo,
     query: LogsQuery,
     redactor: &Redactor,
     sender: &ChunkSender,
-) -> Result<(), Stop> {
+) -> Result<Vec<LogLine>, Stop> {
     let mut frames = ctx.runtime.logs(&c.id, query).await.map_err(|e| {
         Stop::Failed(format!(
             "cannot read the log of container {} on host {}: {e}",
@@ -281,10 +289,7 @@ async fn send_container<R: ContainerRuntime>(
             sender.send(full, false, String::new()).await?;
         }
     }
-    if !chunk.is_empty() {
-        sender.send(chunk.take(), false, String::new()).await?;
-    }
-    Ok(())
+    Ok(chunk.take())
 }
 
 #[cfg(test)]

@@ -105,16 +105,17 @@ impl OperatorService {
                     d.id, d.service, q.service, d.service, d.id
                 )));
             }
+            let by_name: std::collections::HashMap<&str, &HostSnapshot> =
+                all.iter().map(|h| (h.name.as_str(), h)).collect();
             let mut targets = Vec::new();
             for row in rows {
                 if !q.host.is_empty() && row.host != q.host {
                     continue;
                 }
                 let kept = crate::logtail::log_tail_of(row.error.as_deref().unwrap_or(""));
-                let host = all
-                    .iter()
-                    .find(|h| h.name == row.host)
-                    .cloned()
+                let host = by_name
+                    .get(row.host.as_str())
+                    .map(|h| (*h).clone())
                     .unwrap_or_else(|| removed_host(&row.host));
                 targets.push(Target { host, kept });
             }

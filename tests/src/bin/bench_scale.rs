@@ -328,10 +328,21 @@ async fn bench_scale(args: &Args) -> Result<(), String> {
     // 4. Fan-out.
     let mut fan_outs = vec![];
     for round in 1..=3 {
+        let agents_cpu = || {
+            pool.pids()
+                .iter()
+                .filter_map(|p| cpu_seconds(*p))
+                .sum::<f64>()
+        };
+        let (c0, a0) = (cpu_seconds(pid).unwrap_or(0.0), agents_cpu());
         let (took, hosts) = fan_out(&ctl.operator, args.agents).await?;
+        let (c1, a1) = (cpu_seconds(pid).unwrap_or(0.0), agents_cpu());
         println!(
-            "fan-out {round}: Logs --tail 1 to every host, {hosts} hosts answered, stream ended after {:.0} ms",
-            ms(took)
+            "fan-out {round}: Logs --tail 1 to every host, {hosts} hosts answered, stream ended after {:.0} ms (CPU meanwhile: controller {:.2} s, agents {:.2} s, of {:.2} s on 2 cores)",
+            ms(took),
+            c1 - c0,
+            a1 - a0,
+            2.0 * took.as_secs_f64()
         );
         fan_outs.push(ms(took));
     }
