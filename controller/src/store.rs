@@ -422,6 +422,32 @@ fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
+/// One host's move to a phase, with its error (kept when `None`) and the event that
+/// says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostChange {
+    /// The host.
+    pub host: String,
+    /// Its new phase.
+    pub phase: HostPhase,
+    /// Its error, if this change sets one.
+    pub error: Option<String>,
+    /// The event's message.
+    pub message: String,
+}
+
+impl HostChange {
+    /// A change of `host` to `phase`.
+    pub fn new(host: &str, phase: HostPhase, error: Option<String>, message: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            phase,
+            error,
+            message: message.to_string(),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating and migrating) the database at `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -633,22 +659,16 @@ impl Store {
         error: Option<String>,
         message: &str,
     ) -> Result<(), StoreError> {
-        let each = hosts
+        let changes = hosts
             .iter()
-            .map(|h| (h.clone(), message.to_string()))
+            .map(|h| HostChange::new(h, phase, error.clone(), message))
             .collect();
-        self.set_hosts_each(id, each, phase, error).await
+        self.change_hosts(id, changes).await
     }
 
-    /// Moves several hosts of one deployment to `phase` in one transaction, each with
-    /// its own event message: `(host, message)`.
-    pub async fn set_hosts_each(
-        &self,
-        id: &str,
-        hosts: Vec<(String, String)>,
-        phase: HostPhase,
-        error: Option<String>,
-    ) -> Result<(), StoreError> {
+    /// Applies several host changes of one deployment (each its own phase, error and
+    /// event message) in one transaction.
+    pub async fn change_hosts(&self, id: &str, changes: Vec<HostChange>) -> Result<(), StoreError> {
         let id = id.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -660,17 +680,17 @@ impl Store {
                         finished_ms = CASE WHEN ?7 THEN ?6 ELSE finished_ms END
                      WHERE deployment_id = ?1 AND host = ?2",
                 )?;
-                for (h, message) in &hosts {
+                for ch in &changes {
                     stmt.execute(params![
                         id,
-                        h,
-                        phase.as_str(),
-                        error,
-                        phase.is_started(),
+                        ch.host,
+                        ch.phase.as_str(),
+                        ch.error,
+                        ch.phase.is_started(),
                         now,
-                        phase.is_final()
+                        ch.phase.is_final()
                     ])?;
-                    insert_event(&tx, &id, h, message, Some(phase), None)?;
+                    insert_event(&tx, &id, &ch.host, &ch.message, Some(ch.phase), None)?;
                 }
             }
             tx.commit()?;

@@ -14,7 +14,7 @@ use super::flight::{Result, Rollout};
 use super::steps::{HostFailure, Left, fmt_ms};
 use crate::hub::service_words;
 use crate::state::{DeploymentKind, HostPhase};
-use crate::store::{HostStep, StepKind};
+use crate::store::{HostChange, HostStep, StepKind};
 
 /// A host's service as its agent reports it after coming back.
 struct Reported {
@@ -153,10 +153,11 @@ impl Rollout {
         if lost.is_empty() {
             return Ok(None);
         }
-        for (h, msg) in &lost {
-            self.set_host_phase(h, HostPhase::Failed, Some(msg.clone()), msg)
-                .await?;
-        }
+        let changes = lost
+            .iter()
+            .map(|(h, msg)| HostChange::new(h, HostPhase::Failed, Some(msg.clone()), msg))
+            .collect();
+        self.change_hosts(changes).await?;
         let untouched = todo
             .iter()
             .filter(|h| !lost.iter().any(|(l, _)| l == *h))
@@ -190,14 +191,17 @@ impl Rollout {
         if failed.is_empty() {
             return Ok(Ok(created));
         }
-        for f in &failed {
-            let msg = format!(
-                "{}; nothing was drained: it stays in rotation on its current version",
-                f.message
-            );
-            self.set_host_phase(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
-                .await?;
-        }
+        let changes = failed
+            .iter()
+            .map(|f| {
+                let msg = format!(
+                    "{}; nothing was drained: it stays in rotation on its current version",
+                    f.message
+                );
+                HostChange::new(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
+            })
+            .collect();
+        self.change_hosts(changes).await?;
         let untouched = hosts
             .iter()
             .filter(|h| !failed.iter().any(|f| &f.host == *h))
@@ -371,6 +375,7 @@ impl Rollout {
         failed: &[HostFailure],
     ) -> Result<()> {
         let mut back: Vec<Back<'_>> = vec![];
+        let mut changes = vec![];
         for f in failed {
             if f.can_reenable() {
                 back.push(Back::failed(f, None));
@@ -390,8 +395,12 @@ impl Rollout {
                         f.message, self.d.service
                     );
                     let error = Some(f.message.clone());
-                    self.set_host_phase(&f.host, HostPhase::LeftDrained, error, &msg)
-                        .await?;
+                    changes.push(HostChange::new(
+                        &f.host,
+                        HostPhase::LeftDrained,
+                        error,
+                        &msg,
+                    ));
                 }
             }
         }
@@ -438,9 +447,9 @@ impl Rollout {
                 ),
                 (None, Err(e)) => (HostPhase::LeftDrained, Some(e.message.clone()), e.message),
             };
-            self.set_host_phase(b.host, phase, error, &msg).await?;
+            changes.push(HostChange::new(b.host, phase, error, &msg));
         }
-        Ok(())
+        self.change_hosts(changes).await
     }
 
     /// What the agent of `host` reports of this deployment's service now, if it is
@@ -483,12 +492,15 @@ impl Rollout {
             let n = self.budget(&todo).max(resumed).min(todo.len());
             if n == 0 {
                 let reason = format!("not rolled back: {}", self.over_budget(&todo));
-                for host in std::mem::take(&mut todo) {
-                    let phase = self.host(&host).map_or(HostPhase::Done, |h| h.phase);
-                    let msg = format!("still runs {}, {reason}", self.d.version);
-                    self.set_host_phase(&host, phase, Some(reason.clone()), &msg)
-                        .await?;
-                }
+                let msg = format!("still runs {}, {reason}", self.d.version);
+                let changes = std::mem::take(&mut todo)
+                    .into_iter()
+                    .map(|host| {
+                        let phase = self.host(&host).map_or(HostPhase::Done, |h| h.phase);
+                        HostChange::new(&host, phase, Some(reason.clone()), &msg)
+                    })
+                    .collect();
+                self.change_hosts(changes).await?;
                 return Ok(false);
             }
             let part: Vec<String> = todo.drain(..n).collect();
@@ -522,23 +534,23 @@ impl Rollout {
         .await;
         let mut all_back = true;
         let mut steps = vec![];
-        let mut back = vec![];
+        let mut changes = vec![];
         for (host, r) in hosts.iter().zip(undos) {
             match r {
                 Ok((version, undo_steps)) => {
                     steps.extend(undo_steps);
-                    back.push((host.clone(), format!("back on {version} and in rotation")));
+                    let msg = format!("back on {version} and in rotation");
+                    changes.push(HostChange::new(host, HostPhase::RolledBack, None, &msg));
                 }
                 Err(f) => {
                     all_back = false;
                     let msg = format!("rollback failed: {}; left drained", f.message);
-                    self.set_host_phase(host, HostPhase::LeftDrained, Some(f.message), &msg)
-                        .await?;
+                    let error = Some(f.message);
+                    changes.push(HostChange::new(host, HostPhase::LeftDrained, error, &msg));
                 }
             }
         }
-        self.set_phase_each(back, HostPhase::RolledBack, None)
-            .await?;
+        self.change_hosts(changes).await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         self.note_lb_notices().await?;
         Ok(all_back)

@@ -65,11 +65,17 @@ pub(crate) async fn run(
         })
         .await;
     }
+    let index = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.host.clone(), i))
+        .collect();
     let mut rollout = Rollout {
         shared: shared.clone(),
         d,
         spec,
         hosts,
+        index,
         lb,
         auth,
         pending: Default::default(),

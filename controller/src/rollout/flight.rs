@@ -4,7 +4,7 @@
 //! transition written as a compare-and-set), [`Rollout::set_phase`] (host phases) and
 //! [`Rollout::note`] (events); everything else reads.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use super::stages::{Promotion, ResolvedStage};
 use crate::lb::LoadBalancer;
 use crate::spec::ServiceSpec;
 use crate::state::HostPhase;
-use crate::store::{Deployment, DeploymentHost, StoreError};
+use crate::store::{Deployment, DeploymentHost, HostChange, StoreError};
 
 /// A deployment in flight.
 pub(crate) struct Rollout {
@@ -26,6 +26,8 @@ pub(crate) struct Rollout {
     pub(super) d: Deployment,
     pub(super) spec: ServiceSpec,
     pub(super) hosts: Vec<DeploymentHost>,
+    /// Where each host is in `hosts`, by name (a deployment may have 10,000).
+    pub(super) index: HashMap<String, usize>,
     pub(super) lb: Option<LoadBalancer>,
     pub(super) auth: Option<proto::RegistryAuth>,
     /// Start-first: hosts whose new container is ready and not yet pointed at.
@@ -79,7 +81,7 @@ impl Rollout {
     }
 
     pub(super) fn host(&self, name: &str) -> Option<&DeploymentHost> {
-        self.hosts.iter().find(|h| h.host == name)
+        self.index.get(name).map(|&i| &self.hosts[i])
     }
 
     /// The names of this deployment's hosts that satisfy `keep`, in plan order.
@@ -135,11 +137,11 @@ impl Rollout {
         error: Option<String>,
         message: &str,
     ) -> Result<()> {
-        let each = hosts
+        let changes = hosts
             .iter()
-            .map(|h| (h.clone(), message.to_string()))
+            .map(|h| HostChange::new(h, phase, error.clone(), message))
             .collect();
-        self.set_phase_each(each, phase, error).await
+        self.change_hosts(changes).await
     }
 
     /// Records `phase` for several hosts, each with its own message `(host, message)`,
@@ -150,39 +152,38 @@ impl Rollout {
         phase: HostPhase,
         error: Option<String>,
     ) -> Result<()> {
-        if hosts.is_empty() {
+        let changes = hosts
+            .into_iter()
+            .map(|(h, message)| HostChange {
+                host: h,
+                phase,
+                error: error.clone(),
+                message,
+            })
+            .collect();
+        self.change_hosts(changes).await
+    }
+
+    /// Records each host's change (its own phase, error and message) in one store write.
+    pub(super) async fn change_hosts(&mut self, changes: Vec<HostChange>) -> Result<()> {
+        if changes.is_empty() {
             return Ok(());
         }
         self.shared
             .store
-            .set_hosts_each(&self.d.id, hosts.clone(), phase, error)
+            .change_hosts(&self.d.id, changes.clone())
             .await?;
-        let changed: HashSet<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
-        for h in self
-            .hosts
-            .iter_mut()
-            .filter(|h| changed.contains(h.host.as_str()))
-        {
-            h.phase = phase;
-        }
-        for (h, message) in &hosts {
-            self.shared.metrics.host_phase(&self.d.id, h, phase);
-            info!(host = %h, phase = %phase, "{message}");
+        for ch in &changes {
+            if let Some(&i) = self.index.get(&ch.host) {
+                self.hosts[i].phase = ch.phase;
+            }
+            self.shared
+                .metrics
+                .host_phase(&self.d.id, &ch.host, ch.phase);
+            info!(host = %ch.host, phase = %ch.phase, "{}", ch.message);
         }
         self.shared.notify();
         Ok(())
-    }
-
-    /// Records `phase` for one host.
-    pub(super) async fn set_host_phase(
-        &mut self,
-        host: &str,
-        phase: HostPhase,
-        error: Option<String>,
-        message: &str,
-    ) -> Result<()> {
-        self.set_phase(&[host.to_string()], phase, error, message)
-            .await
     }
 
     /// Records an event of the deployment (`host` empty: of the whole deployment).

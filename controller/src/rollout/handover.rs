@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::spec::Order;
 use crate::state::HostPhase;
-use crate::store::{HostStep, StepKind};
+use crate::store::{HostChange, HostStep, StepKind};
 
 /// A new container ready next to the old one, waiting to be pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,20 +289,20 @@ impl Rollout {
                         self.d.version,
                         done.words()
                     );
-                    finished.push((r.host.clone(), msg));
+                    finished.push(HostChange::new(&r.host, HostPhase::Done, None, &msg));
                 }
                 Err(f) => {
                     let msg = format!(
                         "{}; it serves {} and is in rotation, but the old container may still run: `drover hosts` shows it, a new deploy or rollback retires it",
                         f.message, self.d.version
                     );
-                    self.set_host_phase(&f.host, HostPhase::Failed, Some(f.message.clone()), &msg)
-                        .await?;
+                    let error = Some(f.message.clone());
+                    finished.push(HostChange::new(&f.host, HostPhase::Failed, error, &msg));
                     first.get_or_insert(f);
                 }
             }
         }
-        self.set_phase_each(finished, HostPhase::Done, None).await?;
+        self.change_hosts(finished).await?;
         self.shared.store.record_steps(&self.d.id, steps).await?;
         Ok(first)
     }

@@ -152,6 +152,50 @@ async fn hosts_events_and_reopen() {
     assert!(matches!(s.get("nope").await, Err(StoreError::NotFound(_))));
 }
 
+#[tokio::test]
+async fn a_batch_of_host_changes_and_events_is_written_together_in_order() {
+    let (s, _dir) = store().await;
+    let hosts: Vec<DeploymentHost> = (0..500).map(|i| host(&format!("h{i:03}"), 0)).collect();
+    s.create(deployment("d-1", "web"), hosts).await.unwrap();
+    let mut changes: Vec<HostChange> = (0..500)
+        .map(|i| {
+            let msg = format!("v2 ready after {i} ms");
+            HostChange::new(&format!("h{i:03}"), HostPhase::Enabling, None, &msg)
+        })
+        .collect();
+    changes[7] = HostChange::new("h007", HostPhase::Failed, Some("boom".into()), "h007: boom");
+    s.change_hosts("d-1", changes).await.unwrap();
+    let (_, rows) = s.get("d-1").await.unwrap();
+    assert_eq!(rows[7].phase, HostPhase::Failed);
+    assert_eq!(rows[7].error.as_deref(), Some("boom"));
+    assert!(
+        rows.iter()
+            .enumerate()
+            .all(|(i, r)| i == 7 || (r.phase == HostPhase::Enabling && r.error.is_none()))
+    );
+    let events = s.events("d-1", 0).await.unwrap();
+    assert_eq!(events.len(), 500);
+    assert_eq!(events[3].host, "h003");
+    assert_eq!(events[3].message, "v2 ready after 3 ms");
+    assert_eq!(events[7].phase, Some(HostPhase::Failed));
+    s.add_events(
+        "d-1",
+        vec![
+            ("h001".into(), "drained".into()),
+            ("".into(), "batch".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let more = s.events("d-1", 500).await.unwrap();
+    assert_eq!(
+        more.iter()
+            .map(|e| (e.seq, e.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(501, "drained"), (502, "batch")]
+    );
+}
+
 fn join_token(expires_in_ms: i64) -> (crate::tokens::NewToken, JoinToken) {
     let new = crate::tokens::generate(crate::tokens::TokenKind::Join);
     let t = JoinToken {
