@@ -155,6 +155,29 @@ impl Browser {
         v.is_ok_and(|v| truthy(&v))
     }
 
+    /// Opens (GET) the page whose load Chromium's network error page reports again;
+    /// false (nothing done) when that address is a form's POST action.
+    async fn reopen_after_network_error(&self) -> bool {
+        // The error page's own reload button names the address that failed.
+        let url = self
+            .client
+            .execute(
+                "const b = document.querySelector('#reload-button'); return (b && b.dataset.url) || location.href",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|u| u.starts_with(&self.base));
+        let Some(url) = url else { return false };
+        if is_post_action(&url[self.base.len()..]) {
+            return false;
+        }
+        eprintln!("browser: loading {url} was interrupted: opening it again");
+        let _ = self.client.goto(&url).await;
+        true
+    }
+
     /// The path and query of the page shown (`/deployments/d-1`).
     pub async fn path(&self) -> String {
         let url = self
@@ -347,6 +370,12 @@ impl Browser {
         args: Vec<Value>,
     ) -> Value {
         let check = || async {
+            // A page load (a redirect after a form, a sign-out) aborted by a network
+            // change: open the same page again, as a person would. An aborted form POST
+            // is left to the caller (it knows whether the action may be repeated).
+            if self.network_error().await && self.reopen_after_network_error().await {
+                return Err("Chromium's network error page: opened the page again".into());
+            }
             match self.client.execute(script, args.clone()).await {
                 Ok(v) if truthy(&v) => Ok(v),
                 Ok(v) => Err(v.to_string()),
@@ -551,6 +580,21 @@ impl Browser {
     }
 }
 
+/// Whether `path` is where one of the web interface's forms POSTs (an action, a deploy,
+/// a rollback, the sign-out), not a page to open: `/deployments/{id}/{action}`,
+/// `/releases/{id}/deploy`, `/services/{service}/rollback`, `/sign-out`.
+fn is_post_action(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["deployments", _, action] if *action != "events"
+    ) || matches!(
+        parts.as_slice(),
+        ["releases", _, "deploy"] | ["services", _, "rollback"] | ["sign-out"]
+    )
+}
+
 /// `target/screenshots`, where [`Browser::screenshot`] saves.
 pub fn screenshot_dir() -> PathBuf {
     crate::target_dir().join("screenshots")
@@ -564,5 +608,31 @@ fn truthy(v: &Value) -> bool {
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
         Value::String(s) => !s.is_empty(),
         Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_post_action;
+
+    #[test]
+    fn form_actions_are_told_from_pages() {
+        for post in [
+            "/deployments/d-1/promote",
+            "/releases/r-1/deploy",
+            "/services/web/rollback",
+            "/sign-out",
+        ] {
+            assert!(is_post_action(post), "{post}");
+        }
+        for page in [
+            "/",
+            "/sign-in",
+            "/deployments/d-1",
+            "/history/diff?a=1&b=2",
+            "/hosts",
+        ] {
+            assert!(!is_post_action(page), "{page}");
+        }
     }
 }

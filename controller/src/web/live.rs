@@ -10,6 +10,8 @@
 //!   change signal) or at least every [`IDLE_PING`], and the page fetches itself again.
 //!
 //! The browser reconnects on its own; the page shows the lost connection meanwhile.
+//! Both streams send a `ping` after [`PING`] of silence, so the page can tell a mute
+//! stream from a quiet deployment and open a new one.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -38,6 +40,18 @@ const THROTTLE: Duration = Duration::from_millis(300);
 /// How soon a browser retries a dropped stream (Chromium drops every stream when a
 /// network interface comes or goes).
 const RETRY: Duration = Duration::from_millis(500);
+/// A stream silent for this long sends a `ping`: the page takes a stream that stays
+/// silent much longer for a dead one (a network change can leave it open but mute) and
+/// opens another.
+const PING: Duration = Duration::from_secs(4);
+
+/// The keep-alive of every live stream: a `ping` event the page sees (a comment would
+/// not reach its script).
+fn keep_alive() -> KeepAlive {
+    KeepAlive::new()
+        .interval(PING)
+        .event(Event::default().event("ping").data(""))
+}
 
 /// `GET /deployments/{id}/events`.
 pub async fn deployment(
@@ -104,7 +118,7 @@ pub async fn deployment(
         }
         .instrument(span),
     );
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(keep_alive()))
 }
 
 /// `GET /events`.
@@ -124,5 +138,5 @@ pub async fn changes(
         changed.borrow_and_update();
         Some((Ok(Event::default().event("changed").data("")), changed))
     });
-    Sse::new(first.chain(rest)).keep_alive(KeepAlive::default())
+    Sse::new(first.chain(rest)).keep_alive(keep_alive())
 }

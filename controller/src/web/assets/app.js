@@ -52,7 +52,10 @@
     t.innerHTML = html;
     swap(t.content.getElementById("live"));
   }
-  let es = null, ended = false;
+  let es = null, ended = false, heard = Date.now();
+  // The server pings a quiet stream every few seconds: one silent much longer is dead
+  // even if the browser still holds it open (a network change can leave it mute).
+  const SILENT_MS = 12000;
   function end() {
     ended = true;
     if (es) es.close();
@@ -60,12 +63,14 @@
   }
   function open() {
     if (!main || ended) return;
+    heard = Date.now();
     es = new EventSource(main.dataset.live);
-    es.onopen = () => state("live");
+    es.onopen = () => { heard = Date.now(); state("live"); };
     // A render is proof of a live stream, whatever error came before it; the render
     // of an ended deployment is the last.
-    es.addEventListener("render", (e) => { render(e.data); if (finished()) end(); else state("live"); });
-    es.addEventListener("changed", () => { refetch().catch(() => state("lost")); });
+    es.addEventListener("render", (e) => { heard = Date.now(); render(e.data); if (finished()) end(); else state("live"); });
+    es.addEventListener("changed", () => { heard = Date.now(); refetch().catch(() => state("lost")); });
+    es.addEventListener("ping", () => { heard = Date.now(); });
     es.addEventListener("end", end);
     es.onerror = () => {
       if (ended) return;
@@ -82,6 +87,12 @@
   }
   if (finished()) state("ended");
   else open();
+  setInterval(() => {
+    if (!es || ended || es.readyState === EventSource.CLOSED || Date.now() - heard < SILENT_MS) return;
+    state("lost");
+    es.close();
+    refetch().then(() => (finished() ? end() : open()), () => setTimeout(open, 1000));
+  }, 2000);
   // Scroll an event log to its newest line when the page opens.
   const log = document.getElementById("events");
   if (log) log.scrollTop = log.scrollHeight;
