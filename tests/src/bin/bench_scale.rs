@@ -20,7 +20,7 @@
 //!    Docker-health readiness): v1 (first install), then v2 (stop, start, ready on every
 //!    host). One operator watches (`Watch`) and one polls `GetDeployment` once a second,
 //!    as `drover status` would; the controller's CPU time per host is measured, and
-//!    every host must end on the version deployed.
+//!    every host must end on the version deployed, having started exactly one container.
 //! 4. Fan-out: `Logs` with `--tail 1` to every host (one command per agent, every answer
 //!    back), timed from the request to the end of the stream.
 //!
@@ -143,7 +143,8 @@ fn parse_args() -> Result<Invocation, String> {
             ready: 200,
         },
     };
-    let mut child: Option<ChildArgs> = None;
+    // Internal: the flags of one child process of simulated agents.
+    let (mut child_dir, mut controller, mut first, mut count) = (None, String::new(), 0, 0);
     let mut flags = Flags::from_env();
     while let Some(flag) = flags.flag() {
         match flag.as_str() {
@@ -158,31 +159,10 @@ fn parse_args() -> Result<Invocation, String> {
             "--stop-ms" => a.profile.stop = flags.number_in("--stop-ms", 0..=60_000)? as u64,
             "--start-ms" => a.profile.start = flags.number_in("--start-ms", 0..=60_000)? as u64,
             "--ready-ms" => a.profile.ready = flags.number_in("--ready-ms", 0..=60_000)? as u64,
-            // Internal: one child process of simulated agents.
-            "--child" => {
-                child = Some(ChildArgs {
-                    dir: flags.path("--child")?,
-                    controller: String::new(),
-                    first: 0,
-                    count: 0,
-                    profile: a.profile,
-                })
-            }
-            "--controller" => {
-                if let Some(c) = child.as_mut() {
-                    c.controller = flags.value("--controller")?;
-                }
-            }
-            "--first" => {
-                if let Some(c) = child.as_mut() {
-                    c.first = flags.number_in("--first", 0..=50_000)?;
-                }
-            }
-            "--count" => {
-                if let Some(c) = child.as_mut() {
-                    c.count = flags.number_in("--count", 1..=50_000)?;
-                }
-            }
+            "--child" => child_dir = Some(flags.path("--child")?),
+            "--controller" => controller = flags.value("--controller")?,
+            "--first" => first = flags.number_in("--first", 0..=50_000)?,
+            "--count" => count = flags.number_in("--count", 1..=50_000)?,
             other => {
                 return Err(format!(
                     "unknown flag {other}\nusage: bench_scale [--agents N] [--processes P] [--batch 10%] [--storms S] [--deadline SECONDS] [--pull-ms MS] [--stop-ms MS] [--start-ms MS] [--ready-ms MS]"
@@ -190,13 +170,17 @@ fn parse_args() -> Result<Invocation, String> {
             }
         }
     }
-    Ok(match child {
-        Some(mut c) => {
-            c.profile = a.profile;
-            Invocation::Child(c)
-        }
-        None => Invocation::Parent(a),
-    })
+    match child_dir {
+        Some(dir) if !controller.is_empty() && count > 0 => Ok(Invocation::Child(ChildArgs {
+            dir,
+            controller,
+            first,
+            count,
+            profile: a.profile,
+        })),
+        Some(_) => Err("--child needs --controller and --count".into()),
+        None => Ok(Invocation::Parent(a)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -209,12 +193,13 @@ fn main() -> ExitCode {
             StopChildren::Kill,
             run,
         ),
-        Err(e) => bench::run_main::<Args, _>(
+        // Printed, exit 64, as for every benchmark.
+        Err(e) => bench::run_main(
             "bench_scale",
             Err(e),
             BinDir::Release,
             StopChildren::Kill,
-            |_| async { ExitCode::FAILURE },
+            run,
         ),
     }
 }
@@ -311,10 +296,11 @@ async fn bench_scale(args: &Args) -> Result<(), String> {
     // 3. Deploys.
     let spec = spec_toml(&args.batch);
     let mut deploys = vec![];
+    let (_, mut starts) = pool.versions().await?;
     for version in ["v1", "v2"] {
         let d = deploy(&mut ctl, pid, &spec, version, idle, args).await?;
         d.print(args.agents);
-        let running = pool.versions().await?;
+        let (running, now) = pool.versions().await?;
         let on = running.get(version).copied().unwrap_or(0);
         if on != args.agents {
             return Err(format!(
@@ -322,6 +308,15 @@ async fn bench_scale(args: &Args) -> Result<(), String> {
                 args.agents
             ));
         }
+        // Every host swapped exactly once: no host started twice, none skipped.
+        if now - starts != args.agents as u64 {
+            return Err(format!(
+                "the deploy of {version} started {} containers on {} hosts",
+                now - starts,
+                args.agents
+            ));
+        }
+        starts = now;
         deploys.push(d);
     }
 
@@ -777,9 +772,11 @@ impl Pool {
         Ok(())
     }
 
-    /// How many simulated hosts run each version (a running container of it).
-    async fn versions(&mut self) -> Result<BTreeMap<String, usize>, String> {
+    /// How many simulated hosts run each version (a running container of it), and how
+    /// many containers the simulated engines started so far.
+    async fn versions(&mut self) -> Result<(BTreeMap<String, usize>, u64), String> {
         let mut total = BTreeMap::new();
+        let mut starts = 0;
         for (k, (_, stdin, lines)) in self.children.iter_mut().enumerate() {
             stdin
                 .write_all(b"versions\n")
@@ -790,17 +787,22 @@ impl Pool {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("child {k} exited"))?;
-            for pair in line
+            // "versions STARTS v1=N v2=M ..."
+            let mut words = line
                 .strip_prefix("versions")
                 .unwrap_or("")
-                .split_whitespace()
-            {
+                .split_whitespace();
+            starts += words
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            for pair in words {
                 if let Some((v, n)) = pair.split_once('=') {
                     *total.entry(v.to_string()).or_insert(0) += n.parse::<usize>().unwrap_or(0);
                 }
             }
         }
-        Ok(total)
+        Ok((total, starts))
     }
 
     /// Stops every agent and lets the children exit.
@@ -832,7 +834,7 @@ fn child_main(args: ChildArgs) -> ExitCode {
 }
 
 async fn child(args: ChildArgs) -> Result<(), String> {
-    let (engines, _) = sim::engines(args.count, args.profile.sim());
+    let (engines, counters) = sim::engines(args.count, args.profile.sim());
     let ca = args.dir.join("pki").join(tls::CA_CERT_FILE);
     // Secrets go to tmpfs, as the agent requires of a real host.
     let secrets = PathBuf::from("/dev/shm").join(
@@ -899,7 +901,8 @@ async fn child(args: ChildArgs) -> Result<(), String> {
             }
             "versions" => {
                 let counts = sim::versions_running(&engines);
-                let mut line = String::from("versions");
+                let started = counters.starts.load(std::sync::atomic::Ordering::Relaxed);
+                let mut line = format!("versions {started}");
                 for (v, n) in counts {
                     line.push_str(&format!(" {v}={n}"));
                 }
