@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::store::Fence;
+
 /// Tunables of the hub.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
@@ -109,6 +111,17 @@ pub enum HubError {
         /// The command that got no answer.
         command_id: String,
     },
+    /// This replica no longer leads (its lease was lost or superseded): it commands no
+    /// agent, the leader does.
+    #[error(
+        "refused to send command {command_id} to host {host:?}: this controller is no longer the leader; the new leader carries the deployment on"
+    )]
+    NotLeader {
+        /// The host.
+        host: String,
+        /// The command not sent.
+        command_id: String,
+    },
     /// No answer in time.
     #[error("host {host:?} did not answer command {command_id} within {}", drover_shared::duration::human(*.timeout))]
     Timeout {
@@ -148,6 +161,9 @@ struct Inner {
     /// Bumped (under the `hosts` write lock) every time a host is removed, so a stream
     /// admitted just before its host's removal cannot open after it.
     removals: AtomicU64,
+    /// A replica's fence: no command leaves while it does not lead (`None`: a single
+    /// controller, always leading).
+    fence: Option<Arc<Fence>>,
 }
 
 /// Cloneable handle to the hub.
@@ -159,6 +175,15 @@ pub struct AgentHub {
 impl AgentHub {
     /// An empty hub.
     pub fn new(settings: HubSettings) -> Self {
+        Self::build(settings, None)
+    }
+
+    /// An empty hub of a replica that sends commands only while `fence` leads.
+    pub fn fenced(settings: HubSettings, fence: Arc<Fence>) -> Self {
+        Self::build(settings, Some(fence))
+    }
+
+    fn build(settings: HubSettings, fence: Option<Arc<Fence>>) -> Self {
         let (progress, _) = broadcast::channel(1024);
         let (changed, _) = watch::channel(0);
         Self {
@@ -170,6 +195,7 @@ impl AgentHub {
                 sessions: AtomicU64::new(0),
                 removals: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
+                fence,
             }),
         }
     }
@@ -270,6 +296,19 @@ impl AgentHub {
         timeout: Duration,
     ) -> Result<CommandResult, HubError> {
         let command_id = command.command_id.clone();
+        if let Some(fence) = &self.inner.fence
+            && fence.epoch().is_none()
+        {
+            let (deployment, epoch) = command
+                .fence
+                .as_ref()
+                .map_or(("", 0), |f| (f.deployment_id.as_str(), f.epoch));
+            warn!(host, command = %command_id, deployment, epoch, "refused to command the host: this controller is no longer the leader");
+            return Err(HubError::NotLeader {
+                host: host.to_string(),
+                command_id,
+            });
+        }
         let timed_out = || HubError::Timeout {
             host: host.to_string(),
             command_id: command_id.clone(),

@@ -7,6 +7,7 @@ pub mod dora;
 pub mod enroll;
 pub mod hub;
 pub mod lb;
+pub mod leader;
 pub mod logtail;
 pub mod metrics;
 pub mod operator;

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub slo: crate::slo::SloGauges,
     /// The delivery metrics of the last 30 days, as last refreshed ([`dora::refresh`]).
     dora: Mutex<Vec<crate::dora::Dora>>,
+    /// This controller's role among replicas (single when never set).
+    leadership: std::sync::OnceLock<crate::leader::Leadership>,
 }
 
 impl Default for Metrics {
@@ -112,6 +114,7 @@ impl Default for Metrics {
             controller_cert_not_after: AtomicI64::default(),
             slo: Default::default(),
             dora: Mutex::default(),
+            leadership: std::sync::OnceLock::new(),
         }
     }
 }
@@ -164,9 +167,39 @@ impl Metrics {
         self.hosts_swapped.inc();
     }
 
+    /// Reports `leadership` as the controller's role from now on.
+    pub fn leadership(&self, leadership: crate::leader::Leadership) {
+        let _ = self.leadership.set(leadership);
+    }
+
     /// Everything, in the OpenMetrics text format.
     pub fn render(&self, hub: &AgentHub) -> String {
         let mut reg = Registry::default();
+        let role = self
+            .leadership
+            .get()
+            .map_or(crate::leader::Role::Single, crate::leader::Leadership::role);
+        counts(
+            &mut reg,
+            "drover_controller_role",
+            "This controller's role among replicas: 1 for the one it has (single, leader or standby).",
+            ["single", "leader", "standby"]
+                .map(|r| (labels(&[("role", r)]), i64::from(role.as_str() == r))),
+        );
+        counts(
+            &mut reg,
+            "drover_controller_epoch",
+            "The fencing epoch this controller leads under (0 unless it leads).",
+            [(
+                Labels::new(),
+                match role {
+                    crate::leader::Role::Leader { epoch } => {
+                        i64::try_from(epoch).unwrap_or(i64::MAX)
+                    }
+                    _ => 0,
+                },
+            )],
+        );
         let hosts = hub.hosts();
         let connected = hosts.iter().filter(|h| h.connected).count() as i64;
         counts(

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::auth::guard::Guarded;
 use crate::auth::{Authenticator, Principal};
 use crate::hub::{AgentHub, HostSnapshot};
+use crate::leader::Leadership;
 use crate::rollout::{Action, DeployError, Deployer};
 use crate::secrets::Vault;
 use crate::slo::SloMonitor;
@@ -48,6 +49,8 @@ pub struct OperatorService {
     vault: Vault,
     /// Error budgets, read by `GetSlo`.
     slo: SloMonitor,
+    /// This controller's role among replicas, shown by `WhoAmI`.
+    leadership: Leadership,
 }
 
 impl OperatorService {
@@ -59,7 +62,14 @@ impl OperatorService {
             deployer,
             vault,
             slo,
+            leadership: Leadership::single(),
         }
+    }
+
+    /// The same, on a replica whose role is `leadership`.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// The tonic service, behind `auth`: no request reaches a handler unauthenticated.
@@ -143,10 +153,14 @@ impl Operator for OperatorService {
         request: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::WhoAmIResponse>, Status> {
         let who = Principal::of(&request)?;
+        let controller = self.leadership.role();
         Ok(Response::new(proto::WhoAmIResponse {
             name: who.name,
             role: who.role.as_str().to_owned(),
             method: who.method.as_str().to_owned(),
+            controller_role: controller.as_str().to_owned(),
+            leader: self.leadership.leader().unwrap_or_default(),
+            epoch: self.leadership.epoch(),
         }))
     }
 

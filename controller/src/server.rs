@@ -1,6 +1,13 @@
 //! `drover serve`: one listener serving the agent channel, the enrollment service and the
 //! operator API, over mTLS (or plaintext with `--insecure-dev`); the state database; and
 //! the rollout engine (which resumes unfinished deployments first).
+//!
+//! On SQLite there is one controller. On PostgreSQL, replicas campaign for the leader
+//! lease ([`crate::leader`]): a standby serves only `WhoAmI` and names the leader to
+//! everyone else; the replica that takes the lease resumes the deployments, runs the
+//! rollouts and samplers, and, should it lose the lease, stops acting at once and exits
+//! (`EX_TEMPFAIL`) so that its service manager starts it again as a standby: nothing of
+//! its term survives in memory (the practice of Kubernetes' controllers).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,18 +17,21 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
 use crate::auth::Authenticator;
 use crate::enroll::{EnrollmentService, Issuer};
 use crate::hub::{Admission, AgentHub, HubSettings};
+use crate::leader::gate::GateLayer;
+use crate::leader::{Campaign, Leadership, LeaseLost, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::operator::OperatorService;
 use crate::rollout::{Deployer, DeployerSettings};
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, SecretsKey, Vault, insecure_dev_key_path};
 use crate::slo::{SloMonitor, SloSettings};
-use crate::store::Store;
+use crate::store::{Fence, Store};
 use crate::tls::ServingCert;
 
 pub use crate::tls::TlsSettings;
@@ -42,8 +52,8 @@ pub struct ServeSettings {
     pub hub: HubSettings,
     /// Rollout engine tunables.
     pub deployer: DeployerSettings,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// Where the state is kept.
+    pub database: Database,
     /// How long in-flight rollouts get to reach a step boundary on shutdown.
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -56,6 +66,78 @@ pub struct ServeSettings {
     pub slo: SloSettings,
     /// Where to serve the web interface, if anywhere.
     pub web: Option<WebListen>,
+}
+
+/// Where the controller keeps its state.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// An embedded SQLite file: one controller.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by controller replicas, one of which leads.
+    Postgres {
+        /// `postgres://...` (or key-value form).
+        url: String,
+        /// The leader lease's length and this replica's advertised address.
+        lease: LeaseSettings,
+        /// This replica's own files: the web session key (and, under
+        /// `--insecure-dev`, the secrets key).
+        state_dir: PathBuf,
+    },
+}
+
+impl Database {
+    /// The directory of this controller's own files.
+    pub fn state_dir(&self) -> PathBuf {
+        match self {
+            Database::Sqlite(path) => path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+            Database::Postgres { state_dir, .. } => state_dir.clone(),
+        }
+    }
+
+    /// What to call it in logs: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***` (URL or key-value form).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// This process's name in the leader lease: host, pid and a random suffix, so a
+/// restarted replica never mistakes itself for its previous life.
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "controller".to_owned());
+    format!(
+        "{host}:{}:{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 /// The web interface's listener and certificate.
@@ -91,37 +173,50 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// This replica led and lost the lease: it stopped acting; start it again (its
+    /// service manager does) and it stands by.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
 }
 
-/// Runs the controller on `listener` until `shutdown` completes.
+/// Runs the controller on `listener` until `shutdown` completes (or, for a replica that
+/// led, until it loses the lease: [`ServeError::LeaseLost`]).
 pub async fn run(
     listener: TcpListener,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    if let Some(dir) = settings
-        .database
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        let _ = tokio::fs::create_dir_all(dir).await;
-    }
-    let store = Store::open(&settings.database).await?;
+    let state_dir = settings.database.state_dir();
+    let _ = tokio::fs::create_dir_all(&state_dir).await;
+    let (store, fence, campaign, leadership) = match &settings.database {
+        Database::Sqlite(path) => (Store::open(path).await?, None, None, Leadership::single()),
+        Database::Postgres { url, lease, .. } => {
+            let fence = Fence::new(holder_name());
+            let store = Store::open_postgres(url, fence.clone()).await?;
+            let (campaign, leadership) = Campaign::new(url, lease.clone(), fence.clone());
+            info!(holder = fence.holder(), address = %lease.address, lease = %drover_shared::duration::human(lease.ttl), role = "standby", "replica on PostgreSQL: campaigning for the leader lease");
+            (store, Some(fence), Some(campaign), leadership)
+        }
+    };
     let secrets_key = match &settings.security {
         Security::Tls(tls) => tls.secrets_key.clone(),
         Security::InsecureDev => {
             warn!(
                 "--insecure-dev: serving PLAINTEXT gRPC with NO authentication; every caller is admin and anyone who can reach this port controls the fleet. Development only."
             );
-            let path = insecure_dev_key_path(&settings.database);
+            let path = insecure_dev_key_path(&state_dir.join("drover.db"));
             tokio::task::spawn_blocking(move || SecretsKey::load_or_create(&path))
                 .await
                 .map_err(|e| crate::store::StoreError::Task(e.to_string()))??
         }
     };
     let vault = Vault::new(store.clone(), secrets_key);
-    let hub = AgentHub::new(settings.hub);
+    let hub = match fence {
+        Some(fence) => AgentHub::fenced(settings.hub, fence),
+        None => AgentHub::new(settings.hub),
+    };
     let metrics = Arc::new(Metrics::default());
+    metrics.leadership(leadership.clone());
     let slo = SloMonitor::new(store.clone(), metrics.clone(), settings.slo);
     let deployer = Deployer::new(
         store.clone(),
@@ -135,12 +230,14 @@ pub async fn run(
     let stop_background = CancellationToken::new();
     // An early return (a failed resume) stops the background tasks too.
     let _stop_on_exit = stop_background.clone().drop_guard();
-    let metrics_task = settings.metrics.map(|l| {
+    let background = TaskTracker::new();
+    let scraped = settings.metrics.is_some();
+    if let Some(l) = settings.metrics {
         if let Ok(addr) = l.local_addr() {
             info!(%addr, "serving Prometheus metrics at /metrics");
         }
         let stop = stop_background.clone();
-        tokio::spawn(
+        background.spawn(
             crate::web::serve_router(
                 l,
                 None,
@@ -148,29 +245,45 @@ pub async fn run(
                 async move { stop.cancelled().await },
             )
             .instrument(tracing::info_span!("metrics")),
-        )
-    });
-    let slo_task = {
-        let stop = stop_background.clone();
-        tokio::spawn(
-            slo.clone()
-                .run(async move { stop.cancelled().await })
-                .instrument(tracing::info_span!("slo")),
-        )
+        );
+    }
+    // What only the acting controller runs: the error-budget sampler and the
+    // delivery-metric gauges (only where something scrapes them).
+    let duties = {
+        let (slo, store, metrics, stop, background) = (
+            slo.clone(),
+            store.clone(),
+            metrics.clone(),
+            stop_background.clone(),
+            background.clone(),
+        );
+        move || {
+            let halt = stop.clone();
+            background.spawn(
+                slo.run(async move { halt.cancelled().await })
+                    .instrument(tracing::info_span!("slo")),
+            );
+            if scraped {
+                background.spawn(
+                    crate::metrics::dora::refresh(
+                        store,
+                        metrics,
+                        crate::metrics::dora::REFRESH,
+                        stop,
+                    )
+                    .instrument(tracing::info_span!("dora_metrics")),
+                );
+            }
+        }
     };
-    // The delivery-metric gauges, only where something scrapes them.
-    let dora_task = metrics_task.is_some().then(|| {
-        tokio::spawn(
-            crate::metrics::dora::refresh(
-                store.clone(),
-                metrics.clone(),
-                crate::metrics::dora::REFRESH,
-                stop_background.clone(),
-            )
-            .instrument(tracing::info_span!("dora_metrics")),
-        )
-    });
-    let resumed = deployer.resume().await?;
+    let mut resumed = 0;
+    let mut duties = Some(duties);
+    if campaign.is_none() {
+        resumed = deployer.resume().await?;
+        if let Some(start) = duties.take() {
+            start();
+        }
+    }
     let (admission, auth, issuer) = match &settings.security {
         Security::Tls(tls) => (
             Admission::Enrolled(store.clone()),
@@ -186,49 +299,75 @@ pub async fn run(
         Security::Tls(tls) => Some(ServingCert::mint(tls)?),
         Security::InsecureDev => None,
     };
-    let ops = Arc::new(OperatorService::new(
-        hub.clone(),
-        deployer.clone(),
-        vault,
-        slo,
-    ));
-    let web_task = match settings.web {
-        None => None,
-        Some(web) => {
-            let task = start_web(
-                web,
-                &settings.database,
-                serving.as_ref(),
-                |sessions| {
-                    crate::web::Web::new(
-                        ops.clone(),
-                        hub.clone(),
-                        store.clone(),
-                        auth.clone(),
-                        sessions,
-                        deployer.subscribe(),
-                    )
-                },
-                stop_background.clone(),
-            )
-            .await?;
-            Some(task)
-        }
-    };
+    let ops = Arc::new(
+        OperatorService::new(hub.clone(), deployer.clone(), vault, slo)
+            .with_leadership(leadership.clone()),
+    );
+    if let Some(web) = settings.web {
+        start_web(
+            web,
+            &state_dir,
+            serving.as_ref(),
+            |sessions| {
+                crate::web::Web::new(
+                    ops.clone(),
+                    hub.clone(),
+                    store.clone(),
+                    auth.clone(),
+                    sessions,
+                    deployer.subscribe(),
+                )
+            },
+            GateLayer::web(leadership.clone()),
+            &background,
+            stop_background.clone(),
+        )
+        .await?;
+    }
     let router = tonic::transport::Server::builder()
+        .layer(GateLayer::grpc(leadership.clone()))
         .add_service(hub.grpc_service(admission))
         .add_service(EnrollmentService::server(issuer, store.clone()))
         .add_service(OperatorService::server(ops, auth));
-    let graceful = async {
-        shutdown.await;
-        // Rollouts stop at a step boundary first (their state stays recorded for the
-        // next start), then open streams close so the server can finish.
-        deployer.shutdown(settings.shutdown_grace).await;
-        hub.shutdown();
+    // Leadership: campaign, resume, hold; `lost` fires if the lease is lost.
+    let lost = CancellationToken::new();
+    let release = CancellationToken::new();
+    let leading = campaign.map(|campaign| {
+        let (deployer, lost, release) = (deployer.clone(), lost.clone(), release.clone());
+        let start = duties.take();
+        tokio::spawn(
+            async move {
+                let outcome = lead(campaign, &deployer, start, &release).await;
+                if outcome.is_err() {
+                    lost.cancel();
+                }
+                outcome
+            }
+            .instrument(tracing::info_span!("leadership")),
+        )
+    });
+    let grace = settings.shutdown_grace;
+    let graceful = {
+        let (deployer, hub, lost) = (deployer.clone(), hub.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {
+                    // Rollouts stop at a step boundary first (their state stays recorded
+                    // for the next leader), then open streams close so the server can
+                    // finish.
+                    deployer.shutdown(grace).await;
+                }
+                () = lost.cancelled() => {
+                    // Fenced already: nothing they do is written or sent.
+                    deployer.shutdown(LOST_LEASE_GRACE).await;
+                }
+            }
+            hub.shutdown();
+        }
     };
     let addr = listener.local_addr().ok();
-    let database = settings.database.display().to_string();
-    let mut renewal = None;
+    let database = settings.database.describe();
+    let role = leadership.role();
     match &settings.security {
         Security::Tls(tls) => {
             let serving = serving.ok_or_else(|| {
@@ -241,15 +380,15 @@ pub async fn run(
                 metrics.controller_certificate(at);
             }
             let renewed = metrics.clone();
-            renewal = Some(tokio::spawn(
+            background.spawn(
                 serving
                     .renew_daily(tls.clone(), stop_background.clone(), move |at| {
                         renewed.controller_certificate(at)
                     })
                     .instrument(tracing::info_span!("serving_cert")),
-            ));
+            );
             if let Some(addr) = addr {
-                info!(%addr, database, resumed, agent_cert_ttl = ?tls.agent_cert_ttl, "controller listening (mTLS) for agents and operators");
+                info!(%addr, database, resumed, role = role.as_str(), agent_cert_ttl = ?tls.agent_cert_ttl, "controller listening (mTLS) for agents and operators");
             }
             router
                 .serve_with_incoming_shutdown(
@@ -260,28 +399,58 @@ pub async fn run(
         }
         Security::InsecureDev => {
             if let Some(addr) = addr {
-                info!(%addr, database, resumed, "controller listening in plaintext for agents and operators");
+                info!(%addr, database, resumed, role = role.as_str(), "controller listening in plaintext for agents and operators");
             }
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
                 .await?;
         }
     }
+    // The server is done: give the lease up (a standby takes over at once).
+    release.cancel();
+    let outcome = match leading {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(crate::store::StoreError::Task(e.to_string()).into())),
+        None => Ok(()),
+    };
     stop_background.cancel();
-    let _ = slo_task.await;
-    if let Some(t) = metrics_task {
-        let _ = t.await;
+    background.close();
+    background.wait().await;
+    outcome
+}
+
+/// How long rollouts of a replica that lost the lease get to stop (they are fenced: a
+/// moment to log their refusals).
+const LOST_LEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// A replica's leadership: waits for the lease, resumes the deployments under it and
+/// starts the leader's duties, then holds the lease until `release` (given up) or it is
+/// lost.
+async fn lead(
+    mut campaign: Campaign,
+    deployer: &Deployer,
+    duties: Option<impl FnOnce()>,
+    release: &CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(epoch) = campaign.acquire(release).await else {
+        return Ok(());
+    };
+    let herald = campaign.herald();
+    let holding = campaign.hold(epoch, release);
+    tokio::pin!(holding);
+    tokio::select! {
+        resumed = deployer.resume() => {
+            let resumed = resumed?;
+            herald.lead(epoch);
+            info!(epoch, resumed, role = "leader", "leading: unfinished deployments resumed");
+            if let Some(start) = duties {
+                start();
+            }
+        }
+        held = &mut holding => return held.map_err(ServeError::from),
     }
-    if let Some(t) = dora_task {
-        let _ = t.await;
-    }
-    if let Some(t) = renewal {
-        let _ = t.await;
-    }
-    if let Some(t) = web_task {
-        let _ = t.await;
-    }
-    Ok(())
+    holding.await.map_err(ServeError::from)
 }
 
 /// Starts the web interface: its TLS configuration (the `--web-cert` pair, else the
@@ -289,11 +458,13 @@ pub async fn run(
 /// key kept next to the database, and the serving task, which stops with `stop`.
 async fn start_web(
     listen: WebListen,
-    database: &std::path::Path,
+    state_dir: &std::path::Path,
     serving: Option<&ServingCert>,
     web: impl FnOnce(crate::web::Sessions) -> crate::web::Web,
+    gate: GateLayer,
+    tasks: &TaskTracker,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+) -> Result<(), ServeError> {
     let source = match (listen.cert, serving) {
         (Some((cert, key)), _) => Some(crate::web::TlsSource::Files { cert, key }),
         (None, Some(s)) => Some(crate::web::TlsSource::Controller(s.resolver())),
@@ -307,10 +478,7 @@ async fn start_web(
         ),
         None => None,
     };
-    let key_path = database
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join(crate::web::session::KEY_FILE);
+    let key_path = state_dir.join(crate::web::session::KEY_FILE);
     let key =
         tokio::task::spawn_blocking(move || crate::web::SessionKey::load_or_create(&key_path))
             .await
@@ -323,13 +491,11 @@ async fn start_web(
             warn!(%addr, "--insecure-dev: serving the web interface in PLAINTEXT at http://{addr}/; every visitor is admin");
         }
     }
-    Ok(tokio::spawn(
-        crate::web::serve(
-            listen.listener,
-            tls,
-            web,
-            async move { stop.cancelled().await },
-        )
+    tasks.spawn(
+        crate::web::serve(listen.listener, tls, web, gate, async move {
+            stop.cancelled().await
+        })
         .instrument(tracing::info_span!("web")),
-    ))
+    );
+    Ok(())
 }

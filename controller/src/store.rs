@@ -22,7 +22,9 @@ use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 
 mod bake_rows;
 mod dora_rows;
+mod fence;
 mod hook_rows;
+mod pg_stub;
 mod release_rows;
 mod secret_rows;
 mod security;
@@ -30,6 +32,7 @@ mod slo_rows;
 mod step_rows;
 
 pub use bake_rows::{Bake, BakeSignals, BakeVerdict};
+pub use fence::Fence;
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};

@@ -116,7 +116,7 @@ impl Controller {
         let settings = ServeSettings {
             hub,
             deployer: Default::default(),
-            database: dir.path().join("drover.db"),
+            database: drover_controller::server::Database::Sqlite(dir.path().join("drover.db")),
             shutdown_grace: Duration::from_secs(1),
             metrics: None,
             clock: drover_controller::schedule::SystemClock::shared(),

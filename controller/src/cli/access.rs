@@ -230,7 +230,7 @@ async fn create_api_token(
     };
     eprintln!(
         "API token for {name} ({role}), {until}; shown only now. Save it as a file {name}.token (mode 0600), then use it with:\n  drover login --profile {name} --controller {} --ca-cert {} --token-stdin < {name}.token\nor: DROVER_TOKEN_FILE={name}.token drover whoami",
-        settings.controllers.join(" --controller "),
+        settings.controllers.join(","),
         settings.ca_cert.display()
     );
     Ok(0)
@@ -245,5 +245,17 @@ pub async fn run_whoami(args: WhoAmIArgs) -> anyhow::Result<i32> {
         .map_err(|s| rpc_error("whoami", &s))?
         .into_inner();
     println!("{} ({}, by {})", r.name, r.role, r.method);
+    println!("controller: {}", controller_role(&r));
     Ok(0)
+}
+
+/// The answering controller's role in words.
+fn controller_role(r: &drover_proto::v1::WhoAmIResponse) -> String {
+    match (r.controller_role.as_str(), r.leader.as_str()) {
+        ("leader", _) => format!("leader (epoch {})", r.epoch),
+        ("standby", "") => "standby (no replica leads at the moment)".to_owned(),
+        ("standby", leader) => format!("standby (the leader is {leader})"),
+        ("", _) => "single".to_owned(),
+        (role, _) => role.to_owned(),
+    }
 }

@@ -58,7 +58,8 @@ impl Interceptor for Credentials {
 /// file (never a flag, so it stays out of shell history and `ps`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// Controller address: https://HOST:PORT (http:// only with --insecure-dev)
+    /// Controller address: https://HOST:PORT (http:// only with --insecure-dev); for
+    /// replicas on PostgreSQL, every replica's, comma-separated: the CLI asks the leader
     /// [default: the profile's, else https://127.0.0.1:7070].
     #[arg(long, env = "DROVER_CONTROLLER", value_name = "URL")]
     pub controller: Option<String>,
@@ -126,7 +127,12 @@ impl ClientArgs {
 
     fn merge(&self, p: Profile) -> Settings {
         let controllers = match &self.controller {
-            Some(c) => vec![c.trim().to_owned()],
+            Some(c) => c
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
             None if !p.controllers.is_empty() => p.controllers.clone(),
             None => vec![DEFAULT_CONTROLLER.to_owned()],
         };
@@ -197,20 +203,59 @@ impl Settings {
             (Some(config), token.map(bearer).transpose()?)
         };
         let mut failures = vec![];
-        for url in &self.controllers {
-            let channel = match &config {
-                None => tls::insecure_channel(url, CONNECT_TIMEOUT).await,
-                Some(c) => tls::channel(url, c.clone(), CONNECT_TIMEOUT).await,
-            };
-            match channel {
-                Ok(channel) => {
-                    let credentials = Credentials {
-                        bearer: bearer.clone(),
-                    };
-                    return Ok(OperatorClient::with_interceptor(channel, credentials));
-                }
-                Err(e) => failures.push(format!("{url}: {}", cause(&e))),
+        let mut standbys = 0;
+        let mut queue: std::collections::VecDeque<String> =
+            self.controllers.iter().cloned().collect();
+        let mut tried = std::collections::HashSet::new();
+        while let Some(url) = queue.pop_front() {
+            if !tried.insert(url.clone()) {
+                continue;
             }
+            let channel = match &config {
+                None => tls::insecure_channel(&url, CONNECT_TIMEOUT).await,
+                Some(c) => tls::channel(&url, c.clone(), CONNECT_TIMEOUT).await,
+            };
+            let channel = match channel {
+                Ok(channel) => channel,
+                Err(e) => {
+                    failures.push(format!("{url}: {}", cause(&e)));
+                    continue;
+                }
+            };
+            let credentials = Credentials {
+                bearer: bearer.clone(),
+            };
+            let mut client = OperatorClient::with_interceptor(channel, credentials);
+            // With several replicas, ask the one that leads: a standby names it.
+            if self.controllers.len() > 1 {
+                match client
+                    .who_am_i(drover_proto::v1::WhoAmIRequest {})
+                    .await
+                    .map(tonic::Response::into_inner)
+                {
+                    Ok(r) if r.controller_role == "standby" => {
+                        standbys += 1;
+                        if !r.leader.is_empty() {
+                            check_address(&r.leader, self.insecure_dev)?;
+                            queue.push_front(r.leader.clone());
+                        }
+                        failures.push(format!("{url}: a standby"));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(status) => {
+                        failures.push(format!("{url}: {}", status.message()));
+                        continue;
+                    }
+                }
+            }
+            return Ok(client);
+        }
+        if standbys > 0 {
+            return Err(anyhow::anyhow!(
+                "no controller replica leads at the moment ({}); a new leader is being chosen: retry in a few seconds",
+                failures.join("; ")
+            ));
         }
         Err(anyhow::anyhow!(
             "cannot reach the controller at {}; is `drover serve` running there? Pass --controller https://HOST:PORT (or set DROVER_CONTROLLER, or save it in a profile with `drover login`)",

@@ -8,9 +8,12 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::hub::HubSettings;
+use crate::leader::LeaseSettings;
 use crate::registry_auth::RegistryCredentials;
 use crate::rollout::DeployerSettings;
-use crate::server::{Security, ServeSettings, TlsSettings, run as run_server};
+use crate::server::{
+    Database, Security, ServeError, ServeSettings, TlsSettings, run as run_server,
+};
 
 /// Exit code for a configuration `drover serve` refuses (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -21,13 +24,30 @@ pub struct ServeArgs {
     /// Address to listen on for agents and operators.
     #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// SQLite database holding deployments, history and locks (created if missing).
+    /// Where deployments, history and locks are kept: a SQLite file (created if missing;
+    /// one controller), or a PostgreSQL URL (postgres://USER@HOST/DB, or
+    /// postgresql:///DB?host=/run/postgresql for a socket) shared by two or three
+    /// replicas, one of which leads (the others stand by and take over when it is lost).
     #[arg(
         long,
         env = "DROVER_DATABASE",
+        value_name = "FILE|URL",
         default_value = "/var/lib/drover/drover.db"
     )]
-    pub database: PathBuf,
+    pub database: String,
+    /// With PostgreSQL: the address agents and operators are sent to while this replica
+    /// leads (https://HOST:PORT) [default: https://<--listen>, unless that is 0.0.0.0
+    /// or ::, when it must be given].
+    #[arg(long, env = "DROVER_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
+    /// With PostgreSQL: the leader lease's length. The leader renews it every third
+    /// and, unable to, stops acting a third early; a standby takes it once expired, so
+    /// a lost leader is replaced within about one lease.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_lease: Duration,
+    /// With PostgreSQL: this replica's own files (the web interface's session key).
+    #[arg(long, env = "DROVER_STATE_DIR", default_value = "/var/lib/drover")]
+    pub state_dir: PathBuf,
     /// Heartbeat period asked of agents; an agent silent for three periods is lost.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -79,6 +99,53 @@ pub struct ServeArgs {
     pub insecure_dev: bool,
 }
 
+/// Exit code of a replica that lost the leader lease (`EX_TEMPFAIL`): started again, it
+/// stands by.
+pub const EXIT_LEASE_LOST: i32 = 75;
+
+/// The shortest `--leader-lease` accepted (renewals every third of it).
+const MIN_LEADER_LEASE: Duration = Duration::from_secs(1);
+
+/// Where the state is kept, from `--database` (a postgres URL or a SQLite file) and, for
+/// PostgreSQL, the lease flags; a message naming the flag when they cannot work.
+fn database(args: &ServeArgs) -> Result<Database, String> {
+    let db = args.database.trim();
+    if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        return Ok(Database::Sqlite(PathBuf::from(db)));
+    }
+    if args.leader_lease < MIN_LEADER_LEASE {
+        return Err(format!(
+            "--leader-lease {} is too short: give at least {}",
+            humantime::format_duration(args.leader_lease),
+            humantime::format_duration(MIN_LEADER_LEASE)
+        ));
+    }
+    let scheme = if args.insecure_dev { "http" } else { "https" };
+    let address = match &args.advertise {
+        Some(a) => {
+            crate::cli::connect::check_address(a, args.insecure_dev)
+                .map_err(|e| format!("--advertise: {e}"))?;
+            a.trim().to_owned()
+        }
+        None if args.listen.ip().is_unspecified() => {
+            return Err(format!(
+                "--listen {} is every address: give --advertise {scheme}://HOST:{}, the address agents and operators reach this replica at",
+                args.listen,
+                args.listen.port()
+            ));
+        }
+        None => format!("{scheme}://{}", args.listen),
+    };
+    Ok(Database::Postgres {
+        url: db.to_owned(),
+        lease: LeaseSettings {
+            ttl: args.leader_lease,
+            address,
+        },
+        state_dir: args.state_dir.clone(),
+    })
+}
+
 /// The smallest `--agent-cert-ttl` accepted: renewal needs time to happen.
 const MIN_AGENT_CERT_TTL: Duration = Duration::from_secs(60);
 
@@ -87,6 +154,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         eprintln!("drover serve: --slo-interval must be above zero; write e.g. 10s");
         return Ok(EXIT_CONFIG);
     }
+    let database = match database(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("drover serve: {e}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
     let security = if args.insecure_dev {
         Security::InsecureDev
     } else {
@@ -152,7 +226,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             registry_credentials,
             ..DeployerSettings::default()
         },
-        database: args.database,
+        database,
         shutdown_grace: args.shutdown_grace,
         metrics,
         clock: crate::schedule::SystemClock::shared(),
@@ -163,7 +237,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             ..Default::default()
         },
     };
-    run_server(listener, settings, shutdown_signal()).await?;
+    match run_server(listener, settings, shutdown_signal()).await {
+        Ok(()) => {}
+        Err(e @ ServeError::LeaseLost(_)) => {
+            eprintln!("drover serve: {e}; exiting so that it starts again as a standby");
+            return Ok(EXIT_LEASE_LOST);
+        }
+        Err(e) => return Err(e.into()),
+    }
     info!("controller stopped");
     Ok(0)
 }

@@ -153,9 +153,10 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     web: Web,
+    gate: crate::leader::gate::GateLayer,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_router(listener, tls, web.router(), shutdown).await
+    serve_router(listener, tls, web.router().layer(gate), shutdown).await
 }
 
 /// A request to the operator service carrying `who`, as the gRPC gate leaves it.

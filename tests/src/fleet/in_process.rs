@@ -35,7 +35,7 @@ impl InProcessController {
                 reconnect_grace: Duration::from_secs(5),
                 ..Default::default()
             },
-            database,
+            database: drover_controller::server::Database::Sqlite(database),
             shutdown_grace: Duration::from_secs(2),
             metrics: None,
             clock: clock.shared(),
