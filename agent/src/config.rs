@@ -18,6 +18,8 @@ use drover_shared::labels::parse_label;
 use drover_shared::telemetry::LogFormat;
 use serde::Deserialize;
 
+use crate::targets::Targets;
+
 /// Exit code for a configuration the agent refuses (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -384,8 +386,11 @@ impl EnvVars {
 /// The validated configuration the agent runs with. `Debug` never shows the join token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Controller URL: https://, or http:// with `insecure_dev`.
+    /// Controller URL: https://, or http:// with `insecure_dev`; for replicas, every
+    /// replica's, comma-separated (as given, for logs).
     pub controller: String,
+    /// The same addresses, and which one is in use (shared by every clone).
+    pub targets: Targets,
     /// This host's name; the value of the drover.agent label on its containers and the
     /// name its certificate is bound to.
     pub name: String,
@@ -486,6 +491,7 @@ impl AgentConfig {
             })?;
         }
         let config = Self {
+            targets: Targets::new(&controller),
             controller,
             name,
             labels,
@@ -519,34 +525,15 @@ impl AgentConfig {
 
     /// Checks every value; the first bad one is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let c = &self.controller;
-        if self.insecure_dev {
-            if !c.starts_with("http://") {
-                return Err(invalid(
-                    "controller",
-                    c,
-                    "with --insecure-dev the link is plaintext: use an http:// URL, or drop --insecure-dev to use https://",
-                ));
-            }
-        } else if c.starts_with("http://") {
+        if self.targets.is_empty() {
             return Err(invalid(
                 "controller",
-                c,
-                "plaintext http:// is refused: use https:// (mutual TLS with the fleet CA), or --insecure-dev on a development machine",
-            ));
-        } else if !c.starts_with("https://") {
-            return Err(invalid(
-                "controller",
-                c,
-                "use an https:// URL, e.g. https://controller:7070",
+                &self.controller,
+                "no address: write https://HOST:PORT (for replicas, every replica's, comma-separated)",
             ));
         }
-        match tonic::transport::Endpoint::from_shared(c.clone()) {
-            Err(e) => return Err(invalid("controller", c, format!("not a valid URL: {e}"))),
-            Ok(e) if e.uri().host().is_none_or(str::is_empty) => {
-                return Err(invalid("controller", c, "the URL names no host"));
-            }
-            Ok(_) => {}
+        for c in self.targets.all() {
+            check_controller(c, self.insecure_dev)?;
         }
         if let Err(reason) = check_token(&self.name, 128) {
             return Err(invalid("name", &self.name, reason));
@@ -729,6 +716,40 @@ pub fn check_token(value: &str, max: usize) -> Result<(), String> {
 
 fn valid_address(a: &str) -> bool {
     a.parse::<std::net::IpAddr>().is_ok() || check_token(a, 253).is_ok() && !a.contains('_')
+}
+
+/// Checks one controller address: its scheme against `insecure_dev`, and that it is a
+/// URL naming a host.
+fn check_controller(c: &str, insecure_dev: bool) -> Result<(), ConfigError> {
+    if insecure_dev {
+        if !c.starts_with("http://") {
+            return Err(invalid(
+                "controller",
+                c,
+                "with --insecure-dev the link is plaintext: use an http:// URL, or drop --insecure-dev to use https://",
+            ));
+        }
+    } else if c.starts_with("http://") {
+        return Err(invalid(
+            "controller",
+            c,
+            "plaintext http:// is refused: use https:// (mutual TLS with the fleet CA), or --insecure-dev on a development machine",
+        ));
+    } else if !c.starts_with("https://") {
+        return Err(invalid(
+            "controller",
+            c,
+            "use an https:// URL, e.g. https://controller:7070",
+        ));
+    }
+    match tonic::transport::Endpoint::from_shared(c.to_owned()) {
+        Err(e) => return Err(invalid("controller", c, format!("not a valid URL: {e}"))),
+        Ok(e) if e.uri().host().is_none_or(str::is_empty) => {
+            return Err(invalid("controller", c, "the URL names no host"));
+        }
+        Ok(_) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

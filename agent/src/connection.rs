@@ -41,6 +41,7 @@ use crate::executor::Executor;
 use crate::identity::{CONNECT_TIMEOUT, rfc3339, source_chain};
 use crate::logs::LogTails;
 use crate::runtime::ContainerRuntime;
+use crate::targets::Redirect;
 
 /// Results kept for delivery while no stream is open.
 const OUTBOX_CAPACITY: usize = 1024;
@@ -50,6 +51,8 @@ const UPLINK_CAPACITY: usize = 1024;
 const RETRY_BASE: Duration = Duration::from_millis(200);
 /// See [`RETRY_BASE`].
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// The upper bound with several controller replicas: one of them leads, soon.
+const RETRY_MAX_REPLICAS: Duration = Duration::from_secs(1);
 /// Delay ceiling after the controller refused this agent: retrying cannot help until an
 /// operator acts, so it is slow (but never stops).
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
@@ -82,6 +85,8 @@ enum SessionEnd {
     Refused(String),
     /// The certificate was renewed; reconnect at once to present it.
     Renewed,
+    /// A standby replica named the leader; dial it at once.
+    Redirected(String),
 }
 
 /// The agent's link to the controller, across reconnects.
@@ -132,7 +137,12 @@ impl<R: ContainerRuntime> Link<R> {
     /// Keeps a session open until `shutdown` completes, then lets in-flight commands
     /// finish (up to the configured grace) and closes the stream. Never stops containers.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+        let most = if self.config.targets.len() > 1 {
+            RETRY_MAX_REPLICAS
+        } else {
+            RETRY_MAX
+        };
+        let mut backoff = Backoff::new(RETRY_BASE, most);
         let mut refused_backoff = Backoff::new(REFUSED_RETRY, REFUSED_RETRY);
         // Fused: polling it again after it fired is harmless.
         let shutdown = shutdown.fuse();
@@ -145,9 +155,13 @@ impl<R: ContainerRuntime> Link<R> {
                     backoff.reset();
                     continue;
                 }
+                SessionEnd::Redirected(leader) => {
+                    info!(leader = %leader, "a standby controller named the leader; following it");
+                    continue;
+                }
                 SessionEnd::Lost(why) => {
                     let delay = backoff.next_delay();
-                    warn!(controller = %self.config.controller, error = %why, retry_in_ms = delay.as_millis() as u64, "controller stream lost");
+                    warn!(controller = %self.config.targets.current(), error = %why, retry_in_ms = delay.as_millis() as u64, "controller stream lost");
                     delay
                 }
                 SessionEnd::Refused(why) => {
@@ -226,10 +240,16 @@ impl<R: ContainerRuntime> Link<R> {
         if let Some(rx) = &mut self.renewed {
             rx.borrow_and_update();
         }
+        let url = self.config.targets.current();
         let channel = tokio::select! {
-            c = self.dial() => match c {
+            c = self.dial(&url) => match c {
                 Ok(c) => c,
-                Err(end) => return end,
+                Err(end) => {
+                    if matches!(end, SessionEnd::Lost(_)) {
+                        self.config.targets.unreachable(&url);
+                    }
+                    return end;
+                }
             },
             _ = &mut *shutdown => { self.start_draining(); return SessionEnd::Lost("shutting down before connecting".into()); }
         };
@@ -244,6 +264,13 @@ impl<R: ContainerRuntime> Link<R> {
                 return SessionEnd::Refused(format!("{} ({:?})", status.message(), status.code()));
             }
             Err(status) => {
+                match self.config.targets.redirected(&url, &status) {
+                    Some(Redirect::Leader(leader)) => return SessionEnd::Redirected(leader),
+                    Some(Redirect::NoLeader) => {
+                        return SessionEnd::Lost(format!("{url}: {}", status.message()));
+                    }
+                    None => {}
+                }
                 return SessionEnd::Lost(format!(
                     "controller refused the stream: {} ({:?})",
                     status.message(),
@@ -251,7 +278,7 @@ impl<R: ContainerRuntime> Link<R> {
                 ));
             }
         };
-        info!(controller = %self.config.controller, services, "connected to controller");
+        info!(controller = %url, services, "connected to controller");
         while let Some(r) = self.outbox.pop_front() {
             if let Err(e) = tx.try_send(body(agent_message::Body::Result(r))) {
                 self.stash(e.into_inner());
@@ -330,11 +357,17 @@ impl<R: ContainerRuntime> Link<R> {
                         Some(controller_message::Body::LogsCancel(c)) => tails.cancel(&c.stream_id),
                         None => debug!("empty controller message ignored"),
                     },
-                    Ok(None) => return SessionEnd::Lost("the controller closed the stream".into()),
+                    Ok(None) => {
+                        self.config.targets.unreachable(&url);
+                        return SessionEnd::Lost("the controller closed the stream".into());
+                    }
                     Err(status) if refuses_agent(status.code()) => {
                         return SessionEnd::Refused(format!("{} ({:?})", status.message(), status.code()));
                     }
-                    Err(status) => return SessionEnd::Lost(format!("stream error: {} ({:?})", status.message(), status.code())),
+                    Err(status) => {
+                        self.config.targets.unreachable(&url);
+                        return SessionEnd::Lost(format!("stream error: {} ({:?})", status.message(), status.code()));
+                    }
                 },
                 _ = heartbeat.tick() => {
                     seq += 1;
@@ -360,19 +393,18 @@ impl<R: ContainerRuntime> Link<R> {
     }
 
     /// Opens a channel to the controller with the configured transport.
-    async fn dial(&self) -> Result<Channel, SessionEnd> {
-        let url = &self.config.controller;
+    async fn dial(&self, url: &str) -> Result<Channel, SessionEnd> {
         let connect_error = |e: tonic::transport::Error| {
             SessionEnd::Lost(format!("cannot connect to {url}: {}", source_chain(&e)))
         };
         match &self.transport {
             Transport::Insecure => {
-                let endpoint = Endpoint::from_shared(url.clone())
+                let endpoint = Endpoint::from_shared(url.to_owned())
                     .map_err(|e| SessionEnd::Lost(format!("invalid controller URL: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(tls::KEEP_ALIVE)
+                    .keep_alive_timeout(tls::KEEP_ALIVE)
                     .keep_alive_while_idle(true);
                 endpoint.connect().await.map_err(connect_error)
             }

@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod secrets;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod targets;
 
 #[cfg(test)]
 mod testing;

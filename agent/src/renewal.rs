@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::AgentConfig;
 use crate::identity::{self, CertInfo, Credentials, RPC_TIMEOUT, is_refusal, rfc3339};
+use crate::targets::Targets;
 
 /// Longest single sleep, so a suspended host or a clock step is noticed soon after.
 const MAX_SLEEP: Duration = Duration::from_secs(300);
@@ -69,8 +70,8 @@ impl Validity {
 
 /// Renews the agent's certificate in the background.
 pub struct Renewer {
-    /// Controller URL (https://).
-    controller: String,
+    /// The controller addresses, shared with the link (the leader it follows).
+    targets: Targets,
     /// This agent's name: the identity of every CSR.
     name: String,
     /// Where agent.crt and agent.key live.
@@ -99,7 +100,7 @@ impl Renewer {
         renewed: watch::Sender<u64>,
     ) -> Self {
         Self {
-            controller: config.controller.clone(),
+            targets: config.targets.clone(),
             name: config.name.clone(),
             state_dir: config.state_dir.clone(),
             client,
@@ -184,12 +185,23 @@ impl Renewer {
             name: self.name.clone(),
         };
         let (key_pem, csr_pem) = tls::key_and_csr(&identity).map_err(Failure::transient)?;
-        let mut client = identity::enrollment_client(&self.controller, self.client.clone())
-            .await
-            .map_err(Failure::transient)?;
+        let url = self.targets.current();
+        let mut client = match identity::enrollment_client(&url, self.client.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.targets.unreachable(&url);
+                return Err(Failure::transient(e));
+            }
+        };
         let response =
             match tokio::time::timeout(RPC_TIMEOUT, client.renew(RenewRequest { csr_pem })).await {
                 Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(status)) if self.targets.redirected(&url, &status).is_some() => {
+                    return Err(Failure::transient(format!(
+                        "{url} is a standby controller: {}",
+                        status.message()
+                    )));
+                }
                 Ok(Err(status)) => {
                     let message = format!(
                         "the controller refused the renewal ({:?}): {}",

@@ -253,8 +253,15 @@ async fn enroll(
     })?;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
+        let url = config.targets.current();
         let attempt = async {
-            let mut enrollment = enrollment_client(&config.controller, client.clone()).await?;
+            let mut enrollment = match enrollment_client(&url, client.clone()).await {
+                Ok(e) => e,
+                Err(e) => {
+                    config.targets.unreachable(&url);
+                    return Err(e);
+                }
+            };
             let request = EnrollRequest {
                 token: token.expose().to_string(),
                 name: config.name.clone(),
@@ -263,6 +270,9 @@ async fn enroll(
             match tokio::time::timeout(RPC_TIMEOUT, enrollment.enroll(request)).await {
                 Ok(Ok(r)) => Ok(Ok(r.into_inner())),
                 Ok(Err(status)) if is_refusal(status.code()) => Ok(Err(status)),
+                Ok(Err(status)) if config.targets.redirected(&url, &status).is_some() => Err(
+                    format!("{url} is a standby controller: {}", status.message()),
+                ),
                 Ok(Err(status)) => Err(format!(
                     "the controller answered {:?}: {}",
                     status.code(),
@@ -294,7 +304,7 @@ async fn enroll(
             }
             Err(why) => {
                 let delay = backoff.next_delay();
-                warn!(controller = %config.controller, error = %why, retry_in_ms = delay.as_millis() as u64, "enrollment: controller unreachable; retrying");
+                warn!(controller = %url, error = %why, retry_in_ms = delay.as_millis() as u64, "enrollment: controller unreachable; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = &mut *shutdown => return Ok(None),

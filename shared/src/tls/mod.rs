@@ -24,6 +24,6 @@ pub use pki::{
     key_and_csr, write_private, write_public,
 };
 pub use transport::{
-    HANDSHAKE_TIMEOUT, TlsConnectInfo, TlsConnection, channel, incoming, insecure_channel,
-    lazy_channel,
+    HANDSHAKE_TIMEOUT, KEEP_ALIVE, TlsConnectInfo, TlsConnection, channel, incoming,
+    insecure_channel, lazy_channel,
 };

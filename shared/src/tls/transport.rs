@@ -147,12 +147,18 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// HTTP/2 ping period and the wait for its answer: a controller that stops answering
+/// (a frozen process, a machine gone without a reset) is left within two of them, so an
+/// agent reaches the replica that took over while the deployment waits for it.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
+
 /// The endpoint for `url` with Drover's client defaults.
 fn endpoint(url: &str, connect_timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
         .keep_alive_while_idle(true))
 }
 

@@ -848,6 +848,7 @@ async fn child(args: ChildArgs) -> Result<(), String> {
             let name = agent_name(args.first + i);
             AgentConfig {
                 controller: args.controller.clone(),
+                targets: drover_agent::targets::Targets::new(&args.controller),
                 name: name.clone(),
                 labels: [("role".to_string(), ROLE.to_string())].into(),
                 advertise: "127.0.0.1".into(),
