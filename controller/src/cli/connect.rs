@@ -182,9 +182,41 @@ impl ClientArgs {
     }
 }
 
+/// The settings of the last client made, for [`reconnect`].
+static LAST: std::sync::Mutex<Option<Settings>> = std::sync::Mutex::new(None);
+
+/// A new client to the controller replica that leads now, made with the settings of the
+/// last one, when those name several replicas (`None` otherwise): a command following a
+/// deployment carries on across a change of leader.
+pub async fn reconnect() -> Option<anyhow::Result<Client>> {
+    let settings = LAST
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|s| s.controllers.len() > 1)
+        .map(Settings::copy)?;
+    Some(settings.connect().await)
+}
+
 impl Settings {
+    /// The same settings.
+    fn copy(&self) -> Self {
+        Self {
+            controllers: self.controllers.clone(),
+            ca_cert: self.ca_cert.clone(),
+            cert: self.cert.clone(),
+            token: self.token.clone(),
+            insecure_dev: self.insecure_dev,
+        }
+    }
+
     /// See [`ClientArgs::client`].
     pub async fn client(&self) -> anyhow::Result<Client> {
+        *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.copy());
+        self.connect().await
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
         for url in &self.controllers {
             check_address(url, self.insecure_dev)?;
         }

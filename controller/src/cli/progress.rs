@@ -73,6 +73,10 @@ pub async fn follow(
                     ));
                     (tokio::time::Instant::now(), s.message().to_string())
                 });
+                // With several replicas, the leader may have changed: ask again.
+                if let Some(Ok(c)) = super::connect::reconnect().await {
+                    *client = c;
+                }
                 if since.0.elapsed() > RECONNECT_FOR {
                     return Err(super::Lost(format!(
                         "lost the controller while following {id} ({}) and it did not come back within {}; the deployment goes on without this terminal: follow it with `drover status {id}`",

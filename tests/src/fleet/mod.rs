@@ -39,12 +39,14 @@ mod follow;
 mod in_process;
 mod observe;
 mod processes;
+mod replicas;
 mod web;
 
 pub use cli::{As, CliRun, RunningCli, Transcript};
 pub use follow::{TERMINAL, field, host_in_batch, hosts_in_phase, phases};
 pub use in_process::InProcessController;
 pub use observe::version_of;
+pub use replicas::LEASE;
 
 /// The service every fleet runs.
 pub const SERVICE: &str = "web";
@@ -118,6 +120,9 @@ pub struct FleetOptions<'a> {
     /// Serve the web interface too (`drover serve --web-listen` on a loopback port of
     /// its own, kept across controller restarts); see [`Fleet::web_url`].
     pub web: bool,
+    /// Controller replicas on a throwaway PostgreSQL cluster of the fleet's own
+    /// (`--leader-lease` [`LEASE`]), instead of one controller on SQLite (0).
+    pub replicas: usize,
 }
 
 impl Default for FleetOptions<'_> {
@@ -135,6 +140,7 @@ impl Default for FleetOptions<'_> {
             check_timeout: None,
             check_inter: None,
             web: false,
+            replicas: 0,
         }
     }
 }
@@ -159,6 +165,9 @@ pub struct Fleet {
     in_process: Option<InProcessController>,
     /// `drover serve`; `None` while a test has it killed.
     controller: Option<ChildGuard>,
+    /// Controller replicas and their PostgreSQL ([`FleetOptions::replicas`]), instead of
+    /// `controller`.
+    replicas: Option<replicas::Replicas>,
     /// One agent per host; `None` while a test has it killed.
     agents: Vec<Option<ChildGuard>>,
     /// Processes a test killed, kept for their logs.
@@ -251,6 +260,7 @@ impl Fleet {
         let mut fleet = Self {
             in_process: None,
             controller: None,
+            replicas: None,
             agents: hosts.iter().map(|_| None).collect(),
             dead: vec![],
             _cleanup: cleanup,
@@ -275,6 +285,7 @@ impl Fleet {
         }
         match &opts.clock {
             Some(clock) => fleet.start_in_process(clock).await,
+            None if opts.replicas > 0 => fleet.start_replicas(opts.replicas).await,
             None => fleet.start_first_controller().await,
         }
         let spec = fleet.spec_toml(opts.batch_size);
@@ -357,6 +368,9 @@ impl Fleet {
     /// `https://127.0.0.1:PORT` (`http://` with [`Transport::InsecureDev`]), for
     /// `--controller` / `DROVER_CONTROLLER`.
     pub fn controller_url(&self) -> String {
+        if let Some(r) = &self.replicas {
+            return r.urls().join(",");
+        }
         match self.transport {
             Transport::Mtls => format!("https://{}", self.controller_addr),
             Transport::InsecureDev => format!("http://{}", self.controller_addr),
@@ -431,6 +445,7 @@ impl Fleet {
     pub fn all_logs(&self) -> String {
         let mut out: Vec<String> = self.dead.iter().map(ChildGuard::logs).collect();
         out.extend(self.controller.as_ref().map(ChildGuard::logs));
+        out.extend(self.replicas.iter().flat_map(replicas::Replicas::logs));
         out.extend(self.agents.iter().flatten().map(ChildGuard::logs));
         out.push(self.haproxy.logs());
         out.push(self.registry.logs());
@@ -456,6 +471,7 @@ impl Fleet {
             .filter(|l| l.contains("----- controller"))
             .collect();
         out.extend(self.controller.as_ref().map(ChildGuard::logs));
+        out.extend(self.replicas.iter().flat_map(replicas::Replicas::logs));
         out.join("\n")
     }
 

@@ -166,7 +166,26 @@ impl Fleet {
     }
 
     fn spawn_controller(&self) -> ChildGuard {
-        let db = self.database_path();
+        let args = self.controller_args(
+            self.controller_addr,
+            self.metrics_addr,
+            &self.database_path().to_string_lossy(),
+        );
+        ChildGuard::spawn(
+            &format!("controller {}", self.controller_addr),
+            &bin_path("drover"),
+            args,
+            &[("RUST_LOG", "info,drover_controller=debug")],
+        )
+    }
+
+    /// The flags of `drover serve` on `listen`, metrics on `metrics`, with `database`.
+    pub(super) fn controller_args(
+        &self,
+        listen: std::net::SocketAddr,
+        metrics: std::net::SocketAddr,
+        database: &str,
+    ) -> Vec<String> {
         // The controller holds the registry credentials too, as an operator would
         // configure it for scheduled deploys that outlive a restart.
         let auth = self.dir.path().join("registry-auth.toml");
@@ -190,11 +209,11 @@ impl Fleet {
         let mut args = vec![
             "serve".to_string(),
             "--listen".into(),
-            self.controller_addr.to_string(),
+            listen.to_string(),
             "--database".into(),
-            db.to_string_lossy().into_owned(),
+            database.to_owned(),
             "--metrics-listen".into(),
-            self.metrics_addr.to_string(),
+            metrics.to_string(),
             "--reconnect-grace".into(),
             "5s".into(),
             "--slo-interval".into(),
@@ -217,12 +236,7 @@ impl Fleet {
             args.push("--web-listen".into());
             args.push(web.to_string());
         }
-        ChildGuard::spawn(
-            &format!("controller {}", self.controller_addr),
-            &bin_path("drover"),
-            args,
-            &[("RUST_LOG", "info,drover_controller=debug")],
-        )
+        args
     }
 
     /// Waits until the controller answers ListHosts (and accepts connections on its web
@@ -323,8 +337,12 @@ impl Fleet {
         self.secrets.path().join(name)
     }
 
-    /// An operator channel as the admin (TLS with the admin certificate, or plaintext).
+    /// An operator channel as the admin (TLS with the admin certificate, or plaintext);
+    /// with replicas, to the one that leads.
     pub async fn operator_channel(&self) -> Result<Channel, String> {
+        if self.replicas.is_some() {
+            return self.leader_channel().await;
+        }
         match self.transport {
             Transport::Mtls => self.pki().admin_channel(&self.controller_url()).await,
             Transport::InsecureDev => {

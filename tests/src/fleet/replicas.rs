@@ -1,0 +1,292 @@
+//! The fleet's controller as replicas ([`FleetOptions::replicas`](super::FleetOptions)):
+//! a throwaway PostgreSQL cluster of the fleet's own (initdb and pg_ctl from Debian's
+//! packages, on a private socket directory), and N `drover serve --database postgres://`
+//! processes, each on its own loopback port with its own state directory, sharing the
+//! fleet's PKI. Agents and the CLI get every replica's address, comma-separated. Tests
+//! kill, freeze (SIGSTOP) and thaw (SIGCONT) replicas and restart PostgreSQL.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use drover_controller::store::PgCluster;
+use drover_proto::v1::WhoAmIRequest;
+use drover_proto::v1::operator_client::OperatorClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use super::{CONNECT_TIMEOUT, Fleet, Transport, free_addr, sigkill};
+use crate::process::{ChildGuard, bin_path};
+
+/// The replicas' `--leader-lease`: short, so a test sees a failover within seconds.
+pub const LEASE: Duration = Duration::from_secs(3);
+
+/// One replica.
+pub(super) struct Replica {
+    /// Where it serves agents and operators.
+    addr: SocketAddr,
+    /// Where it serves metrics.
+    metrics: SocketAddr,
+    /// Its own state directory.
+    state_dir: PathBuf,
+    /// The process; `None` while a test has it killed (or once it exited).
+    child: Option<ChildGuard>,
+}
+
+/// The replicas, then their database (dropped in this order).
+pub(super) struct Replicas {
+    /// The replicas, in order.
+    nodes: Vec<Replica>,
+    /// Processes that were killed or exited, for their logs.
+    dead: Vec<ChildGuard>,
+    /// The database URL every replica uses.
+    url: String,
+    /// The PostgreSQL cluster.
+    cluster: PgCluster,
+    /// `https://` or `http://`.
+    scheme: &'static str,
+}
+
+impl Replicas {
+    /// Every replica's address, in order.
+    pub(super) fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}://{}", self.scheme, n.addr))
+            .collect()
+    }
+
+    /// Logs of every replica process so far.
+    pub(super) fn logs(&self) -> Vec<String> {
+        self.dead
+            .iter()
+            .chain(self.nodes.iter().filter_map(|n| n.child.as_ref()))
+            .map(ChildGuard::logs)
+            .collect()
+    }
+}
+
+impl Fleet {
+    fn replicas(&self) -> &Replicas {
+        self.replicas.as_ref().expect("the fleet runs no replicas")
+    }
+
+    fn replicas_mut(&mut self) -> &mut Replicas {
+        self.replicas.as_mut().expect("the fleet runs no replicas")
+    }
+
+    /// Starts the PostgreSQL cluster and `n` replicas; waits until one leads.
+    pub(super) async fn start_replicas(&mut self, n: usize) {
+        let cluster = tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("starting PostgreSQL panicked")
+            .unwrap_or_else(|e| panic!("cannot start a PostgreSQL cluster: {e:#}"));
+        let url = cluster
+            .create_database()
+            .unwrap_or_else(|e| panic!("cannot create the fleet's database: {e:#}"));
+        let nodes = (0..n)
+            .map(|i| Replica {
+                addr: free_addr(),
+                metrics: free_addr(),
+                state_dir: self.dir.path().join(format!("replica-{i}")),
+                child: None,
+            })
+            .collect();
+        let scheme = match self.transport {
+            Transport::Mtls => "https",
+            Transport::InsecureDev => "http",
+        };
+        self.replicas = Some(Replicas {
+            nodes,
+            dead: vec![],
+            url,
+            cluster,
+            scheme,
+        });
+        for i in 0..n {
+            self.start_replica(i);
+        }
+        self.controller_addr = self.replicas().nodes[0].addr;
+        self.metrics_addr = self.replicas().nodes[0].metrics;
+        let leader = crate::poll(CONNECT_TIMEOUT, || async {
+            self.leader().await.ok_or("no replica leads")
+        })
+        .await;
+        if let Err(e) = leader {
+            panic!("{e} within {CONNECT_TIMEOUT:?}:\n{}", self.controller_logs());
+        }
+    }
+
+    /// Starts replica `i` (again), on its address, state directory and the database.
+    pub fn start_replica(&mut self, i: usize) {
+        let r = self.replicas();
+        let node = &r.nodes[i];
+        assert!(node.child.is_none(), "replica {i} runs already");
+        let mut args = self.controller_args(node.addr, node.metrics, &r.url);
+        args.extend([
+            "--leader-lease".to_owned(),
+            format!("{}ms", LEASE.as_millis()),
+            "--advertise".to_owned(),
+            format!("{}://{}", r.scheme, node.addr),
+            "--state-dir".to_owned(),
+            node.state_dir.to_string_lossy().into_owned(),
+            "--web-listen".to_owned(),
+            String::new(),
+        ]);
+        let child = ChildGuard::spawn(
+            &format!("controller replica-{i} {}", node.addr),
+            &bin_path("drover"),
+            args,
+            &[("RUST_LOG", "info,drover_controller=debug")],
+        );
+        self.replicas_mut().nodes[i].child = Some(child);
+    }
+
+    /// The number of replicas.
+    pub fn replica_count(&self) -> usize {
+        self.replicas().nodes.len()
+    }
+
+    /// Replica `i`'s address (`https://127.0.0.1:PORT`).
+    pub fn replica_url(&self, i: usize) -> String {
+        self.replicas().urls()[i].clone()
+    }
+
+    /// Replica `i`'s metrics address.
+    pub fn replica_metrics(&self, i: usize) -> SocketAddr {
+        self.replicas().nodes[i].metrics
+    }
+
+    /// The database URL the replicas share.
+    pub fn database_url(&self) -> &str {
+        &self.replicas().url
+    }
+
+    /// The PostgreSQL cluster.
+    pub fn postgres(&self) -> &PgCluster {
+        &self.replicas().cluster
+    }
+
+    /// An admin channel to replica `i`.
+    async fn replica_channel(&self, i: usize) -> Result<Channel, String> {
+        let url = self.replica_url(i);
+        match self.transport {
+            Transport::Mtls => self.pki().admin_channel(&url).await,
+            Transport::InsecureDev => {
+                drover_shared::tls::insecure_channel(&url, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| format!("connect to {url}: {e}"))
+            }
+        }
+    }
+
+    /// Replica `i`'s role and epoch, as `drover whoami` shows them.
+    pub async fn replica_role(&self, i: usize) -> Result<(String, u64), String> {
+        let channel = self.replica_channel(i).await?;
+        let call = OperatorClient::new(channel).who_am_i(WhoAmIRequest {});
+        let r = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| "WhoAmI took over 2s".to_owned())?
+            .map_err(|s| format!("WhoAmI: {}", s.message()))?
+            .into_inner();
+        Ok((r.controller_role, r.epoch))
+    }
+
+    /// The replica that leads now (asking each running one), if any.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, node) in self.replicas().nodes.iter().enumerate() {
+            if node.child.is_some()
+                && let Ok((role, _)) = self.replica_role(i).await
+                && role == "leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits until a replica other than `not` leads; returns it.
+    pub async fn wait_leader_other_than(&self, not: usize, timeout: Duration) -> usize {
+        let found = crate::poll(timeout, || async {
+            match self.leader().await {
+                Some(i) if i != not => Ok(i),
+                other => Err(format!("leader: {other:?}")),
+            }
+        })
+        .await;
+        found.unwrap_or_else(|e| {
+            panic!(
+                "no replica but {not} led within {timeout:?} ({e}):\n{}",
+                self.controller_logs()
+            )
+        })
+    }
+
+    /// A channel to the leading replica.
+    pub(super) async fn leader_channel(&self) -> Result<Channel, String> {
+        match self.leader().await {
+            Some(i) => self.replica_channel(i).await,
+            None => Err("no replica leads".to_owned()),
+        }
+    }
+
+    /// The process id of replica `i`.
+    pub fn replica_pid(&self, i: usize) -> u32 {
+        self.replicas().nodes[i]
+            .child
+            .as_ref()
+            .and_then(ChildGuard::pid)
+            .unwrap_or_else(|| panic!("replica {i} is not running"))
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to replica `i`.
+    pub fn signal_replica(&self, i: usize, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.replica_pid(i).to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} replica {i}");
+    }
+
+    /// Kills replica `i` with SIGKILL.
+    pub fn kill_replica(&mut self, i: usize) {
+        let r = self.replicas_mut();
+        let mut child = r.nodes[i].child.take().expect("replica not running");
+        sigkill(&mut child);
+        r.dead.push(child);
+    }
+
+    /// Waits until replica `i` exits by itself; its exit status.
+    pub async fn wait_replica_exit(&mut self, i: usize, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.replicas_mut();
+            let child = r.nodes[i].child.as_mut().expect("replica not running");
+            if let Some(status) = child.try_exit_status() {
+                let child = r.nodes[i].child.take().expect("checked");
+                r.dead.push(child);
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "replica {i} did not exit within {timeout:?}:\n{}",
+                    self.controller_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Logs of replica `i`: every process it ran as.
+    pub fn replica_logs(&self, i: usize) -> String {
+        let header = format!("----- controller replica-{i} ");
+        self.replicas()
+            .logs()
+            .into_iter()
+            .filter(|l| l.starts_with(&header))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
