@@ -1,4 +1,4 @@
-//! The controller's durable state in SQLite: deployments, their hosts, their event log,
+//! The controller's durable state: deployments, their hosts, their event log,
 //! the deploy lock of each (service, environment), releases (in [`release_rows`]), and (in
 //! [`security`] and [`secret_rows`]) join tokens, issued certificates, enrolled hosts, API
 //! tokens and sealed secrets; [`hook_rows`] keeps deploy hooks' runs and markers;
@@ -7,15 +7,31 @@
 //! Every rollout state change is written here before it
 //! is acted on, so a restarted controller knows exactly where each deployment stood.
 //!
-//! rusqlite is synchronous: every call runs on the blocking pool, one connection behind
-//! a mutex (SQLite serialises writers anyway). Hosts of one batch change together and
-//! are written in one transaction.
+//! Two backends speak through one thin SQL layer ([`sql`]), each operation written
+//! once in SQL both accept: SQLite (a file, one controller; [`Store::open`]) and
+//! PostgreSQL (shared by HA replicas; [`Store::open_postgres`]). Both drivers are
+//! synchronous: every call runs on the blocking pool, one connection behind a mutex
+//! (SQLite serialises writers anyway; a replica serialises its own). Hosts of one
+//! batch change together and are written in one transaction.
+//!
+//! Both schemas are versioned. SQLite keeps its version in `PRAGMA user_version`
+//! ([`SCHEMA_VERSION`]): tables are created `IF NOT EXISTS` and the columns of version
+//! 3 are added once, by [`MIGRATE_3`]. PostgreSQL starts at version 3's schema as its
+//! migration 1 and records each applied migration in `drover_schema` ([`pg_schema`]);
+//! a database newer than the build is refused rather than written by code that does
+//! not know its columns.
+//!
+//! On PostgreSQL, writes are fenced ([`Fence`]): each writing call first checks, in its
+//! own transaction, that `drover_leader` still names this replica at its epoch, and
+//! fails with [`StoreError::NotLeader`] otherwise. A lost connection is re-established
+//! and the call retried for [`PgOptions::retry_for`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use sql::{Backend, Connection, Dialect, OptionalExtension, Row, params};
 
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
@@ -24,16 +40,21 @@ mod bake_rows;
 mod dora_rows;
 mod fence;
 mod hook_rows;
-mod pg_stub;
+mod pg;
+#[cfg(any(test, feature = "pg-cluster"))]
+pub mod pg_cluster;
+mod pg_schema;
 mod release_rows;
 mod secret_rows;
 mod security;
 mod slo_rows;
+pub mod sql;
 mod step_rows;
 
 pub use bake_rows::{Bake, BakeSignals, BakeVerdict};
 pub use fence::Fence;
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
+pub use pg::PgOptions;
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
@@ -72,12 +93,93 @@ INSERT OR IGNORE INTO deploy_locks (service, environment, deployment_id, holder,
 DROP TABLE service_locks;
 "#;
 
+impl Retry {
+    /// Runs `once` until it does not fail for a lost connection, within the window.
+    fn run<T>(&self, once: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let epoch = self.fence.epoch();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match once() {
+                Err(e) if e.connection_lost() => {
+                    if !self.outage.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(error = %e, "lost the database connection; retrying");
+                    }
+                    let now = self.fence.epoch();
+                    if now != epoch {
+                        return Err(StoreError::NotLeader { epoch });
+                    }
+                    if started.elapsed() + backoff > self.options.retry_for {
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => {
+                    if self.outage.swap(false, Ordering::SeqCst) {
+                        tracing::info!("the database connection is back");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite refused an operation.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused an operation, or its connection failed past the retry window.
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The PostgreSQL database could not be reached or migrated on open.
+    #[error("cannot open the state database {url}: {source}")]
+    OpenPostgres {
+        /// The database URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The database's schema is newer than this build: another replica runs a newer
+    /// drover. Nothing was written.
+    #[error(
+        "the state database is at schema version {found}, newer than this build knows ({known}): run the newer drover, or point this one at its own database"
+    )]
+    SchemaTooNew {
+        /// The database's version.
+        found: i64,
+        /// The highest version this build knows.
+        known: i64,
+    },
+    /// This replica's write was fenced off: `drover_leader` names another holder or a
+    /// later epoch (or the replica was not leading). Nothing was written.
+    #[error(
+        "this controller is not the leader{}: the write was refused; the leader carries on",
+        .epoch.map(|e| format!(" (epoch {e} was superseded)")).unwrap_or_default()
+    )]
+    NotLeader {
+        /// The epoch this replica believed it held, if any.
+        epoch: Option<u64>,
+    },
+    /// A query expected a row and found none.
+    #[error("database error: the query returned no row")]
+    NoRow,
+    /// A column did not hold what the store reads from it (a row edited by hand, or a
+    /// newer schema).
+    #[error("database error: column {index}: {message}")]
+    Column {
+        /// The column, from 0.
+        index: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// A value could not be bound as a parameter.
+    #[error("database error: {0}")]
+    Bind(String),
     /// The database file could not be opened or migrated.
     #[error("cannot open the state database {path}: {source}")]
     Open {
@@ -224,7 +326,20 @@ pub struct Event {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// The one connection; its mutex serialises this process's calls.
     conn: Arc<Mutex<Connection>>,
+    /// PostgreSQL only: how calls retry a lost connection.
+    retry: Option<Arc<Retry>>,
+}
+
+/// How a PostgreSQL store's calls outlive a lost connection.
+struct Retry {
+    /// Calls stop retrying when its epoch changes.
+    fence: Arc<Fence>,
+    /// The window and backoff settings.
+    options: PgOptions,
+    /// A call is retrying now (one warning per outage, one notice when back).
+    outage: AtomicBool,
 }
 
 const SCHEMA: &str = r#"
@@ -328,7 +443,7 @@ fn insert_event(
     message: &str,
     phase: Option<HostPhase>,
     state: Option<DeploymentState>,
-) -> rusqlite::Result<Event> {
+) -> Result<Event, StoreError> {
     let at_ms = now_ms();
     let seq: u64 = c.prepare_cached(
         "INSERT INTO events (deployment_id, seq, at_ms, host, message, phase, state)
@@ -406,7 +521,7 @@ impl DeploymentHost {
 }
 
 /// An `events` row selected as `seq, at_ms, host, message, phase, state`.
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+fn event_row(r: &Row<'_>) -> Result<Event, StoreError> {
     Ok(Event {
         seq: r.get(0)?,
         at_ms: r.get(1)?,
@@ -460,7 +575,7 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             };
-            let conn = Connection::open(&path).map_err(open_err)?;
+            let conn = rusqlite::Connection::open(&path).map_err(open_err)?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(open_err)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
@@ -496,19 +611,85 @@ impl Store {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Connection(Backend::Sqlite(conn)))),
+            retry: None,
         })
     }
 
+    /// Opens (migrating) the PostgreSQL database at `url` (a `postgres://` URL or
+    /// key-value string), fencing its writes with `fence`; calls retry a lost
+    /// connection for 30 s.
+    pub async fn open_postgres(url: &str, fence: Arc<Fence>) -> Result<Self, StoreError> {
+        Self::open_postgres_with(url, fence, PgOptions::default()).await
+    }
+
+    /// As [`Store::open_postgres`], with `options`.
+    pub async fn open_postgres_with(
+        url: &str,
+        fence: Arc<Fence>,
+        options: PgOptions,
+    ) -> Result<Self, StoreError> {
+        let url = url.to_owned();
+        let f = fence.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            let open_err = |e: StoreError| StoreError::OpenPostgres {
+                url: pg::redact(&url),
+                source: Box::new(e),
+            };
+            let mut session = pg::PgSession::connect(&url, f).map_err(open_err)?;
+            session.migrate().map_err(|e| match e {
+                e @ StoreError::SchemaTooNew { .. } => e,
+                e => open_err(e),
+            })?;
+            Ok::<_, StoreError>(session)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(Connection(Backend::Postgres(
+                std::cell::RefCell::new(session),
+            )))),
+            retry: Some(Arc::new(Retry {
+                fence,
+                options,
+                outage: AtomicBool::new(false),
+            })),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.retry.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// Runs `f` on the connection, on the blocking pool. On PostgreSQL, `f` runs in
+    /// the call's transaction (committed when it returns Ok), and runs again on a new
+    /// connection when the old one was lost, until the retry window ends or this
+    /// replica's epoch changes: so `f` must be repeatable.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let retry = self.retry.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            let once = || {
+                let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let result = f(&guard);
+                match &guard.0 {
+                    Backend::Sqlite(_) => result,
+                    Backend::Postgres(s) => s.borrow_mut().finish(result),
+                }
+            };
+            match retry {
+                None => once(),
+                Some(retry) => retry.run(once),
+            }
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -608,9 +789,9 @@ impl Store {
                     .query_row("SELECT state FROM deployments WHERE id = ?1", params![id], |r| r.get(0))
                     .optional()?;
                 return Err(match actual {
-                    None => StoreError::NotFound(id),
+                    None => StoreError::NotFound(id.clone()),
                     Some(actual) => StoreError::Stale {
-                        id,
+                        id: id.clone(),
                         expected: t.from(),
                         wanted: t.to(),
                         actual: DeploymentState::parse(&actual),
@@ -835,11 +1016,12 @@ impl Store {
             let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
             let mut hosts: std::collections::HashMap<String, Vec<DeploymentHost>> =
                 std::collections::HashMap::new();
-            let mut stmt = c.prepare_cached(
+            let ids_in = id_list(c);
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT deployment_id, host, batch, phase, from_version, to_version, error, started_ms, finished_ms, stage
-                 FROM deployment_hosts WHERE deployment_id IN (SELECT value FROM json_each(?1))
-                 ORDER BY deployment_id, batch, host",
-            )?;
+                 FROM deployment_hosts WHERE deployment_id IN ({ids_in})
+                 ORDER BY deployment_id, batch, host"
+            ))?;
             let rows = stmt.query_map(params![list], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -861,10 +1043,10 @@ impl Store {
                 hosts.entry(id).or_default().push(h);
             }
             let mut seqs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-            let mut stmt = c.prepare_cached(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT deployment_id, MAX(seq) FROM events
-                 WHERE deployment_id IN (SELECT value FROM json_each(?1)) GROUP BY deployment_id",
-            )?;
+                 WHERE deployment_id IN ({ids_in}) GROUP BY deployment_id"
+            ))?;
             for row in stmt.query_map(params![list], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
                 let (id, seq) = row?;
                 seqs.insert(id, seq);
@@ -938,7 +1120,7 @@ impl Store {
             }
             if let Some(stage) = promote_stage {
                 tx.execute(
-                    "UPDATE deployments SET promoted = MAX(promoted, ?2) WHERE id = ?1",
+                    "UPDATE deployments SET promoted = CASE WHEN promoted > ?2 THEN promoted ELSE ?2 END WHERE id = ?1",
                     params![id, stage],
                 )?;
             }
@@ -967,7 +1149,7 @@ impl Store {
     ) -> Result<Vec<Deployment>, StoreError> {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{SELECT_DEPLOYMENT} WHERE (?1 IS NULL OR service = ?1) AND (?3 IS NULL OR environment = ?3) ORDER BY created_ms DESC, id DESC LIMIT ?2"
+                "{SELECT_DEPLOYMENT} WHERE (CAST(?1 AS TEXT) IS NULL OR service = ?1) AND (CAST(?3 AS TEXT) IS NULL OR environment = ?3) ORDER BY created_ms DESC, id DESC LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![service, limit, environment], deployment_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -981,7 +1163,7 @@ impl Store {
             let mut stmt = c.prepare_cached(&format!(
                 "{SELECT_DEPLOYMENT} WHERE finished_ms IS NULL ORDER BY created_ms"
             ))?;
-            let rows = stmt.query_map([], deployment_row)?;
+            let rows = stmt.query_map(params![], deployment_row)?;
             Ok(rows
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
@@ -992,16 +1174,25 @@ impl Store {
     }
 }
 
+/// The ids of a JSON array of strings bound as `?1`, as a subquery: the one list
+/// parameter the store has, for which the two dialects share no form.
+fn id_list(c: &Connection) -> &'static str {
+    match c.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT value FROM json_array_elements_text(CAST(?1 AS TEXT)::json)",
+    }
+}
+
 const SELECT_DEPLOYMENT: &str = "SELECT id, service, kind, version, image, pinned, spec, state, epoch, requested_by, created_ms, finished_ms, error, stage, scheduled_ms, hold, control, promoted, environment, release_id, gate_note FROM deployments";
 
-fn deployment_by_id(c: &rusqlite::Connection, id: &str) -> Result<Deployment, StoreError> {
+fn deployment_by_id(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
     c.prepare_cached(&format!("{SELECT_DEPLOYMENT} WHERE id = ?1"))?
         .query_row(params![id], deployment_row)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(id.to_string()))
 }
 
-fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+fn deployment_row(r: &Row<'_>) -> Result<Deployment, StoreError> {
     Ok(Deployment {
         id: r.get(0)?,
         service: r.get(1)?,
@@ -1027,5 +1218,9 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     })
 }
 
+#[cfg(test)]
+mod pg_tests;
+#[cfg(test)]
+mod test_db;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 //! verdict, so `drover status` and the deployment page show a bake as it runs and how
 //! it ended, without reading them back from the event log.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Store, StoreError};
 use crate::spec::CanarySection;
@@ -135,11 +135,21 @@ impl Store {
             let hosts = serde_json::to_string(&bake.canary_hosts).unwrap_or_default();
             let limits = serde_json::to_string(&bake.limits).unwrap_or_default();
             c.prepare_cached(
-                "INSERT OR REPLACE INTO bakes (deployment_id, stage, started_ms, ends_ms, measured_ms,
+                "INSERT INTO bakes (deployment_id, stage, started_ms, ends_ms, measured_ms,
                     canary_hosts, baseline_hosts, canary_requests, canary_errors, canary_response_ms,
                     canary_restarts, baseline_requests, baseline_errors, baseline_response_ms,
                     limits, verdict, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT (deployment_id, stage) DO UPDATE SET started_ms = excluded.started_ms,
+                    ends_ms = excluded.ends_ms, measured_ms = excluded.measured_ms,
+                    canary_hosts = excluded.canary_hosts, baseline_hosts = excluded.baseline_hosts,
+                    canary_requests = excluded.canary_requests, canary_errors = excluded.canary_errors,
+                    canary_response_ms = excluded.canary_response_ms,
+                    canary_restarts = excluded.canary_restarts,
+                    baseline_requests = excluded.baseline_requests,
+                    baseline_errors = excluded.baseline_errors,
+                    baseline_response_ms = excluded.baseline_response_ms, limits = excluded.limits,
+                    verdict = excluded.verdict, reason = excluded.reason",
             )?
             .execute(params![
                 id,

@@ -2,7 +2,7 @@
 //! a window, plus each of their digests' first deployment in its environment (which
 //! decides whether a redeploy goes back to an older digest), in one query.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Store, StoreError};
 use crate::dora::{self, Dora, Record};
@@ -31,8 +31,8 @@ WITH d AS NOT MATERIALIZED (
 w AS MATERIALIZED (
     SELECT * FROM d
     WHERE (finished_ms >= ?1 OR finished_ms IS NULL)
-        AND (?2 IS NULL OR service = ?2)
-        AND (?3 IS NULL OR environment = ?3)
+        AND (CAST(?2 AS TEXT) IS NULL OR service = ?2)
+        AND (CAST(?3 AS TEXT) IS NULL OR environment = ?3)
 )
 SELECT id, service, environment, kind, state, pinned, created_ms, finished_ms, commit_ms FROM w
 UNION ALL
@@ -116,10 +116,12 @@ mod tests {
         .unwrap();
     }
 
-    #[tokio::test]
-    async fn the_window_with_each_digests_first_deployment() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("state.db")).await.unwrap();
+    use crate::store::test_db::{TestDb, on_both_backends};
+
+    on_both_backends!(the_window_with_each_digests_first_deployment);
+
+    async fn the_window_with_each_digests_first_deployment(db: TestDb) {
+        let s = db.open().await;
         put(&s, "old-a", "web", "r@sha256:a", (10, Some(20))).await;
         put(&s, "old-b", "web", "r@sha256:b", (30, Some(40))).await;
         put(&s, "old-c", "web", "r@sha256:c", (50, Some(60))).await;
@@ -152,10 +154,12 @@ mod tests {
         let s = Store::open(&dir.path().join("state.db")).await.unwrap();
         let plan = s
             .with(|c| {
+                let c = c.sqlite().expect("a SQLite store");
                 let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {RECORDS}"))?;
-                let rows = stmt.query_map(params![0, None::<String>, None::<String>], |r| {
-                    r.get::<_, String>(3)
-                })?;
+                let rows = stmt
+                    .query_map(rusqlite::params![0, None::<String>, None::<String>], |r| {
+                        r.get::<_, String>(3)
+                    })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
             })
             .await

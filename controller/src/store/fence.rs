@@ -1,46 +1,63 @@
-//! The fencing token of a replica on a shared database: which lease holder this
-//! controller is and the epoch it leads under (none while it does not lead). The
-//! PostgreSQL store checks it in the transaction of every write; a replica whose epoch
-//! was superseded writes nothing.
+//! Whether this controller leads, and at which epoch: what a PostgreSQL store checks
+//! against the `drover_leader` row before each write, so a replica that lost the
+//! lease (and has not noticed yet) cannot write over its successor's work.
+//!
+//! Who leads is decided elsewhere (the lease loop sets and clears the fence); the
+//! store only reads it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// This replica's identity in the leader lease and the epoch it leads under.
+/// This replica's claim to lead: its holder name and the epoch it holds (0: none).
 #[derive(Debug)]
 pub struct Fence {
-    /// The lease holder's name (unique per process start).
+    /// The name written in `drover_leader.holder` when this replica leads.
     holder: String,
-    /// The epoch it leads under; 0 while it does not lead.
+    /// The lease's epoch while leading; 0 while not.
     epoch: AtomicU64,
 }
 
 impl Fence {
     /// A fence for `holder`, not leading yet.
-    pub fn new(holder: String) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(holder: String) -> Arc<Fence> {
+        Arc::new(Fence {
             holder,
             epoch: AtomicU64::new(0),
         })
     }
 
-    /// Leads under `epoch` from now on.
+    /// Leads at `epoch` (0 is the same as [`Fence::clear`]).
     pub fn set(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
     }
 
-    /// Leads no more: every write is refused from now on.
+    /// Leads no more.
     pub fn clear(&self) {
         self.epoch.store(0, Ordering::SeqCst);
     }
 
-    /// The epoch it leads under, if it leads.
+    /// The epoch held, `None` when not leading.
     pub fn epoch(&self) -> Option<u64> {
-        Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e > 0)
+        Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e != 0)
     }
 
-    /// The lease holder's name.
+    /// The holder name.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leads_only_between_set_and_clear() {
+        let f = Fence::new("a".into());
+        assert_eq!((f.holder(), f.epoch()), ("a", None));
+        f.set(3);
+        assert_eq!(f.epoch(), Some(3));
+        f.clear();
+        assert_eq!(f.epoch(), None);
     }
 }

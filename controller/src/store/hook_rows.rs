@@ -6,7 +6,7 @@
 //! A successful `before_rollout` run and its marker are written in one transaction, so
 //! a controller that dies right after the hook finds the marker when it resumes.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
@@ -159,7 +159,7 @@ impl Store {
                     run.started_ms, run.finished_ms, run.output
                 ],
             )?;
-            if let Some((service, environment, digest, hook)) = marker {
+            if let Some((service, environment, digest, hook)) = &marker {
                 tx.execute(
                     "INSERT INTO hook_markers (service, environment, digest, hook, deployment_id, at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -185,11 +185,12 @@ impl Store {
     pub async fn hook_runs_of(&self, ids: Vec<String>) -> Result<Vec<Vec<HookRun>>, StoreError> {
         self.with(move |c| {
             let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT deployment_id, name, phase, host, outcome, exit_code, started_ms, finished_ms, output
-                 FROM hook_runs WHERE deployment_id IN (SELECT value FROM json_each(?1))
+                 FROM hook_runs WHERE deployment_id IN ({})
                  ORDER BY deployment_id, seq",
-            )?;
+                super::id_list(c)
+            ))?;
             let rows = st.query_map(params![list], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -249,7 +250,7 @@ impl Store {
         let id = id.to_owned();
         self.with(move |c| {
             c.execute(
-                "INSERT OR IGNORE INTO hook_reruns (deployment_id) VALUES (?1)",
+                "INSERT INTO hook_reruns (deployment_id) VALUES (?1) ON CONFLICT DO NOTHING",
                 params![id],
             )?;
             Ok(())

@@ -2,7 +2,7 @@
 //! when the release is made), the tag asked for, and the commit it was built from; and
 //! the reads that environments' gates and `drover releases` make over deployments.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{Connection, OptionalExtension, Row, params};
 
 use super::{Deployment, SELECT_DEPLOYMENT, Store, StoreError, deployment_row};
 use crate::state::DeploymentState;
@@ -78,11 +78,11 @@ pub struct ReleaseDeployment {
 
 /// The oldest release of `service`'s `tag` at `digest`.
 fn find(
-    c: &rusqlite::Connection,
+    c: &Connection,
     service: &str,
     tag: &str,
     digest: &str,
-) -> rusqlite::Result<Option<Release>> {
+) -> Result<Option<Release>, StoreError> {
     c.prepare_cached(&format!(
         "{SELECT_RELEASE} WHERE service = ?1 AND tag = ?2 AND digest = ?3 ORDER BY created_ms LIMIT 1"
     ))?
@@ -91,7 +91,7 @@ fn find(
 }
 
 /// Inserts `r` (in the caller's transaction).
-pub(super) fn insert(c: &rusqlite::Connection, r: &Release) -> rusqlite::Result<()> {
+pub(super) fn insert(c: &Connection, r: &Release) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO releases (id, service, tag, image, digest, commit_sha, commit_ms, created_by, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -105,7 +105,7 @@ pub(super) fn insert(c: &rusqlite::Connection, r: &Release) -> rusqlite::Result<
 
 const SELECT_RELEASE: &str = "SELECT id, service, tag, image, digest, commit_sha, commit_ms, created_by, created_ms FROM releases";
 
-fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
+fn release_row(r: &Row<'_>) -> Result<Release, StoreError> {
     Ok(Release {
         id: r.get(0)?,
         service: r.get(1)?,
@@ -134,7 +134,7 @@ impl Store {
             }
             insert(&tx, &release)?;
             tx.commit()?;
-            Ok((release, true))
+            Ok((release.clone(), true))
         })
         .await
     }
@@ -158,7 +158,7 @@ impl Store {
             c.prepare_cached(&format!("{SELECT_RELEASE} WHERE id = ?1"))?
                 .query_row(params![id], release_row)
                 .optional()?
-                .ok_or(StoreError::NoRelease(id))
+                .ok_or_else(|| StoreError::NoRelease(id.clone()))
         })
         .await
     }

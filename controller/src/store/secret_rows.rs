@@ -1,7 +1,7 @@
 //! Service secrets as stored: sealed (nonce + ciphertext, see `crate::secrets`), with
 //! who set them and when. Nothing here sees a plaintext value.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Store, StoreError, now_ms};
 
@@ -128,7 +128,7 @@ impl Store {
 
     /// How many secrets are stored, over every service.
     pub async fn secret_count(&self) -> Result<u64, StoreError> {
-        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))?))
+        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM secrets", params![], |r| r.get(0))?))
             .await
     }
 }

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use super::sql::{Connection, OptionalExtension, params};
 use drover_shared::tls::Role;
-use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms, rfc3339};
 
@@ -144,11 +144,11 @@ fn labels_from_json(text: &str) -> BTreeMap<String, String> {
 
 /// Why `token` cannot be used now, if it cannot; reads only.
 fn join_refusal(
-    c: &rusqlite::Connection,
+    c: &Connection,
     id: &str,
     secret_hash: &str,
     now: u64,
-) -> rusqlite::Result<Option<JoinRefusal>> {
+) -> Result<Option<JoinRefusal>, StoreError> {
     let row: Option<(String, u64, Option<u64>, Option<String>)> = c
         .query_row(
             "SELECT secret_hash, expires_ms, used_ms, used_by_host FROM join_tokens WHERE id = ?1",
@@ -222,7 +222,9 @@ impl Store {
                 return Ok(Err(refusal));
             }
             if host_has_valid_certificate(&tx, &cert.host, now)? {
-                return Ok(Err(JoinRefusal::NameTaken { host: cert.host }));
+                return Ok(Err(JoinRefusal::NameTaken {
+                    host: cert.host.clone(),
+                }));
             }
             let consumed: Option<String> = tx
                 .query_row(
@@ -376,7 +378,7 @@ impl Store {
                 "SELECT id, name, role, secret_hash, created_by, expires_ms, revoked_ms, created_ms
                  FROM api_tokens ORDER BY created_ms, id",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![], |r| {
                 let role = r.get::<_, String>(2)?.parse().unwrap_or(Role::Viewer);
                 Ok((
                     ApiToken {
@@ -412,11 +414,7 @@ impl Store {
     }
 }
 
-fn host_has_valid_certificate(
-    c: &rusqlite::Connection,
-    host: &str,
-    now: u64,
-) -> rusqlite::Result<bool> {
+fn host_has_valid_certificate(c: &Connection, host: &str, now: u64) -> Result<bool, StoreError> {
     c.query_row(
         "SELECT EXISTS (SELECT 1 FROM certificates WHERE host = ?1 AND revoked_ms IS NULL AND not_after_ms > ?2)",
         params![host, now],

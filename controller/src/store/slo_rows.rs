@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, Row, params};
 
 use super::{Store, StoreError, now_ms};
 use crate::lb::RuntimeAddr;
@@ -50,7 +50,7 @@ pub struct SloCounted {
     pub oldest_ms: Option<u64>,
 }
 
-fn target_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SloTarget> {
+fn target_from_row(r: &Row<'_>) -> Result<SloTarget, StoreError> {
     let runtime: String = r.get(2)?;
     let runtime: Vec<String> = serde_json::from_str(&runtime).unwrap_or_default();
     let window_ms: u64 = r.get(5)?;
@@ -104,7 +104,7 @@ impl Store {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {TARGET_COLUMNS} ORDER BY service, environment"
             ))?;
-            let rows = stmt.query_map([], target_from_row)?;
+            let rows = stmt.query_map(params![], target_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -218,8 +218,8 @@ impl Store {
         let (service, environment) = (service.to_owned(), environment.to_owned());
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT COALESCE(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_requests END), 0),
-                        COALESCE(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_errors END), 0),
+                "SELECT COALESCE(CAST(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_requests END) AS BIGINT), 0),
+                        COALESCE(CAST(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_errors END) AS BIGINT), 0),
                         MIN(at_ms)
                  FROM slo_samples WHERE service = ?1 AND environment = ?2 AND at_ms >= ?3",
                 params![service, environment, since_ms],
@@ -262,11 +262,13 @@ mod tests {
     use super::*;
     use crate::slo::increase;
 
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("drover.db")).await.unwrap();
-        (store, dir)
-    }
+    use crate::store::test_db::{TestDb, on_both_backends};
+
+    on_both_backends!(
+        targets_round_trip_and_are_replaced_in_place,
+        the_window_sum_matches_the_pure_increase_per_series,
+        pruning_keeps_the_steps_inside_the_window,
+    );
 
     fn target(env: &str) -> SloTarget {
         SloTarget {
@@ -290,9 +292,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn targets_round_trip_and_are_replaced_in_place() {
-        let (store, dir) = store().await;
+    async fn targets_round_trip_and_are_replaced_in_place(db: TestDb) {
+        let store = db.open().await;
         store.put_slo_target(target("production")).await.unwrap();
         store.put_slo_target(target("staging")).await.unwrap();
         let mut changed = target("production");
@@ -301,7 +302,7 @@ mod tests {
         store.put_slo_target(changed.clone()).await.unwrap();
         drop(store);
         // A restarted controller finds the same targets.
-        let store = Store::open(&dir.path().join("drover.db")).await.unwrap();
+        let store = db.open().await;
         assert_eq!(
             store.slo_targets().await.unwrap(),
             vec![changed.clone(), target("staging")]
@@ -316,9 +317,8 @@ mod tests {
         assert_eq!(store.slo_targets().await.unwrap().len(), 1);
     }
 
-    #[tokio::test]
-    async fn the_window_sum_matches_the_pure_increase_per_series() {
-        let (store, _dir) = store().await;
+    async fn the_window_sum_matches_the_pure_increase_per_series(db: TestDb) {
+        let store = db.open().await;
         // Series a: a reset in the middle; series b: a reload with larger counters.
         let a = [
             s(1_000, 10, 0, 1),
@@ -364,9 +364,8 @@ mod tests {
         assert_eq!((none.counted, none.oldest_ms), (Increase::default(), None));
     }
 
-    #[tokio::test]
-    async fn pruning_keeps_the_steps_inside_the_window() {
-        let (store, _dir) = store().await;
+    async fn pruning_keeps_the_steps_inside_the_window(db: TestDb) {
+        let store = db.open().await;
         let a = [s(1_000, 10, 0, 1), s(2_000, 30, 1, 1), s(3_000, 60, 3, 1)];
         for x in a {
             store

@@ -2,7 +2,7 @@
 //! one row per host and step, written once per batch for all its hosts. The latest run
 //! of a step replaces an earlier one (a resumed or rolled-back host).
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Store, StoreError};
 
@@ -100,8 +100,10 @@ impl Store {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO host_steps (deployment_id, host, step, ms, note, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO host_steps (deployment_id, host, step, ms, note, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (deployment_id, host, step) DO UPDATE SET ms = excluded.ms,
+                        note = excluded.note, at_ms = excluded.at_ms",
                 )?;
                 for s in &steps {
                     stmt.execute(params![id, s.host, s.kind.as_str(), s.ms, s.note, now])?;
@@ -155,10 +157,12 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn steps_are_kept_per_host_in_order_and_a_rerun_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("drover.db")).await.unwrap();
+    use crate::store::test_db::{TestDb, on_both_backends};
+
+    on_both_backends!(steps_are_kept_per_host_in_order_and_a_rerun_replaces);
+
+    async fn steps_are_kept_per_host_in_order_and_a_rerun_replaces(db: TestDb) {
+        let store = db.open().await;
         let mut killed = HostStep::new("h1", StepKind::Stop, 10_000);
         killed.note = "killed".into();
         store

@@ -1,3 +1,4 @@
+use super::test_db::{TestDb, on_both_backends};
 use super::*;
 use crate::rollout::machine::{self, Event};
 
@@ -9,17 +10,26 @@ fn host(name: &str, batch: u32) -> DeploymentHost {
     DeploymentHost::example(name, batch)
 }
 
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (
-        Store::open(&dir.path().join("state.db")).await.unwrap(),
-        dir,
-    )
-}
+on_both_backends!(
+    lock_is_held_until_terminal,
+    a_stale_transition_is_refused_and_nothing_is_written,
+    of_two_concurrent_transitions_exactly_one_wins,
+    hosts_events_and_reopen,
+    a_batch_of_host_changes_and_events_is_written_together_in_order,
+    a_join_token_enrolls_once,
+    racing_enrollments_consume_a_token_once,
+    an_expired_join_token_is_refused,
+    a_name_with_a_valid_certificate_is_taken_until_removed,
+    api_tokens_round_trip_and_revoke,
+    each_environment_has_its_own_lock,
+    a_release_is_recorded_once_per_tag_and_digest,
+    successes_since_a_digest_start_at_its_newest_success,
+    a_listing_reads_every_deployments_hosts_and_newest_event_at_once,
+    recent_events_are_the_newest_in_order
+);
 
-#[tokio::test]
-async fn lock_is_held_until_terminal() {
-    let (s, _dir) = store().await;
+async fn lock_is_held_until_terminal(db: TestDb) {
+    let s = db.open().await;
     s.create(deployment("d-1", "web"), vec![host("a", 0)])
         .await
         .unwrap();
@@ -47,9 +57,8 @@ async fn step(s: &Store, id: &str, event: Event) -> Result<(), StoreError> {
     s.transition(id, t, None, &format!("{event:?}")).await
 }
 
-#[tokio::test]
-async fn a_stale_transition_is_refused_and_nothing_is_written() {
-    let (s, _dir) = store().await;
+async fn a_stale_transition_is_refused_and_nothing_is_written(db: TestDb) {
+    let s = db.open().await;
     s.create(deployment("d-1", "web"), vec![]).await.unwrap();
     // Computed while the deployment was pending...
     let cancel = machine::apply(DeploymentState::Pending, Event::Cancel).unwrap();
@@ -82,9 +91,8 @@ async fn a_stale_transition_is_refused_and_nothing_is_written() {
         .unwrap_err();
 }
 
-#[tokio::test]
-async fn of_two_concurrent_transitions_exactly_one_wins() {
-    let (s, _dir) = store().await;
+async fn of_two_concurrent_transitions_exactly_one_wins(db: TestDb) {
+    let s = db.open().await;
     for i in 0..200 {
         let id = format!("d-{i}");
         s.create(deployment(&id, &format!("svc-{i}")), vec![])
@@ -118,12 +126,9 @@ async fn of_two_concurrent_transitions_exactly_one_wins() {
     }
 }
 
-#[tokio::test]
-async fn hosts_events_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
+async fn hosts_events_and_reopen(db: TestDb) {
     {
-        let s = Store::open(&path).await.unwrap();
+        let s = db.open().await;
         s.create(deployment("d-1", "web"), vec![host("a", 0), host("b", 1)])
             .await
             .unwrap();
@@ -135,7 +140,7 @@ async fn hosts_events_and_reopen() {
         assert_eq!(e.seq, 3);
         assert_eq!(s.bump_epoch("d-1").await.unwrap(), 2);
     }
-    let s = Store::open(&path).await.unwrap();
+    let s = db.open().await;
     let (d, hosts) = s.get("d-1").await.unwrap();
     assert_eq!(d.epoch, 2);
     assert_eq!(hosts[0].phase, HostPhase::Swapping);
@@ -152,9 +157,8 @@ async fn hosts_events_and_reopen() {
     assert!(matches!(s.get("nope").await, Err(StoreError::NotFound(_))));
 }
 
-#[tokio::test]
-async fn a_batch_of_host_changes_and_events_is_written_together_in_order() {
-    let (s, _dir) = store().await;
+async fn a_batch_of_host_changes_and_events_is_written_together_in_order(db: TestDb) {
+    let s = db.open().await;
     let hosts: Vec<DeploymentHost> = (0..500).map(|i| host(&format!("h{i:03}"), 0)).collect();
     s.create(deployment("d-1", "web"), hosts).await.unwrap();
     let mut changes: Vec<HostChange> = (0..500)
@@ -217,9 +221,8 @@ fn cert(serial: &str, host: &str) -> IssuedCertificate {
     }
 }
 
-#[tokio::test]
-async fn a_join_token_enrolls_once() {
-    let (s, _dir) = store().await;
+async fn a_join_token_enrolls_once(db: TestDb) {
+    let s = db.open().await;
     let (new, t) = join_token(60_000);
     s.create_join_token(t.clone()).await.unwrap();
     assert_eq!(
@@ -263,9 +266,8 @@ async fn a_join_token_enrolls_once() {
     drop(new);
 }
 
-#[tokio::test]
-async fn racing_enrollments_consume_a_token_once() {
-    let (s, _dir) = store().await;
+async fn racing_enrollments_consume_a_token_once(db: TestDb) {
+    let s = db.open().await;
     let (_new, t) = join_token(60_000);
     s.create_join_token(t.clone()).await.unwrap();
     let tries = (0..8).map(|i| {
@@ -284,9 +286,8 @@ async fn racing_enrollments_consume_a_token_once() {
     assert_eq!(results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count(), 1);
 }
 
-#[tokio::test]
-async fn an_expired_join_token_is_refused() {
-    let (s, _dir) = store().await;
+async fn an_expired_join_token_is_refused(db: TestDb) {
+    let s = db.open().await;
     let (_new, t) = join_token(-1);
     s.create_join_token(t.clone()).await.unwrap();
     let r = s
@@ -298,9 +299,8 @@ async fn an_expired_join_token_is_refused() {
     assert!(s.enrolled_labels("web-1").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn a_name_with_a_valid_certificate_is_taken_until_removed() {
-    let (s, _dir) = store().await;
+async fn a_name_with_a_valid_certificate_is_taken_until_removed(db: TestDb) {
+    let s = db.open().await;
     let (_a, first) = join_token(60_000);
     let (_b, second) = join_token(60_000);
     s.create_join_token(first.clone()).await.unwrap();
@@ -365,10 +365,9 @@ async fn a_name_with_a_valid_certificate_is_taken_until_removed() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn api_tokens_round_trip_and_revoke() {
+async fn api_tokens_round_trip_and_revoke(db: TestDb) {
     use drover_shared::tls::Role;
-    let (s, _dir) = store().await;
+    let s = db.open().await;
     let t = ApiToken {
         id: "00112233445566aa".into(),
         name: "ci".into(),
@@ -455,7 +454,10 @@ async fn an_older_database_gains_the_security_tables() {
     let (_new, t) = join_token(60_000);
     s.create_join_token(t).await.unwrap();
     let version: i64 = s
-        .with(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+        .with(|c| {
+            let c = c.sqlite().expect("a SQLite store");
+            Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)
+        })
         .await
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
@@ -468,10 +470,8 @@ fn in_env(id: &str, environment: &str) -> Deployment {
     }
 }
 
-#[tokio::test]
-async fn each_environment_has_its_own_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+async fn each_environment_has_its_own_lock(db: TestDb) {
+    let store = db.open().await;
     store
         .create(in_env("d-s", "staging"), vec![])
         .await
@@ -511,7 +511,7 @@ async fn a_version_2_database_keeps_its_deployments_and_its_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
-        let c = Connection::open(&path).unwrap();
+        let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(SCHEMA).unwrap();
         c.execute_batch(
             "CREATE TABLE service_locks (service TEXT PRIMARY KEY, deployment_id TEXT NOT NULL, holder TEXT NOT NULL, since_ms INTEGER NOT NULL);
@@ -553,10 +553,8 @@ fn release(id: &str, tag: &str, digest: &str) -> Release {
     }
 }
 
-#[tokio::test]
-async fn a_release_is_recorded_once_per_tag_and_digest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+async fn a_release_is_recorded_once_per_tag_and_digest(db: TestDb) {
+    let store = db.open().await;
     let (first, new) = store
         .create_release(release("r-1", "v2", "sha256:aa"))
         .await
@@ -588,10 +586,8 @@ async fn a_release_is_recorded_once_per_tag_and_digest() {
     ));
 }
 
-#[tokio::test]
-async fn successes_since_a_digest_start_at_its_newest_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+async fn successes_since_a_digest_start_at_its_newest_success(db: TestDb) {
+    let store = db.open().await;
     let succeed = |id: &str, pinned: &str, created_ms: u64, kind: DeploymentKind| Deployment {
         pinned: pinned.into(),
         created_ms,
@@ -641,10 +637,8 @@ async fn successes_since_a_digest_start_at_its_newest_success() {
     assert_eq!(last.unwrap().id, "d-4");
 }
 
-#[tokio::test]
-async fn a_listing_reads_every_deployments_hosts_and_newest_event_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("d.db")).await.unwrap();
+async fn a_listing_reads_every_deployments_hosts_and_newest_event_at_once(db: TestDb) {
+    let store = db.open().await;
     store
         .create(deployment("d-1", "web"), vec![host("a", 0), host("b", 1)])
         .await
@@ -665,9 +659,8 @@ async fn a_listing_reads_every_deployments_hosts_and_newest_event_at_once() {
     assert_eq!(got[2], (vec![], 0));
 }
 
-#[tokio::test]
-async fn recent_events_are_the_newest_in_order() {
-    let (store, _dir) = store().await;
+async fn recent_events_are_the_newest_in_order(db: TestDb) {
+    let store = db.open().await;
     store
         .create(deployment("d-1", "web"), vec![host("a", 0)])
         .await

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use drover_controller::store::PgCluster;
+use drover_controller::store::pg_cluster::PgCluster;
 use drover_proto::v1::WhoAmIRequest;
 use drover_proto::v1::operator_client::OperatorClient;
 use tokio::time::Instant;
@@ -184,7 +184,8 @@ impl Fleet {
     /// Replica `i`'s role and epoch, as `drover whoami` shows them.
     pub async fn replica_role(&self, i: usize) -> Result<(String, u64), String> {
         let channel = self.replica_channel(i).await?;
-        let call = OperatorClient::new(channel).who_am_i(WhoAmIRequest {});
+        let mut client = OperatorClient::new(channel);
+        let call = client.who_am_i(WhoAmIRequest {});
         let r = tokio::time::timeout(Duration::from_secs(2), call)
             .await
             .map_err(|_| "WhoAmI took over 2s".to_owned())?

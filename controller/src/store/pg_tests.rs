@@ -1,0 +1,162 @@
+//! What only the PostgreSQL backend does: versioned migrations, fenced writes, and
+//! calls that outlive a restart of the database.
+
+use super::test_db::{Kind, TestDb, lead};
+use super::*;
+
+async fn admin(url: &str, sql: &'static str) {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(sql).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_a_newer_database_is_refused() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let url = db.url.clone().unwrap();
+    let s = db.open().await;
+    assert_eq!(s.backend_name(), "postgres");
+    s.create(Deployment::example("d-1", "web"), vec![])
+        .await
+        .unwrap();
+    drop(s);
+    // Opening again keeps the data and records no second migration.
+    let s = db.open().await;
+    assert_eq!(s.deployment("d-1").await.unwrap().service, "web");
+    let versions: Vec<i64> = s
+        .with(|c| {
+            c.prepare("SELECT version FROM drover_schema ORDER BY version")?
+                .query_map(params![], |r| r.get(0))?
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions, [pg_schema::latest()]);
+    drop(s);
+    // A newer drover migrated it further: this one does not touch it.
+    admin(
+        &url,
+        "INSERT INTO drover_schema (version, applied_ms) VALUES (99, 0)",
+    )
+    .await;
+    let err = Store::open_postgres(&url, Fence::new("test".into()))
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, known } if known == pg_schema::latest()),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("99") && msg.contains("(1)"), "{msg}");
+}
+
+#[tokio::test]
+async fn two_replicas_opening_together_migrate_once() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let (a, b) = tokio::join!(db.open(), db.open());
+    drop((a, b));
+    let s = db.open().await;
+    let n: i64 = s
+        .with(|c| {
+            c.query_row("SELECT COUNT(*) FROM drover_schema", params![], |r| {
+                r.get(0)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn a_superseded_leader_writes_nothing_and_still_reads() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let url = db.url.clone().unwrap();
+    drop(db.open().await);
+    lead(&url, "a", 1).await;
+    let fence = Fence::new("a".into());
+    fence.set(1);
+    let s = Store::open_postgres(&url, fence.clone()).await.unwrap();
+    s.create(Deployment::example("d-1", "web"), vec![])
+        .await
+        .unwrap();
+    // Replica b took the lease over; a has not noticed yet.
+    admin(
+        &url,
+        "UPDATE drover_leader SET holder = 'b', epoch = 2 WHERE id = 1",
+    )
+    .await;
+    let err = s
+        .create(Deployment::example("d-2", "api"), vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotLeader { epoch: Some(1) }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("epoch 1 was superseded"), "{err}");
+    assert!(matches!(
+        s.deployment("d-2").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Nothing of the refused call was written: not even its lock.
+    assert!(s.check_unlocked("api", "").await.is_ok());
+    let t = crate::rollout::machine::apply(
+        DeploymentState::Pending,
+        crate::rollout::machine::Event::Cancel,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.transition("d-1", t, None, "cancel").await,
+        Err(StoreError::NotLeader { .. })
+    ));
+    assert_eq!(
+        s.deployment("d-1").await.unwrap().state,
+        DeploymentState::Pending
+    );
+    // A replica that knows it does not lead does not even ask.
+    fence.clear();
+    assert!(matches!(
+        s.event("d-1", "", "x").await,
+        Err(StoreError::NotLeader { epoch: None })
+    ));
+    assert_eq!(s.last_seq("d-1").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_call_after_a_database_restart_reconnects() {
+    if std::env::var_os("DROVER_TEST_POSTGRES").is_some() {
+        // The shared server is not this test's to restart.
+        return;
+    }
+    // A cluster of its own: the restart does not disturb the other tests.
+    let (own, url) = tokio::task::spawn_blocking(|| {
+        let own = pg_cluster::PgCluster::start().unwrap();
+        let url = own.create_database().unwrap();
+        (own, url)
+    })
+    .await
+    .unwrap();
+    let fence = Fence::new("test".into());
+    fence.set(1);
+    let s = Store::open_postgres(&url, fence).await.unwrap();
+    lead(&url, "test", 1).await;
+    s.create(Deployment::example("d-1", "web"), vec![])
+        .await
+        .unwrap();
+    let own = tokio::task::spawn_blocking(move || {
+        own.restart().unwrap();
+        own
+    })
+    .await
+    .unwrap();
+    s.event("d-1", "", "after the restart").await.unwrap();
+    assert_eq!(s.last_seq("d-1").await.unwrap(), 1);
+    tokio::task::spawn_blocking(move || drop(own))
+        .await
+        .unwrap();
+}
