@@ -754,3 +754,35 @@ pub fn service_words(s: &ServiceState) -> String {
     };
     format!("{} {} {state}{health}", s.service, s.version)
 }
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_lead_sends_no_command() {
+        let fence = Fence::new("replica-a".into());
+        let hub = AgentHub::fenced(HubSettings::default(), fence.clone());
+        let command = || Command {
+            command_id: "c-1".into(),
+            fence: Some(drover_proto::v1::Fence {
+                deployment_id: "d-1".into(),
+                epoch: 3,
+            }),
+            kind: None,
+        };
+        let err = hub
+            .send("h1", command(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HubError::NotLeader { .. }), "{err}");
+        assert!(err.to_string().contains("no longer the leader"), "{err}");
+        // Leading, the same command goes on to the host (unknown here).
+        fence.set(3);
+        let err = hub
+            .send("h1", command(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HubError::UnknownHost { .. }), "{err}");
+    }
+}

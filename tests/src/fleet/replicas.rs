@@ -124,6 +124,11 @@ impl Fleet {
         let node = &r.nodes[i];
         assert!(node.child.is_none(), "replica {i} runs already");
         let mut args = self.controller_args(node.addr, node.metrics, &r.url);
+        // Agents of a frozen leader take up to two HTTP/2 pings (8 s) to leave it: the
+        // production grace (15 s), not the single controller's short test one.
+        if let Some(i) = args.iter().position(|a| a == "--reconnect-grace") {
+            args[i + 1] = "15s".to_owned();
+        }
         args.extend([
             "--leader-lease".to_owned(),
             format!("{}ms", LEASE.as_millis()),

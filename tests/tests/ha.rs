@@ -1,0 +1,230 @@
+//! Controller replicas on PostgreSQL, end to end with real parts: a throwaway
+//! PostgreSQL cluster of the test's own, three (or two) real `drover serve` replicas
+//! with a 3 s leader lease, real agents given every replica's address, the real Docker
+//! engine, a real registry and a real HAProxy under load.
+//!
+//! - SIGKILL of the leader in the middle of a batch: a standby takes the lease, resumes
+//!   the deployment from the database and finishes it; no request fails, no host is
+//!   left drained, no host is swapped twice (Docker's events and the agents' logs).
+//! - SIGSTOP of the leader past its lease: a standby takes over and finishes the
+//!   deployment; SIGCONT: the old leader writes nothing and commands no agent (the
+//!   refusals it met are in its log), and steps down (exit 75).
+//! - PostgreSQL restarted during a deploy: the leader waits for it, carries on, and the
+//!   deployment succeeds.
+//!
+//! Every fleet is removed when dropped, also on failure; waits are on conditions with
+//! deadlines.
+
+use std::process::Command;
+use std::time::Duration;
+
+use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, LEASE, field, host_in_batch, now_ms};
+use drover_tests::traffic::Traffic;
+
+/// Longest wait for one step of a rollout.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The fleet: 4 hosts, one per batch, under three replicas.
+async fn fleet(replicas: usize) -> Fleet {
+    Fleet::start(FleetOptions {
+        hosts: 4,
+        batch_size: "1",
+        replicas,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Containers Docker started for host `name` between the Unix seconds `since` and
+/// `until`.
+fn docker_starts(name: &str, since: u64, until: u64) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--filter",
+            &format!("label=drover.agent={name}"),
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .output()
+        .expect("run docker events");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every host started exactly one container during the deploy (Docker's events) and
+/// its agent created exactly one container of version `version` (its log).
+fn assert_swapped_once(fleet: &Fleet, since_s: u64, version: &str) {
+    let until = now_ms() / 1000 + 1;
+    for (i, h) in fleet.hosts().iter().enumerate() {
+        let starts = docker_starts(&h.name, since_s, until);
+        assert_eq!(starts.len(), 1, "{} started {starts:?}", h.name);
+        let logs = fleet.agent_logs(i);
+        let created = logs
+            .lines()
+            .filter(|l| l.contains("creating") && l.contains(&format!("version={version}")))
+            .count();
+        assert_eq!(created, 1, "{} created {created} containers of {version}:\n{logs}", h.name);
+    }
+}
+
+/// The first event of deployment `id` (as `drover status --json` lists them) at or
+/// after `after_ms` that moved a host, and when.
+async fn first_host_action_after(fleet: &Fleet, id: &str, after_ms: u64) -> Option<(u64, String)> {
+    let status = fleet.drover(&["status", id, "--json"]).await;
+    status
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "event")
+        .filter(|v| !v["host"].as_str().unwrap_or("").is_empty())
+        .filter_map(|v| Some((v["at_ms"].as_u64()?, v["message"].as_str()?.to_owned())))
+        .find(|(at, _)| *at >= after_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_batch() {
+    let mut fleet = fleet(3).await;
+    let traffic = Traffic::start(&fleet).await;
+    let old = fleet.leader().await.expect("a replica leads");
+    let since_s = now_ms() / 1000;
+
+    let mut deploy = fleet.spawn_deploy("v2");
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .await;
+    let id = field(&first, "id").to_string();
+    let second = host_in_batch(&first, 1);
+    deploy
+        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
+            v["host"] == second.as_str() && v["phase"] == "swapping"
+        })
+        .await;
+    let killed_ms = now_ms();
+    fleet.kill_replica(old);
+    let new = fleet.wait_leader_other_than(old, Duration::from_secs(20)).await;
+    let leads_ms = now_ms();
+
+    // The CLI that followed the deploy follows it across the change of leader.
+    let followed = deploy.finish(CLI_TIMEOUT).await;
+    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    let snapshot = followed.final_snapshot();
+    assert_eq!(field(&snapshot, "state"), "succeeded", "{snapshot}");
+    let resumed = first_host_action_after(&fleet, &id, killed_ms + 1).await;
+    traffic.more(200).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "leader replica-{old} killed while {second} swapped; replica-{new} led {} ms later; next host action {:?} ms after the kill; {} requests, {} failed\n{}",
+        leads_ms - killed_ms,
+        resumed.as_ref().map(|(at, m)| (at - killed_ms, m.clone())),
+        seen.requests(),
+        seen.failed(),
+        seen.summary()
+    );
+    seen.assert_no_failed_request();
+    assert!(seen.max_out() <= 1, "{}", seen.summary());
+    assert!(snapshot["epoch"].as_u64() >= Some(2), "resumed under a new epoch: {snapshot}");
+    let logs = fleet.replica_logs(new);
+    assert!(
+        logs.contains("took the leader lease") && logs.contains("resuming deployment"),
+        "{logs}"
+    );
+    fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
+    fleet.assert_serves("v2").await;
+    assert_swapped_once(&fleet, since_s, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down() {
+    let mut fleet = fleet(2).await;
+    let traffic = Traffic::start(&fleet).await;
+    let old = fleet.leader().await.expect("a replica leads");
+    let since_s = now_ms() / 1000;
+
+    let mut deploy = fleet.spawn_deploy("v2");
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .await;
+    let id = field(&first, "id").to_string();
+    let second = host_in_batch(&first, 1);
+    deploy
+        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
+            v["host"] == second.as_str() && v["phase"] == "swapping"
+        })
+        .await;
+    fleet.signal_replica(old, "-STOP");
+    let new = fleet.wait_leader_other_than(old, LEASE * 6).await;
+    // Let the new leader act under its epoch for a while, then wake the old one.
+    let progressed = fleet.drover(&["status", &id, "--json"]).await;
+    fleet.signal_replica(old, "-CONT");
+    let exit = fleet.wait_replica_exit(old, Duration::from_secs(20)).await;
+
+    let followed = deploy.finish(CLI_TIMEOUT).await;
+    let seen = traffic.stop().await;
+    let old_logs = fleet.replica_logs(old);
+    eprintln!(
+        "replica-{old} frozen, replica-{new} leads; the old one exited with {exit:?}; {} requests, {} failed\n{old_logs}",
+        seen.requests(),
+        seen.failed(),
+    );
+    assert_eq!(exit.code(), Some(75), "steps down with EX_TEMPFAIL:\n{old_logs}");
+    assert!(old_logs.contains("stepping down"), "{old_logs}");
+    // Whatever it tried after waking was refused: no write, no command.
+    for line in old_logs.lines().filter(|l| l.contains("refused")) {
+        assert!(
+            line.contains("not the leader") || line.contains("no longer the leader"),
+            "{line}"
+        );
+    }
+    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    let snapshot = followed.final_snapshot();
+    assert_eq!(field(&snapshot, "state"), "succeeded", "{snapshot}\n{}", progressed.describe());
+    seen.assert_no_failed_request();
+    fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
+    fleet.assert_serves("v2").await;
+    assert_swapped_once(&fleet, since_s, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_deploy_pauses_the_leader_and_the_deploy_succeeds() {
+    let fleet = fleet(2).await;
+    let traffic = Traffic::start(&fleet).await;
+    let since_s = now_ms() / 1000;
+
+    let mut deploy = fleet.spawn_deploy("v2");
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .await;
+    let second = host_in_batch(&first, 1);
+    deploy
+        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
+            v["host"] == second.as_str() && v["phase"] == "swapping"
+        })
+        .await;
+    let pg = fleet.postgres();
+    tokio::task::block_in_place(|| pg.restart()).expect("restart PostgreSQL");
+
+    let followed = deploy.finish(CLI_TIMEOUT).await;
+    let seen = traffic.stop().await;
+    eprintln!(
+        "PostgreSQL restarted while {second} swapped; {} requests, {} failed\n{}",
+        seen.requests(),
+        seen.failed(),
+        fleet.controller_logs()
+    );
+    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    assert_eq!(field(&followed.final_snapshot(), "state"), "succeeded");
+    seen.assert_no_failed_request();
+    fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
+    fleet.assert_serves("v2").await;
+    assert_swapped_once(&fleet, since_s, "v2");
+}
