@@ -646,9 +646,9 @@ impl Store {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(Self {
-            conn: Arc::new(Mutex::new(Connection(Backend::Postgres(
+            conn: Arc::new(Mutex::new(Connection(Backend::Postgres(Box::new(
                 std::cell::RefCell::new(session),
-            )))),
+            ))))),
             retry: Some(Arc::new(Retry {
                 fence,
                 options,
@@ -825,11 +825,11 @@ impl Store {
     pub async fn bump_epoch(&self, id: &str) -> Result<u64, StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "UPDATE deployments SET epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
                 params![id],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
     }
@@ -904,7 +904,7 @@ impl Store {
     /// Appends an informational line to the deployment's event log.
     pub async fn event(&self, id: &str, host: &str, message: &str) -> Result<Event, StoreError> {
         let (id, host, message) = (id.to_string(), host.to_string(), message.to_string());
-        self.with(move |c| Ok(insert_event(c, &id, &host, &message, None, None)?))
+        self.with(move |c| insert_event(c, &id, &host, &message, None, None))
             .await
     }
 
@@ -930,11 +930,11 @@ impl Store {
     pub async fn last_seq(&self, id: &str) -> Result<u64, StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE deployment_id = ?1",
                 params![id],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
     }
@@ -947,7 +947,7 @@ impl Store {
                 "SELECT seq, at_ms, host, message, phase, state FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![id, after_seq], event_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -1152,7 +1152,7 @@ impl Store {
                 "{SELECT_DEPLOYMENT} WHERE (CAST(?1 AS TEXT) IS NULL OR service = ?1) AND (CAST(?3 AS TEXT) IS NULL OR environment = ?3) ORDER BY created_ms DESC, id DESC LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![service, limit, environment], deployment_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

@@ -211,7 +211,7 @@ impl Store {
                     reason: r.get(15)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

@@ -91,7 +91,7 @@ impl Store {
                     commit_ms: r.get(8)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

@@ -229,7 +229,7 @@ impl Store {
             key.hook.to_owned(),
         );
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT deployment_id, at_ms FROM hook_markers
                  WHERE service = ?1 AND environment = ?2 AND digest = ?3 AND hook = ?4",
                 params![s, e, d, h],
@@ -240,7 +240,7 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -262,11 +262,11 @@ impl Store {
     pub async fn reruns_hooks(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM hook_reruns WHERE deployment_id = ?1)",
                 params![id],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
     }

@@ -147,8 +147,7 @@ impl Store {
         digest: &str,
     ) -> Result<Option<Release>, StoreError> {
         let (service, tag, digest) = (service.to_string(), tag.to_string(), digest.to_string());
-        self.with(move |c| Ok(find(c, &service, &tag, &digest)?))
-            .await
+        self.with(move |c| find(c, &service, &tag, &digest)).await
     }
 
     /// A release by id.
@@ -171,7 +170,7 @@ impl Store {
                 "{SELECT_RELEASE} WHERE service = ?1 ORDER BY created_ms DESC, id DESC LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![service, limit], release_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -264,11 +263,11 @@ impl Store {
     ) -> Result<Option<Deployment>, StoreError> {
         let (service, environment) = (service.to_string(), environment.to_string());
         self.with(move |c| {
-            Ok(c.prepare_cached(&format!(
+            c.prepare_cached(&format!(
                 "{SELECT_DEPLOYMENT} WHERE service = ?1 AND environment = ?2 AND state = ?3 ORDER BY created_ms DESC, id DESC LIMIT 1"
             ))?
             .query_row(params![service, environment, state.as_str()], deployment_row)
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -302,7 +301,7 @@ impl Store {
                  AND created_ms >= ?3 ORDER BY created_ms, id"
             ))?;
             let rows = stmt.query_map(params![service, environment, since], deployment_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

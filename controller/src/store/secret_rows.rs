@@ -92,7 +92,7 @@ impl Store {
                     updated_by: r.get(2)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -128,7 +128,7 @@ impl Store {
 
     /// How many secrets are stored, over every service.
     pub async fn secret_count(&self) -> Result<u64, StoreError> {
-        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM secrets", params![], |r| r.get(0))?))
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM secrets", params![], |r| r.get(0)))
             .await
     }
 }

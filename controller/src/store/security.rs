@@ -271,7 +271,7 @@ impl Store {
     pub async fn certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>, StoreError> {
         let serial = serial.to_ascii_lowercase();
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT serial, host, not_after_ms, revoked_ms FROM certificates WHERE serial = ?1",
                 params![serial],
                 |r| {
@@ -283,7 +283,7 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -349,7 +349,7 @@ impl Store {
     pub async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT id, name, role, secret_hash, created_by, expires_ms, revoked_ms FROM api_tokens WHERE id = ?1",
                 params![id],
                 |r| {
@@ -366,7 +366,7 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -393,7 +393,7 @@ impl Store {
                     r.get(7)?,
                 ))
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

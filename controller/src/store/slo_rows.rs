@@ -105,7 +105,7 @@ impl Store {
                 "SELECT {TARGET_COLUMNS} ORDER BY service, environment"
             ))?;
             let rows = stmt.query_map(params![], target_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -118,12 +118,12 @@ impl Store {
     ) -> Result<Option<SloTarget>, StoreError> {
         let (service, environment) = (service.to_owned(), environment.to_owned());
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 &format!("SELECT {TARGET_COLUMNS} WHERE service = ?1 AND environment = ?2"),
                 params![service, environment],
                 target_from_row,
             )
-            .optional()?)
+            .optional()
         })
         .await
     }
@@ -217,7 +217,7 @@ impl Store {
     ) -> Result<SloCounted, StoreError> {
         let (service, environment) = (service.to_owned(), environment.to_owned());
         self.with(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COALESCE(CAST(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_requests END) AS BIGINT), 0),
                         COALESCE(CAST(SUM(CASE WHEN prev_at_ms >= ?3 THEN d_errors END) AS BIGINT), 0),
                         MIN(at_ms)
@@ -232,7 +232,7 @@ impl Store {
                         oldest_ms: r.get(2)?,
                     })
                 },
-            )?)
+            )
         })
         .await
     }

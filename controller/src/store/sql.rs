@@ -276,7 +276,7 @@ pub struct Connection(pub(super) Backend);
 
 pub(super) enum Backend {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<PgSession>),
+    Postgres(Box<RefCell<PgSession>>),
 }
 
 impl Connection {
