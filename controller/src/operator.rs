@@ -431,6 +431,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::Locked { .. } => Status::aborted(e.to_string()),
         StoreError::NotFound(_) | StoreError::NoRelease(_) => Status::not_found(e.to_string()),
         StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::NotLeader { .. } => Status::unavailable(e.to_string()),
         other => {
             tracing::error!(error = %other, "store failure");
             Status::internal("the controller's state database failed; see the controller's log")

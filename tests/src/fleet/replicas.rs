@@ -67,6 +67,23 @@ impl Replicas {
     }
 }
 
+/// `host=H user=U dbname=D` as the `postgresql://U@/D?host=H` URL `--database` takes.
+fn as_url(key_values: &str) -> String {
+    let get = |key: &str| {
+        key_values
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    format!(
+        "postgresql://{}@/{}?host={}",
+        get("user"),
+        get("dbname"),
+        get("host")
+    )
+}
+
 impl Fleet {
     fn replicas(&self) -> &Replicas {
         self.replicas.as_ref().expect("the fleet runs no replicas")
@@ -78,13 +95,17 @@ impl Fleet {
 
     /// Starts the PostgreSQL cluster and `n` replicas; waits until one leads.
     pub(super) async fn start_replicas(&mut self, n: usize) {
-        let cluster = tokio::task::spawn_blocking(PgCluster::start)
-            .await
-            .expect("starting PostgreSQL panicked")
-            .unwrap_or_else(|e| panic!("cannot start a PostgreSQL cluster: {e:#}"));
-        let url = cluster
-            .create_database()
-            .unwrap_or_else(|e| panic!("cannot create the fleet's database: {e:#}"));
+        // The cluster's own client is synchronous: off the runtime's threads.
+        let (cluster, url) = tokio::task::spawn_blocking(|| {
+            let cluster = PgCluster::start()
+                .unwrap_or_else(|e| panic!("cannot start a PostgreSQL cluster: {e:#}"));
+            let url = cluster
+                .create_database()
+                .unwrap_or_else(|e| panic!("cannot create the fleet's database: {e:#}"));
+            (cluster, as_url(&url))
+        })
+        .await
+        .expect("starting PostgreSQL panicked");
         let nodes = (0..n)
             .map(|i| Replica {
                 addr: free_addr(),
