@@ -409,9 +409,10 @@ pub async fn run(
     // The server is done: give the lease up (a standby takes over at once).
     release.cancel();
     let outcome = match leading {
-        Some(task) => task
-            .await
-            .unwrap_or_else(|e| Err(crate::store::StoreError::Task(e.to_string()).into())),
+        Some(task) => match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(crate::store::StoreError::Task(e.to_string()).into()),
+        },
         None => Ok(()),
     };
     stop_background.cancel();

@@ -18,7 +18,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, LEASE, field, host_in_batch, now_ms};
+use drover_tests::fleet::{
+    CLI_TIMEOUT, CliRun, Fleet, FleetOptions, LEASE, field, host_in_batch, now_ms,
+};
 use drover_tests::traffic::Traffic;
 
 /// Longest wait for one step of a rollout.
@@ -35,16 +37,20 @@ async fn fleet(replicas: usize) -> Fleet {
     .await
 }
 
-/// Containers Docker started for host `name` between the Unix seconds `since` and
-/// `until`.
+/// Unix ms as Docker's `--since` takes it (seconds with a fraction).
+fn docker_time(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// Containers Docker started for host `name` between the Unix ms `since` and `until`.
 fn docker_starts(name: &str, since: u64, until: u64) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "events",
             "--since",
-            &since.to_string(),
+            &docker_time(since),
             "--until",
-            &until.to_string(),
+            &docker_time(until),
             "--filter",
             "type=container",
             "--filter",
@@ -64,26 +70,28 @@ fn docker_starts(name: &str, since: u64, until: u64) -> Vec<String> {
 
 /// Every host started exactly one container during the deploy (Docker's events) and
 /// its agent created exactly one container of version `version` (its log).
-fn assert_swapped_once(fleet: &Fleet, since_s: u64, version: &str) {
-    let until = now_ms() / 1000 + 1;
+fn assert_swapped_once(fleet: &Fleet, since_ms: u64, version: &str) {
+    let until = now_ms() + 1000;
     for (i, h) in fleet.hosts().iter().enumerate() {
-        let starts = docker_starts(&h.name, since_s, until);
+        let starts = docker_starts(&h.name, since_ms, until);
         assert_eq!(starts.len(), 1, "{} started {starts:?}", h.name);
         let logs = fleet.agent_logs(i);
         let created = logs
             .lines()
             .filter(|l| l.contains("creating") && l.contains(&format!("version={version}")))
             .count();
-        assert_eq!(created, 1, "{} created {created} containers of {version}:\n{logs}", h.name);
+        assert_eq!(
+            created, 1,
+            "{} created {created} containers of {version}:\n{logs}",
+            h.name
+        );
     }
 }
 
-/// The first event of deployment `id` (as `drover status --json` lists them) at or
-/// after `after_ms` that moved a host, and when.
-async fn first_host_action_after(fleet: &Fleet, id: &str, after_ms: u64) -> Option<(u64, String)> {
-    let status = fleet.drover(&["status", id, "--json"]).await;
-    status
-        .json()
+/// The first event the deploy's CLI printed at or after `after_ms` that moved a host,
+/// and when.
+fn first_host_action_after(run: &CliRun, after_ms: u64) -> Option<(u64, String)> {
+    run.json()
         .into_iter()
         .filter(|v| v["type"] == "event")
         .filter(|v| !v["host"].as_str().unwrap_or("").is_empty())
@@ -96,11 +104,13 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     let mut fleet = fleet(3).await;
     let traffic = Traffic::start(&fleet).await;
     let old = fleet.leader().await.expect("a replica leads");
-    let since_s = now_ms() / 1000;
+    let since_ms = now_ms();
 
     let mut deploy = fleet.spawn_deploy("v2");
     let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
         .await;
     let id = field(&first, "id").to_string();
     let second = host_in_batch(&first, 1);
@@ -111,15 +121,27 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
         .await;
     let killed_ms = now_ms();
     fleet.kill_replica(old);
-    let new = fleet.wait_leader_other_than(old, Duration::from_secs(20)).await;
+    let new = fleet
+        .wait_leader_other_than(old, Duration::from_secs(20))
+        .await;
     let leads_ms = now_ms();
 
     // The CLI that followed the deploy follows it across the change of leader.
     let followed = deploy.finish(CLI_TIMEOUT).await;
-    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    assert_eq!(
+        followed.code,
+        Some(0),
+        "{}\n{}",
+        followed.describe(),
+        fleet.controller_logs()
+    );
     let snapshot = followed.final_snapshot();
-    assert_eq!(field(&snapshot, "state"), "succeeded", "{snapshot}");
-    let resumed = first_host_action_after(&fleet, &id, killed_ms + 1).await;
+    assert_eq!(
+        (field(&snapshot, "id"), field(&snapshot, "state")),
+        (id.as_str(), "succeeded"),
+        "{snapshot}"
+    );
+    let resumed = first_host_action_after(&followed, killed_ms + 1);
     traffic.more(200).await;
     let seen = traffic.stop().await;
     eprintln!(
@@ -132,7 +154,10 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     );
     seen.assert_no_failed_request();
     assert!(seen.max_out() <= 1, "{}", seen.summary());
-    assert!(snapshot["epoch"].as_u64() >= Some(2), "resumed under a new epoch: {snapshot}");
+    assert!(
+        snapshot["epoch"].as_u64() >= Some(2),
+        "resumed under a new epoch: {snapshot}"
+    );
     let logs = fleet.replica_logs(new);
     assert!(
         logs.contains("took the leader lease") && logs.contains("resuming deployment"),
@@ -140,7 +165,7 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     );
     fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
     fleet.assert_serves("v2").await;
-    assert_swapped_once(&fleet, since_s, "v2");
+    assert_swapped_once(&fleet, since_ms, "v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,11 +173,13 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
     let mut fleet = fleet(2).await;
     let traffic = Traffic::start(&fleet).await;
     let old = fleet.leader().await.expect("a replica leads");
-    let since_s = now_ms() / 1000;
+    let since_ms = now_ms();
 
     let mut deploy = fleet.spawn_deploy("v2");
     let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
         .await;
     let id = field(&first, "id").to_string();
     let second = host_in_batch(&first, 1);
@@ -165,6 +192,7 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
     let new = fleet.wait_leader_other_than(old, LEASE * 6).await;
     // Let the new leader act under its epoch for a while, then wake the old one.
     let progressed = fleet.drover(&["status", &id, "--json"]).await;
+    let woke_ms = now_ms();
     fleet.signal_replica(old, "-CONT");
     let exit = fleet.wait_replica_exit(old, Duration::from_secs(20)).await;
 
@@ -176,33 +204,57 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
         seen.requests(),
         seen.failed(),
     );
-    assert_eq!(exit.code(), Some(75), "steps down with EX_TEMPFAIL:\n{old_logs}");
+    assert_eq!(
+        exit.code(),
+        Some(75),
+        "steps down with EX_TEMPFAIL:\n{old_logs}"
+    );
     assert!(old_logs.contains("stepping down"), "{old_logs}");
-    // Whatever it tried after waking was refused: no write, no command.
-    for line in old_logs.lines().filter(|l| l.contains("refused")) {
-        assert!(
-            line.contains("not the leader") || line.contains("no longer the leader"),
-            "{line}"
-        );
+    // Once awake it took no rollout step: whatever it tried was refused (no write, no
+    // command), and it said so.
+    let woke = jiff::Timestamp::from_millisecond(i64::try_from(woke_ms).unwrap())
+        .unwrap()
+        .to_string();
+    for line in old_logs
+        .lines()
+        .filter(|l| l.get(..woke.len()) >= Some(woke.as_str()))
+    {
+        let acted = ["draining", "swapping to", "enabling", "runs v2", "batch "]
+            .iter()
+            .any(|step| line.contains("rollout::flight") && line.contains(step));
+        assert!(!acted, "acted after waking: {line}\n{old_logs}");
     }
-    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    assert_eq!(
+        followed.code,
+        Some(0),
+        "{}\n{}",
+        followed.describe(),
+        fleet.controller_logs()
+    );
     let snapshot = followed.final_snapshot();
-    assert_eq!(field(&snapshot, "state"), "succeeded", "{snapshot}\n{}", progressed.describe());
+    assert_eq!(
+        field(&snapshot, "state"),
+        "succeeded",
+        "{snapshot}\n{}",
+        progressed.describe()
+    );
     seen.assert_no_failed_request();
     fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
     fleet.assert_serves("v2").await;
-    assert_swapped_once(&fleet, since_s, "v2");
+    assert_swapped_once(&fleet, since_ms, "v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_deploy_pauses_the_leader_and_the_deploy_succeeds() {
     let fleet = fleet(2).await;
     let traffic = Traffic::start(&fleet).await;
-    let since_s = now_ms() / 1000;
+    let since_ms = now_ms();
 
     let mut deploy = fleet.spawn_deploy("v2");
     let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| v["type"] == "deployment")
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
         .await;
     let second = host_in_batch(&first, 1);
     deploy
@@ -221,10 +273,16 @@ async fn postgres_restarted_mid_deploy_pauses_the_leader_and_the_deploy_succeeds
         seen.failed(),
         fleet.controller_logs()
     );
-    assert_eq!(followed.code, Some(0), "{}\n{}", followed.describe(), fleet.controller_logs());
+    assert_eq!(
+        followed.code,
+        Some(0),
+        "{}\n{}",
+        followed.describe(),
+        fleet.controller_logs()
+    );
     assert_eq!(field(&followed.final_snapshot(), "state"), "succeeded");
     seen.assert_no_failed_request();
     fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
     fleet.assert_serves("v2").await;
-    assert_swapped_once(&fleet, since_s, "v2");
+    assert_swapped_once(&fleet, since_ms, "v2");
 }

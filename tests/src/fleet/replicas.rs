@@ -135,7 +135,10 @@ impl Fleet {
         })
         .await;
         if let Err(e) = leader {
-            panic!("{e} within {CONNECT_TIMEOUT:?}:\n{}", self.controller_logs());
+            panic!(
+                "{e} within {CONNECT_TIMEOUT:?}:\n{}",
+                self.controller_logs()
+            );
         }
     }
 
