@@ -33,6 +33,14 @@
 #                                     # enroll, reconnect storms, RSS, two deploys in
 #                                     # 10% batches (CPU per host), a fan-out to all
 #   BENCH_SCALE_AGENTS=2000 tests/bench.sh scale   # fewer agents (default 10000)
+#   tests/bench.sh failover           # bench_failover: SIGKILL of the controller while a
+#                                     # host swaps, to the deployment's next host action:
+#                                     # 3 replicas on PostgreSQL (3 s lease) vs one
+#                                     # controller on SQLite restarted at once
+#   BENCH_FAILOVER_ROUNDS=5 tests/bench.sh failover   # rounds (default 3)
+#   tests/bench.sh store              # bench_store: the store's rollout workload on
+#                                     # SQLite and on PostgreSQL (a throwaway cluster on
+#                                     # a Unix socket): writes per second, ratio
 #   BENCH_ROUNDS=20 tests/bench.sh    # more swap rounds in bench_agent
 #   BENCH_REPEAT=3 tests/bench.sh     # repeat bench_rollout's comparisons (medians)
 #   BENCH_TLS_REPEAT=8 tests/bench.sh tls   # rounds of bench_rollout --tls-cost (default 6)
@@ -55,8 +63,8 @@ die() { printf 'tests/bench.sh: %s\n' "$*" >&2; exit 1; }
 [ $# -gt 0 ] || set -- agent rollout
 for b in "$@"; do
     case "$b" in
-        agent | rollout | tls | restore | watch | dora | hooks | web | scale) ;;
-        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks, web, scale)" ;;
+        agent | rollout | tls | restore | watch | dora | hooks | web | scale | failover | store) ;;
+        *) die "unknown benchmark $b (agent, rollout, tls, restore, watch, dora, hooks, web, scale, failover, store)" ;;
     esac
 done
 
@@ -177,6 +185,16 @@ for b in "$@"; do
             say "bench_scale ${args[*]}  (open files: $(ulimit -Sn); log: $out/scale-$stamp.txt)"
             "$target/release/bench_scale" "${args[@]}" 2>&1 | tee "$out/scale-$stamp.txt" \
                 || status=1
+            ;;
+        failover)
+            args=(--rounds "${BENCH_FAILOVER_ROUNDS:-3}")
+            say "bench_failover ${args[*]}  (log: $out/failover-$stamp.txt)"
+            "$target/release/bench_failover" "${args[@]}" 2>&1 \
+                | tee "$out/failover-$stamp.txt" || status=1
+            ;;
+        store)
+            say "bench_store  (log: $out/store-$stamp.txt)"
+            "$target/release/bench_store" 2>&1 | tee "$out/store-$stamp.txt" || status=1
             ;;
         dora)
             args=(--rounds "${BENCH_DORA_ROUNDS:-9}")
