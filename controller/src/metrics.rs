@@ -186,19 +186,15 @@ impl Metrics {
             ["single", "leader", "standby"]
                 .map(|r| (labels(&[("role", r)]), i64::from(role.as_str() == r))),
         );
-        counts(
-            &mut reg,
+        let epoch = Gauge::<i64>::default();
+        epoch.set(match role {
+            crate::leader::Role::Leader { epoch } => i64::try_from(epoch).unwrap_or(i64::MAX),
+            _ => 0,
+        });
+        reg.register(
             "drover_controller_epoch",
-            "The fencing epoch this controller leads under (0 unless it leads).",
-            [(
-                Labels::new(),
-                match role {
-                    crate::leader::Role::Leader { epoch } => {
-                        i64::try_from(epoch).unwrap_or(i64::MAX)
-                    }
-                    _ => 0,
-                },
-            )],
+            help("The fencing epoch this controller leads under (0 unless it leads)."),
+            epoch,
         );
         let hosts = hub.hosts();
         let connected = hosts.iter().filter(|h| h.connected).count() as i64;

@@ -146,6 +146,9 @@ pub fn is_refusal(code: tonic::Code) -> bool {
 #[error("{0}")]
 pub struct Refused(pub String);
 
+/// The metadata with which a standby replica names the leader.
+const LEADER_METADATA: &str = crate::leader::gate::LEADER_METADATA;
+
 /// Turns a failed RPC into an error: refusals (authentication, permission, bad input,
 /// precondition) become [`Refused`]; anything else is a failure.
 pub(crate) fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
@@ -157,6 +160,10 @@ pub(crate) fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
         | Code::FailedPrecondition
         | Code::NotFound
         | Code::AlreadyExists => Refused(format!("{what} refused: {}", status.message())).into(),
+        // A standby replica answered: its message names the leader and what to do.
+        Code::Unavailable if status.metadata().contains_key(LEADER_METADATA) => {
+            anyhow::anyhow!("{what} failed: {}", status.message())
+        }
         Code::Unavailable => anyhow::anyhow!(
             "{}; is `drover serve` running? Try again, or pass --controller",
             connect::said_once(&format!(

@@ -31,6 +31,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "DROVER_DATABASE",
+        hide_env_values = true,
         value_name = "FILE|URL",
         default_value = "/var/lib/drover/drover.db"
     )]
