@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests need on a Debian machine with
 # Docker (only what is missing: HAProxy, the registry, htpasswd, Chromium and
-# chromedriver for the browser tests, a Python venv with
+# chromedriver for the browser tests, PostgreSQL's binaries for the throwaway clusters
+# of the store and replica tests, a Python venv with
 # grpcio from PyPI for the independent operator-API client, and a minimal Debian root
 # filesystem made once with debootstrap for the package tests), builds the workspace, the
 # static demo app and the packages, then runs every test of the workspace (unit tests

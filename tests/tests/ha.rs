@@ -166,6 +166,27 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
     fleet.assert_serves("v2").await;
     assert_swapped_once(&fleet, since_ms, "v2");
+
+    // The roles, as an operator sees them: whoami through every address, and metrics.
+    let me = fleet.drover(&["whoami"]).await;
+    assert!(
+        me.code == Some(0) && me.stdout.contains("controller: leader (epoch 2)"),
+        "{}",
+        me.describe()
+    );
+    let third = 3 - old - new;
+    for (i, role) in [(new, "leader"), (third, "standby")] {
+        let metrics = drover_tests::http::get(fleet.replica_metrics(i), "/metrics")
+            .await
+            .expect("metrics");
+        assert!(
+            metrics
+                .body
+                .contains(&format!("drover_controller_role{{role=\"{role}\"}} 1")),
+            "replica-{i}: {}",
+            metrics.body
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
