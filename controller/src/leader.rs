@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::store::Fence;
+use crate::store::{Fence, PgTls};
 
 /// What this controller is among its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +147,8 @@ pub struct Campaign {
     fence: Arc<Fence>,
     /// Publishes the role.
     role: Arc<watch::Sender<Role>>,
+    /// TLS to the database, or none.
+    tls: PgTls,
     /// The lease connection, opened on demand and again after a failure.
     client: Option<tokio_postgres::Client>,
     /// When the acquisition that took the lease was sent: the lease is counted from it.
@@ -172,7 +174,12 @@ fn io_timeout(ttl: Duration) -> Duration {
 
 impl Campaign {
     /// A campaign for `fence`'s holder on the database at `url`, starting as a standby.
-    pub fn new(url: &str, settings: LeaseSettings, fence: Arc<Fence>) -> (Self, Leadership) {
+    pub fn new(
+        url: &str,
+        settings: LeaseSettings,
+        fence: Arc<Fence>,
+        tls: PgTls,
+    ) -> (Self, Leadership) {
         let (role, rx) = watch::channel(Role::Standby { leader: None });
         (
             Self {
@@ -180,6 +187,7 @@ impl Campaign {
                 settings,
                 fence,
                 role: Arc::new(role),
+                tls,
                 client: None,
                 acquired: Instant::now(),
             },
@@ -197,13 +205,16 @@ impl Campaign {
                 self.url.parse().map_err(|e| format!("{e}"))?;
             config.connect_timeout(io_timeout(self.settings.ttl));
             config.application_name("drover-lease");
-            let (client, connection) = tokio::time::timeout(
-                io_timeout(self.settings.ttl),
-                config.connect(tokio_postgres::NoTls),
-            )
-            .await
-            .map_err(|_| "connecting timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            let (mode, connector) = self
+                .tls
+                .connector(config.get_ssl_mode())
+                .map_err(|e| e.to_string())?;
+            config.ssl_mode(mode);
+            let (client, connection) =
+                tokio::time::timeout(io_timeout(self.settings.ttl), config.connect(connector))
+                    .await
+                    .map_err(|_| "connecting timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     warn!(error = %e, "the lease connection to the database ended");

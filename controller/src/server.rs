@@ -31,7 +31,7 @@ use crate::rollout::{Deployer, DeployerSettings};
 use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, SecretsKey, Vault, insecure_dev_key_path};
 use crate::slo::{SloMonitor, SloSettings};
-use crate::store::{Fence, Store};
+use crate::store::{Fence, PgOptions, PgTls, Store};
 use crate::tls::ServingCert;
 
 pub use crate::tls::TlsSettings;
@@ -79,6 +79,8 @@ pub enum Database {
         url: String,
         /// The leader lease's length and this replica's advertised address.
         lease: LeaseSettings,
+        /// TLS to the database (`--database-ca`), or none.
+        tls: PgTls,
         /// This replica's own files: the web session key (and, under
         /// `--insecure-dev`, the secrets key).
         state_dir: PathBuf,
@@ -190,11 +192,18 @@ pub async fn run(
     let _ = tokio::fs::create_dir_all(&state_dir).await;
     let (store, fence, campaign, leadership) = match &settings.database {
         Database::Sqlite(path) => (Store::open(path).await?, None, None, Leadership::single()),
-        Database::Postgres { url, lease, .. } => {
+        Database::Postgres {
+            url, lease, tls, ..
+        } => {
             let fence = Fence::new(holder_name());
-            let store = Store::open_postgres(url, fence.clone()).await?;
-            let (campaign, leadership) = Campaign::new(url, lease.clone(), fence.clone());
-            info!(holder = fence.holder(), address = %lease.address, lease = %drover_shared::duration::human(lease.ttl), role = "standby", "replica on PostgreSQL: campaigning for the leader lease");
+            let options = PgOptions {
+                tls: tls.clone(),
+                ..PgOptions::default()
+            };
+            let store = Store::open_postgres_with(url, fence.clone(), options).await?;
+            let (campaign, leadership) =
+                Campaign::new(url, lease.clone(), fence.clone(), tls.clone());
+            info!(holder = fence.holder(), address = %lease.address, lease = %drover_shared::duration::human(lease.ttl), tls = tls.enabled(), role = "standby", "replica on PostgreSQL: campaigning for the leader lease");
             (store, Some(fence), Some(campaign), leadership)
         }
     };

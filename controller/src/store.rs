@@ -44,6 +44,7 @@ mod pg;
 #[cfg(any(test, feature = "pg-cluster"))]
 pub mod pg_cluster;
 mod pg_schema;
+mod pg_tls;
 mod release_rows;
 mod secret_rows;
 mod security;
@@ -55,6 +56,7 @@ pub use bake_rows::{Bake, BakeSignals, BakeVerdict};
 pub use fence::Fence;
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use pg::PgOptions;
+pub use pg_tls::PgTls;
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};
@@ -133,7 +135,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused an operation, or its connection failed past the retry window.
-    #[error("database error: {0}")]
+    #[error("database error: {}", error_chain(.0))]
     Postgres(#[from] postgres::Error),
     /// The PostgreSQL database could not be reached or migrated on open.
     #[error("cannot open the state database {url}: {source}")]
@@ -180,6 +182,9 @@ pub enum StoreError {
     /// A value could not be bound as a parameter.
     #[error("database error: {0}")]
     Bind(String),
+    /// TLS to PostgreSQL cannot be set up as asked (see [`PgTls`]).
+    #[error("TLS to the database: {0}")]
+    PgTls(String),
     /// The database file could not be opened or migrated.
     #[error("cannot open the state database {path}: {source}")]
     Open {
@@ -408,6 +413,18 @@ pub fn in_environment(environment: &str) -> String {
     }
 }
 
+/// `e` and its sources, `: `-separated (a TLS handshake's reason is a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Unix time in ms.
 /// [`StoreError::Locked`] when a deployment holds the lock of `service` in `environment`.
 fn refuse_if_locked(c: &Connection, service: &str, environment: &str) -> Result<(), StoreError> {
@@ -631,12 +648,13 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let url = url.to_owned();
         let f = fence.clone();
+        let tls = options.tls.clone();
         let session = tokio::task::spawn_blocking(move || {
             let open_err = |e: StoreError| StoreError::OpenPostgres {
                 url: pg::redact(&url),
                 source: Box::new(e),
             };
-            let mut session = pg::PgSession::connect(&url, f).map_err(open_err)?;
+            let mut session = pg::PgSession::connect(&url, f, tls).map_err(open_err)?;
             session.migrate().map_err(|e| match e {
                 e @ StoreError::SchemaTooNew { .. } => e,
                 e => open_err(e),

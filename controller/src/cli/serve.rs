@@ -14,6 +14,7 @@ use crate::rollout::DeployerSettings;
 use crate::server::{
     Database, Security, ServeError, ServeSettings, TlsSettings, run as run_server,
 };
+use crate::store::PgTls;
 
 /// Exit code for a configuration `drover serve` refuses (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -46,6 +47,13 @@ pub struct ServeArgs {
     /// a lost leader is replaced within about one lease.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub leader_lease: Duration,
+    /// With PostgreSQL over a network: the CA certificate (PEM) that signed the
+    /// database server's certificate. Connections then use TLS, the server's certificate
+    /// checked against it and the URL's host name (add sslmode=require to the URL to
+    /// refuse a server without TLS). Without it the connection is plaintext: use a Unix
+    /// socket or loopback.
+    #[arg(long, env = "DROVER_DATABASE_CA", value_name = "FILE")]
+    pub database_ca: Option<PathBuf>,
     /// With PostgreSQL: this replica's own files (the web interface's session key).
     #[arg(long, env = "DROVER_STATE_DIR", default_value = "/var/lib/drover")]
     pub state_dir: PathBuf,
@@ -137,7 +145,16 @@ fn database(args: &ServeArgs) -> Result<Database, String> {
         }
         None => format!("{scheme}://{}", args.listen),
     };
+    let tls = match &args.database_ca {
+        None => PgTls::default(),
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("--database-ca {}: {e}", path.display()))?;
+            PgTls::verified(&pem).map_err(|e| format!("--database-ca {}: {e}", path.display()))?
+        }
+    };
     Ok(Database::Postgres {
+        tls,
         url: db.to_owned(),
         lease: LeaseSettings {
             ttl: args.leader_lease,

@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::Arc;
 
+use postgres::Client;
 use postgres::types::{IsNull, ToSql as PgToSql, Type};
-use postgres::{Client, NoTls};
+
+use super::pg_tls::PgTls;
 
 use super::fence::Fence;
 use super::sql::Value;
@@ -24,12 +26,15 @@ use super::{StoreError, pg_schema};
 pub struct PgOptions {
     /// How long one store call keeps reconnecting and retrying before it fails.
     pub retry_for: std::time::Duration,
+    /// TLS to the server (off by default: a socket or loopback).
+    pub tls: PgTls,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
         Self {
             retry_for: std::time::Duration::from_secs(30),
+            tls: PgTls::default(),
         }
     }
 }
@@ -45,6 +50,8 @@ pub struct Prepared {
 pub struct PgSession {
     /// Where to (re)connect.
     url: String,
+    /// TLS to the server, or none.
+    tls: PgTls,
     /// The client; `None` once its connection was lost, until the next call reconnects.
     client: Option<Client>,
     /// Statements of this client, by the store's SQL text.
@@ -61,9 +68,10 @@ pub struct PgSession {
 
 impl PgSession {
     /// Connects to `url`.
-    pub(super) fn connect(url: &str, fence: Arc<Fence>) -> Result<Self, StoreError> {
+    pub(super) fn connect(url: &str, fence: Arc<Fence>, tls: PgTls) -> Result<Self, StoreError> {
         let mut s = Self {
             url: url.to_owned(),
+            tls,
             client: None,
             statements: HashMap::new(),
             fence,
@@ -83,7 +91,10 @@ impl PgSession {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.is_none() {
             self.statements.clear();
-            self.client = Some(Client::connect(&self.url, NoTls)?);
+            let mut config: postgres::Config = self.url.parse()?;
+            let (mode, connector) = self.tls.connector(config.get_ssl_mode())?;
+            config.ssl_mode(mode);
+            self.client = Some(config.connect(connector)?);
         }
         Ok(self.client.as_mut().expect("connected above"))
     }

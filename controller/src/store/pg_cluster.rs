@@ -26,6 +26,11 @@ pub struct PgCluster {
     external: Option<String>,
     /// Numbers the databases this process creates.
     next: AtomicU64,
+    /// Server options added by [`PgCluster::serve_tls`] (TCP on loopback with TLS).
+    extra: std::sync::Mutex<String>,
+    /// The port set by [`PgCluster::serve_tls`] (0: the default, 5432), which also
+    /// names the Unix socket.
+    port: AtomicU64,
 }
 
 struct Own {
@@ -199,6 +204,8 @@ impl PgCluster {
                 own: None,
                 external: Some(url),
                 next: AtomicU64::new(0),
+                extra: std::sync::Mutex::default(),
+                port: AtomicU64::new(0),
             });
         }
         let bin = find_binaries()?;
@@ -226,6 +233,8 @@ impl PgCluster {
             own: Some(own),
             external: None,
             next: AtomicU64::new(0),
+            extra: std::sync::Mutex::default(),
+            port: AtomicU64::new(0),
         };
         cluster.start_server()?;
         Ok(cluster)
@@ -235,8 +244,14 @@ impl PgCluster {
         let Some(own) = &self.own else {
             return Ok(());
         };
+        let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
+        let listen = if extra.is_empty() {
+            "-c listen_addresses=''"
+        } else {
+            "-c listen_addresses=127.0.0.1"
+        };
         let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-k {} {listen} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 {extra}",
             own.socket_dir().display()
         );
         let log = own.dir.path().join("server.log");
@@ -259,13 +274,56 @@ impl PgCluster {
         })
     }
 
+    /// Serves TCP on 127.0.0.1 too, on a free port, with TLS from `cert_pem` and
+    /// `key_pem` (a certificate for 127.0.0.1 or localhost); restarts the server.
+    /// Returns the port.
+    pub fn serve_tls(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<u16> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(own) = &self.own else {
+            bail!(
+                "the test PostgreSQL is DROVER_TEST_POSTGRES's: this process cannot configure it"
+            );
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let (cert, key) = (
+            own.dir.path().join("server.crt"),
+            own.dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, cert_pem)?;
+        std::fs::write(&key, key_pem)?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if own.as_postgres {
+            let (uid, gid) = postgres_ids()?;
+            for p in [&cert, &key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+            }
+        }
+        *self.extra.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = format!(
+            "-p {port} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        self.stop()?;
+        self.port.store(u64::from(port), Ordering::SeqCst);
+        self.start_server()?;
+        Ok(port)
+    }
+
     /// The URL of database `db` (key-value form, which the `postgres` crate parses).
     pub fn url(&self, db: &str) -> String {
         match (&self.own, &self.external) {
-            (Some(own), _) => format!(
-                "host={} user=drover dbname={db}",
-                own.socket_dir().display()
-            ),
+            (Some(own), _) => {
+                let port = match self.port.load(Ordering::SeqCst) {
+                    0 => String::new(),
+                    p => format!(" port={p}"),
+                };
+                format!(
+                    "host={} user=drover dbname={db}{port}",
+                    own.socket_dir().display()
+                )
+            }
             (None, Some(base)) => with_database(base, db),
             (None, None) => unreachable!("a cluster is ours or external"),
         }

@@ -160,3 +160,95 @@ async fn a_call_after_a_database_restart_reconnects() {
         .await
         .unwrap();
 }
+
+/// A throwaway cluster serving TLS on loopback with a certificate of a fresh CA; the
+/// cluster, the database's URL on the socket and over TCP (`sslmode=require`), and the
+/// CA (PEM).
+fn tls_cluster() -> (String, pg_cluster::PgCluster, String, String) {
+    use drover_shared::tls::CertificateAuthority;
+    let day = std::time::Duration::from_secs(86_400);
+    let (ca, ca_files) = CertificateAuthority::generate("test database CA", day).unwrap();
+    let server = ca
+        .issue_controller(&["127.0.0.1".into(), "localhost".into()], day)
+        .unwrap();
+    let cluster = pg_cluster::PgCluster::start().unwrap();
+    let created = cluster.create_database().unwrap();
+    let port = cluster
+        .serve_tls(&server.cert_pem, &server.key_pem)
+        .unwrap();
+    let db = created
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .unwrap()
+        .to_owned();
+    let url = format!("host=127.0.0.1 port={port} user=drover dbname={db} sslmode=require");
+    (cluster.url(&db), cluster, url, ca_files.cert_pem)
+}
+
+#[tokio::test]
+async fn over_tls_the_server_is_verified_against_the_given_ca_and_the_link_is_encrypted() {
+    let (socket_url, cluster, url, ca_pem) =
+        tokio::task::spawn_blocking(tls_cluster).await.unwrap();
+    let fence = || {
+        let f = Fence::new("a".into());
+        f.set(1);
+        f
+    };
+    let options = |tls| PgOptions {
+        tls,
+        ..PgOptions::default()
+    };
+    let tls = PgTls::verified(&ca_pem).unwrap();
+    let s = Store::open_postgres_with(&url, fence(), options(tls.clone()))
+        .await
+        .expect("opens over TLS");
+    // It leads (the lease row written over the socket, once the schema exists).
+    lead(&socket_url, "a", 1).await;
+    s.create(Deployment::example("d-1", "web"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.deployment("d-1").await.unwrap().service, "web");
+    // The server sees this connection encrypted.
+    let (u, t) = (url.clone(), tls.clone());
+    let ssl: bool = tokio::task::spawn_blocking(move || {
+        let mut config: postgres::Config = u.parse().unwrap();
+        let (mode, connector) = t.connector(config.get_ssl_mode()).unwrap();
+        config.ssl_mode(mode);
+        let mut c = config.connect(connector).unwrap();
+        c.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await
+    .unwrap();
+    assert!(ssl, "the server reports a plaintext connection");
+    // A server whose certificate another CA signed is refused.
+    let (other, _) = drover_shared::tls::CertificateAuthority::generate(
+        "another CA",
+        std::time::Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let other = PgTls::verified(other.cert_pem()).unwrap();
+    let err = Store::open_postgres_with(&url, fence(), options(other))
+        .await
+        .err()
+        .expect("a server certificate of an unknown CA is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS handshake") && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+    // Without a CA, a URL asking for TLS is refused, naming the flag.
+    let err = Store::open_postgres_with(&url, fence(), options(PgTls::default()))
+        .await
+        .err()
+        .expect("sslmode=require without a CA is refused");
+    assert!(err.to_string().contains("--database-ca"), "{err}");
+    drop(s);
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
