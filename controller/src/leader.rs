@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::store::{Fence, PgTls};
+use crate::store::{Connector, Fence, PgTls, over_tcp};
 
 /// What this controller is among its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +166,16 @@ impl Herald {
     }
 }
 
+/// Runs the lease connection until it ends, saying why.
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = connection.await {
+        warn!(error = %e, "the lease connection to the database ended");
+    }
+}
+
 /// Statement timeout and connect timeout of the lease connection: a third of the lease,
 /// at most 2 s.
 fn io_timeout(ttl: Duration) -> Duration {
@@ -205,21 +215,31 @@ impl Campaign {
                 self.url.parse().map_err(|e| format!("{e}"))?;
             config.connect_timeout(io_timeout(self.settings.ttl));
             config.application_name("drover-lease");
-            let (mode, connector) = self
+            let tcp = over_tcp(config.get_hosts());
+            let connector = self
                 .tls
-                .connector(config.get_ssl_mode())
+                .connector(config.get_ssl_mode(), tcp)
                 .map_err(|e| e.to_string())?;
-            config.ssl_mode(mode);
-            let (client, connection) =
-                tokio::time::timeout(io_timeout(self.settings.ttl), config.connect(connector))
-                    .await
-                    .map_err(|_| "connecting timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    warn!(error = %e, "the lease connection to the database ended");
+            let timeout = io_timeout(self.settings.ttl);
+            let client = match connector {
+                Connector::Plain => {
+                    let (client, connection) =
+                        tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+                            .await
+                            .map_err(|_| "connecting timed out".to_owned())?
+                            .map_err(|e| e.to_string())?;
+                    tokio::spawn(drive(connection));
+                    client
                 }
-            });
+                Connector::Tls(tls) => {
+                    let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
+                        .await
+                        .map_err(|_| "connecting timed out".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                    tokio::spawn(drive(connection));
+                    client
+                }
+            };
             self.client = Some(client);
         }
         self.client

@@ -56,7 +56,7 @@ pub use bake_rows::{Bake, BakeSignals, BakeVerdict};
 pub use fence::Fence;
 pub use hook_rows::{HookMarker, HookOutcome, HookRun, MarkerKey};
 pub use pg::PgOptions;
-pub use pg_tls::PgTls;
+pub use pg_tls::{Connector, PgTls, over_tcp};
 pub use release_rows::{Release, ReleaseDeployment};
 pub use secret_rows::{SealedRow, SecretMeta};
 pub use security::{ApiToken, HostRemoval, IssuedCertificate, JoinRefusal, JoinToken};

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use postgres::Client;
 use postgres::types::{IsNull, ToSql as PgToSql, Type};
 
-use super::pg_tls::PgTls;
+use super::pg_tls::{self, Connector, PgTls};
 
 use super::fence::Fence;
 use super::sql::Value;
@@ -91,10 +91,12 @@ impl PgSession {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.is_none() {
             self.statements.clear();
-            let mut config: postgres::Config = self.url.parse()?;
-            let (mode, connector) = self.tls.connector(config.get_ssl_mode())?;
-            config.ssl_mode(mode);
-            self.client = Some(config.connect(connector)?);
+            let config: postgres::Config = self.url.parse()?;
+            let tcp = pg_tls::over_tcp(config.get_hosts());
+            self.client = Some(match self.tls.connector(config.get_ssl_mode(), tcp)? {
+                Connector::Plain => config.connect(postgres::NoTls)?,
+                Connector::Tls(tls) => config.connect(tls)?,
+            });
         }
         Ok(self.client.as_mut().expect("connected above"))
     }

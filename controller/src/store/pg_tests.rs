@@ -211,10 +211,11 @@ async fn over_tls_the_server_is_verified_against_the_given_ca_and_the_link_is_en
     // The server sees this connection encrypted.
     let (u, t) = (url.clone(), tls.clone());
     let ssl: bool = tokio::task::spawn_blocking(move || {
-        let mut config: postgres::Config = u.parse().unwrap();
-        let (mode, connector) = t.connector(config.get_ssl_mode()).unwrap();
-        config.ssl_mode(mode);
-        let mut c = config.connect(connector).unwrap();
+        let config: postgres::Config = u.parse().unwrap();
+        let Ok(Connector::Tls(tls)) = t.connector(config.get_ssl_mode(), true) else {
+            panic!("no TLS connector with a CA");
+        };
+        let mut c = config.connect(tls).unwrap();
         c.query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
             &[],
@@ -225,6 +226,18 @@ async fn over_tls_the_server_is_verified_against_the_given_ca_and_the_link_is_en
     .await
     .unwrap();
     assert!(ssl, "the server reports a plaintext connection");
+    // The leader lease's own connection goes over TLS too: a campaign takes the lease.
+    let lease = crate::leader::LeaseSettings {
+        ttl: std::time::Duration::from_secs(3),
+        address: "https://b:7070".into(),
+    };
+    let (mut campaign, _) =
+        crate::leader::Campaign::new(&url, lease, Fence::new("b".into()), tls.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let taken = tokio::time::timeout(std::time::Duration::from_secs(20), campaign.acquire(&stop))
+        .await
+        .expect("the lease is taken over TLS in time");
+    assert_eq!(taken, Some(2));
     // A server whose certificate another CA signed is refused.
     let (other, _) = drover_shared::tls::CertificateAuthority::generate(
         "another CA",

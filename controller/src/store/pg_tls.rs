@@ -50,24 +50,33 @@ impl PgTls {
         self.client.is_some()
     }
 
-    /// The SSL mode to connect with, given the URL's `mode`, and the connector: without
-    /// a CA, TLS is off, and a URL requiring it is refused.
-    pub fn connector(&self, mode: SslMode) -> Result<(SslMode, MakeRustlsConnect), StoreError> {
+    /// How to connect given the URL's SSL `mode` and whether it names a TCP host: TLS
+    /// with a CA over TCP, plaintext otherwise (a Unix socket never uses TLS); a URL
+    /// requiring TLS without a CA is refused.
+    pub fn connector(&self, mode: SslMode, tcp: bool) -> Result<Connector, StoreError> {
         match &self.client {
-            Some(client) => Ok((mode, MakeRustlsConnect::new((**client).clone()))),
+            Some(client) if tcp => Ok(Connector::Tls(MakeRustlsConnect::new((**client).clone()))),
             None if mode == SslMode::Require => Err(StoreError::PgTls(
                 "the database URL asks for sslmode=require: give the CA that signed the server's certificate with --database-ca FILE".to_owned(),
             )),
-            None => {
-                let empty = rustls::ClientConfig::builder_with_provider(tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| StoreError::PgTls(e.to_string()))?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                Ok((SslMode::Disable, MakeRustlsConnect::new(empty)))
-            }
+            _ => Ok(Connector::Plain),
         }
     }
+}
+
+/// How one connection is made.
+pub enum Connector {
+    /// No TLS.
+    Plain,
+    /// TLS, verified.
+    Tls(MakeRustlsConnect),
+}
+
+/// Whether `hosts` (a parsed URL's) include a TCP one.
+pub fn over_tcp(hosts: &[tokio_postgres::config::Host]) -> bool {
+    hosts
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)))
 }
 
 #[cfg(test)]
@@ -78,12 +87,18 @@ mod tests {
     fn without_a_ca_tls_is_off_and_a_url_requiring_it_is_refused() {
         let off = PgTls::default();
         assert!(!off.enabled());
-        let (mode, _) = off.connector(SslMode::Prefer).unwrap();
-        assert_eq!(mode, SslMode::Disable);
-        let Err(err) = off.connector(SslMode::Require) else {
+        assert!(matches!(
+            off.connector(SslMode::Prefer, true),
+            Ok(Connector::Plain)
+        ));
+        let Err(err) = off.connector(SslMode::Require, true) else {
             panic!("sslmode=require without a CA was accepted");
         };
         assert!(err.to_string().contains("--database-ca"), "{err}");
         assert!(PgTls::verified("not a certificate").is_err());
+        let url: tokio_postgres::Config = "host=/run/postgresql dbname=d".parse().unwrap();
+        assert!(!over_tcp(url.get_hosts()));
+        let url: tokio_postgres::Config = "postgresql://db.internal/d".parse().unwrap();
+        assert!(over_tcp(url.get_hosts()));
     }
 }
