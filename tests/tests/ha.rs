@@ -18,9 +18,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use drover_tests::fleet::{
-    CLI_TIMEOUT, CliRun, Fleet, FleetOptions, LEASE, field, host_in_batch, now_ms,
-};
+use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, LEASE, field, now_ms};
 use drover_tests::traffic::Traffic;
 
 /// Longest wait for one step of a rollout.
@@ -88,17 +86,6 @@ fn assert_swapped_once(fleet: &Fleet, since_ms: u64, version: &str) {
     }
 }
 
-/// The first event the deploy's CLI printed at or after `after_ms` that moved a host,
-/// and when.
-fn first_host_action_after(run: &CliRun, after_ms: u64) -> Option<(u64, String)> {
-    run.json()
-        .into_iter()
-        .filter(|v| v["type"] == "event")
-        .filter(|v| !v["host"].as_str().unwrap_or("").is_empty())
-        .filter_map(|v| Some((v["at_ms"].as_u64()?, v["message"].as_str()?.to_owned())))
-        .find(|(at, _)| *at >= after_ms)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_batch() {
     let mut fleet = fleet(3).await;
@@ -106,19 +93,7 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     let old = fleet.leader().await.expect("a replica leads");
     let since_ms = now_ms();
 
-    let mut deploy = fleet.spawn_deploy("v2");
-    let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
-            v["type"] == "deployment"
-        })
-        .await;
-    let id = field(&first, "id").to_string();
-    let second = host_in_batch(&first, 1);
-    deploy
-        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
-            v["host"] == second.as_str() && v["phase"] == "swapping"
-        })
-        .await;
+    let (deploy, id, second) = fleet.spawn_deploy_until_swapping("v2", 1).await;
     let killed_ms = now_ms();
     fleet.kill_replica(old);
     let new = fleet
@@ -141,7 +116,7 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
         (id.as_str(), "succeeded"),
         "{snapshot}"
     );
-    let resumed = first_host_action_after(&followed, killed_ms + 1);
+    let resumed = followed.first_host_event_after(killed_ms + 1);
     traffic.more(200).await;
     let seen = traffic.stop().await;
     eprintln!(
@@ -196,19 +171,7 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
     let old = fleet.leader().await.expect("a replica leads");
     let since_ms = now_ms();
 
-    let mut deploy = fleet.spawn_deploy("v2");
-    let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
-            v["type"] == "deployment"
-        })
-        .await;
-    let id = field(&first, "id").to_string();
-    let second = host_in_batch(&first, 1);
-    deploy
-        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
-            v["host"] == second.as_str() && v["phase"] == "swapping"
-        })
-        .await;
+    let (deploy, id, _second) = fleet.spawn_deploy_until_swapping("v2", 1).await;
     fleet.signal_replica(old, "-STOP");
     let new = fleet.wait_leader_other_than(old, LEASE * 6).await;
     // Let the new leader act under its epoch for a while, then wake the old one.
@@ -271,18 +234,7 @@ async fn postgres_restarted_mid_deploy_pauses_the_leader_and_the_deploy_succeeds
     let traffic = Traffic::start(&fleet).await;
     let since_ms = now_ms();
 
-    let mut deploy = fleet.spawn_deploy("v2");
-    let first = deploy
-        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
-            v["type"] == "deployment"
-        })
-        .await;
-    let second = host_in_batch(&first, 1);
-    deploy
-        .wait_json(STEP_TIMEOUT, &format!("{second} swapping"), |v| {
-            v["host"] == second.as_str() && v["phase"] == "swapping"
-        })
-        .await;
+    let (deploy, _id, second) = fleet.spawn_deploy_until_swapping("v2", 1).await;
     let pg = fleet.postgres();
     tokio::task::block_in_place(|| pg.restart()).expect("restart PostgreSQL");
 

@@ -16,39 +16,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use drover_tests::bench::Flags;
-use drover_tests::fleet::{CLI_TIMEOUT, CliRun, Fleet, FleetOptions, field, host_in_batch, now_ms};
+use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, field, now_ms};
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
-/// The first event at or after `after_ms` that moved a host: ms after `after_ms`.
-fn next_host_action(run: &CliRun, after_ms: u64) -> Option<u64> {
-    run.json()
-        .into_iter()
-        .filter(|v| v["type"] == "event" && !v["host"].as_str().unwrap_or("").is_empty())
-        .filter_map(|v| v["at_ms"].as_u64())
-        .find(|at| *at >= after_ms)
-        .map(|at| at - after_ms)
+/// The median of whole milliseconds.
+fn median(v: &[u64]) -> u64 {
+    let v: Vec<f64> = v.iter().map(|ms| *ms as f64).collect();
+    drover_tests::bench::median(&v) as u64
 }
 
 /// Deploys `version`, kills the controller (the leader) while batch 2's host swaps,
-/// lets `recover` bring it back or wait for a standby, and returns (kill → a controller
-/// acts again as seen by `recover`, kill → next host action) in ms.
+/// waits for a standby to lead (`replicas`) or starts the controller again, and returns
+/// (kill → a controller acts again, kill → the deployment's next host action) in ms.
 async fn round(fleet: &mut Fleet, version: &str, replicas: bool) -> Result<(u64, u64), String> {
-    let mut deploy = fleet.spawn_deploy(version);
-    let first = deploy
-        .wait_json(Duration::from_secs(60), "the first snapshot", |v| {
-            v["type"] == "deployment"
-        })
-        .await;
-    let second = host_in_batch(&first, 1);
-    deploy
-        .wait_json(Duration::from_secs(60), "batch 2 swapping", |v| {
-            v["host"] == second.as_str() && v["phase"] == "swapping"
-        })
-        .await;
+    let (deploy, _, _) = fleet.spawn_deploy_until_swapping(version, 1).await;
     let killed = now_ms();
     let back = if replicas {
         let old = fleet.leader().await.ok_or("no leader")?;
@@ -67,8 +47,10 @@ async fn round(fleet: &mut Fleet, version: &str, replicas: bool) -> Result<(u64,
     if run.code != Some(0) || field(&run.final_snapshot(), "state") != "succeeded" {
         return Err(format!("the deploy did not succeed: {}", run.describe()));
     }
-    let action = next_host_action(&run, killed).ok_or("no host action after the kill")?;
-    Ok((back, action))
+    let (at, _) = run
+        .first_host_event_after(killed)
+        .ok_or("no host action after the kill")?;
+    Ok((back, at - killed))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +113,10 @@ async fn main() -> ExitCode {
         }
         version = if version == "v2" { "v1" } else { "v2" };
     }
-    let (a, b) = (median(ha_action), median(single_action));
+    let (a, b) = (median(&ha_action), median(&single_action));
     println!(
         "median: replicas {a} ms to the next host action (a standby led after {} ms; target under 5000 ms), a single controller restarted at once {b} ms; ratio {:.2}",
-        median(ha_back),
+        median(&ha_back),
         a as f64 / b.max(1) as f64
     );
     ExitCode::SUCCESS

@@ -17,6 +17,7 @@ use drover_controller::rollout::machine::{self, Event};
 use drover_controller::state::{Control, DeploymentKind, DeploymentState, HostPhase};
 use drover_controller::store::pg_cluster::PgCluster;
 use drover_controller::store::{Deployment, DeploymentHost, Fence, HostChange, Store, now_ms};
+use drover_tests::bench::median;
 
 const HOSTS: usize = 100;
 const BATCH: usize = 10;
@@ -130,11 +131,6 @@ fn arg(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = arg("--deployments", 20)?.clamp(1, 1_000);
@@ -181,8 +177,8 @@ async fn main() -> anyhow::Result<()> {
             results[i].1.push(t.rows as f64 / secs);
         }
     }
-    let (sq_ops, sq_rows) = (median(results[0].0.clone()), median(results[0].1.clone()));
-    let (pg_ops, pg_rows) = (median(results[1].0.clone()), median(results[1].1.clone()));
+    let (sq_ops, sq_rows) = (median(&results[0].0), median(&results[0].1));
+    let (pg_ops, pg_rows) = (median(&results[1].0), median(&results[1].1));
     println!("median   sqlite   {sq_ops:>8.0} ops/s {sq_rows:>9.0} rows/s");
     println!("median   postgres {pg_ops:>8.0} ops/s {pg_rows:>9.0} rows/s");
     println!(

@@ -211,6 +211,28 @@ impl Fleet {
         self.spawn_drover(&["deploy", "-f", &spec, "--version", version, "--json"])
     }
 
+    /// [`Fleet::spawn_deploy`], followed until the host of batch `batch` (from 0) is
+    /// swapping: the running CLI, the deployment's id and that host.
+    pub async fn spawn_deploy_until_swapping(
+        &self,
+        version: &str,
+        batch: u64,
+    ) -> (RunningCli, String, String) {
+        let timeout = Duration::from_secs(60);
+        let mut deploy = self.spawn_deploy(version);
+        let first = deploy
+            .wait_json(timeout, "the first snapshot", |v| v["type"] == "deployment")
+            .await;
+        let id = super::field(&first, "id").to_string();
+        let host = super::host_in_batch(&first, batch);
+        deploy
+            .wait_json(timeout, &format!("{host} swapping"), |v| {
+                v["host"] == host.as_str() && v["phase"] == "swapping"
+            })
+            .await;
+        (deploy, id, host)
+    }
+
     /// `drover hosts --json`: one object per host.
     pub async fn hosts_json(&self) -> Vec<Value> {
         let run = self.drover(&["hosts", "--json"]).await;
@@ -245,6 +267,16 @@ impl CliRun {
     /// Every stdout line that is a JSON object.
     pub fn json(&self) -> Vec<Value> {
         json_lines(&self.stdout)
+    }
+
+    /// The first event printed at or after `after_ms` (Unix ms) that concerns a host:
+    /// when, and its message.
+    pub fn first_host_event_after(&self, after_ms: u64) -> Option<(u64, String)> {
+        self.json()
+            .into_iter()
+            .filter(|v| v["type"] == "event" && !v["host"].as_str().unwrap_or("").is_empty())
+            .filter_map(|v| Some((v["at_ms"].as_u64()?, v["message"].as_str()?.to_owned())))
+            .find(|(at, _)| *at >= after_ms)
     }
 
     /// The last deployment snapshot printed (`{"type": "deployment", ...}`).

@@ -172,11 +172,6 @@ impl Fleet {
         self.replicas_mut().nodes[i].child = Some(child);
     }
 
-    /// The number of replicas.
-    pub fn replica_count(&self) -> usize {
-        self.replicas().nodes.len()
-    }
-
     /// Replica `i`'s address (`https://127.0.0.1:PORT`).
     pub fn replica_url(&self, i: usize) -> String {
         self.replicas().urls()[i].clone()
@@ -185,11 +180,6 @@ impl Fleet {
     /// Replica `i`'s metrics address.
     pub fn replica_metrics(&self, i: usize) -> SocketAddr {
         self.replicas().nodes[i].metrics
-    }
-
-    /// The database URL the replicas share.
-    pub fn database_url(&self) -> &str {
-        &self.replicas().url
     }
 
     /// The PostgreSQL cluster.
