@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tonic::{Code, Status};
 
-/// The metadata key with which a standby controller names the leader.
+/// The metadata key with which a standby controller names the leader (empty while
+/// none leads); its presence marks a standby's refusal.
 pub const LEADER_METADATA: &str = "drover-leader";
 
 /// The addresses and which one to use now.
@@ -95,28 +96,21 @@ impl Targets {
         if status.code() != Code::Unavailable {
             return None;
         }
-        match status
-            .metadata()
-            .get(LEADER_METADATA)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(leader) if !leader.is_empty() => {
-                let mut now = self.now();
-                match self.list.iter().position(|u| u == leader) {
-                    Some(i) => {
-                        now.index = i;
-                        now.leader = None;
-                    }
-                    None => now.leader = Some(leader.to_owned()),
-                }
-                Some(Redirect::Leader(leader.to_owned()))
-            }
-            _ if status.message().contains("standby") => {
-                self.unreachable(url);
-                Some(Redirect::NoLeader)
-            }
-            _ => None,
+        // A standby always sends the metadata: the leader's address, or empty.
+        let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+        if leader.is_empty() {
+            self.unreachable(url);
+            return Some(Redirect::NoLeader);
         }
+        let mut now = self.now();
+        match self.list.iter().position(|u| u == leader) {
+            Some(i) => {
+                now.index = i;
+                now.leader = None;
+            }
+            None => now.leader = Some(leader.to_owned()),
+        }
+        Some(Redirect::Leader(leader.to_owned()))
     }
 
     /// How many addresses are configured.
@@ -141,9 +135,8 @@ mod tests {
 
     fn standby(leader: Option<&str>) -> Status {
         let mut s = Status::unavailable("this controller is a standby replica");
-        if let Some(l) = leader {
-            s.metadata_mut().insert(LEADER_METADATA, l.parse().unwrap());
-        }
+        s.metadata_mut()
+            .insert(LEADER_METADATA, leader.unwrap_or("").parse().unwrap());
         s
     }
 

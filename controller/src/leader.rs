@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -166,14 +168,29 @@ impl Herald {
     }
 }
 
-/// Runs the lease connection until it ends, saying why.
-async fn drive<F>(connection: F)
+/// Opens the lease connection with `tls` within `timeout`; its connection task runs
+/// until it ends, saying why.
+async fn connect<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, String>
 where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    if let Err(e) = connection.await {
-        warn!(error = %e, "the lease connection to the database ended");
-    }
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "the lease connection to the database ended");
+        }
+    });
+    Ok(client)
 }
 
 /// Statement timeout and connect timeout of the lease connection: a third of the lease,
@@ -222,23 +239,8 @@ impl Campaign {
                 .map_err(|e| e.to_string())?;
             let timeout = io_timeout(self.settings.ttl);
             let client = match connector {
-                Connector::Plain => {
-                    let (client, connection) =
-                        tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
-                            .await
-                            .map_err(|_| "connecting timed out".to_owned())?
-                            .map_err(|e| e.to_string())?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
-                Connector::Tls(tls) => {
-                    let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
-                        .await
-                        .map_err(|_| "connecting timed out".to_owned())?
-                        .map_err(|e| e.to_string())?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
+                Connector::Plain => connect(&config, tokio_postgres::NoTls, timeout).await?,
+                Connector::Tls(tls) => connect(&config, tls, timeout).await?,
             };
             self.client = Some(client);
         }

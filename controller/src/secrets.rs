@@ -223,13 +223,10 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Where an `--insecure-dev` controller keeps its secrets key: next to `database`.
-pub fn insecure_dev_key_path(database: &Path) -> PathBuf {
-    database
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(SECRETS_KEY_FILE)
+/// Where an `--insecure-dev` controller keeps its secrets key: in its state directory
+/// (next to a SQLite database).
+pub fn insecure_dev_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SECRETS_KEY_FILE)
 }
 
 /// The secrets of every service: the store and the key together. Cheap to clone.
@@ -432,7 +429,7 @@ mod tests {
     fn the_key_file_is_created_0600_and_read_back() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let path = insecure_dev_key_path(&dir.path().join("drover.db"));
+        let path = insecure_dev_key_path(dir.path());
         assert_eq!(path, dir.path().join(SECRETS_KEY_FILE));
         let key = SecretsKey::load_or_create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

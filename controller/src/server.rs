@@ -213,7 +213,7 @@ pub async fn run(
             warn!(
                 "--insecure-dev: serving PLAINTEXT gRPC with NO authentication; every caller is admin and anyone who can reach this port controls the fleet. Development only."
             );
-            let path = insecure_dev_key_path(&state_dir.join("drover.db"));
+            let path = insecure_dev_key_path(&state_dir);
             tokio::task::spawn_blocking(move || SecretsKey::load_or_create(&path))
                 .await
                 .map_err(|e| crate::store::StoreError::Task(e.to_string()))??

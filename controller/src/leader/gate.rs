@@ -1,7 +1,8 @@
 //! What a standby answers: every gRPC call but `WhoAmI` (agents' streams and
 //! enrollments included) is refused with `UNAVAILABLE`, a message naming the leader and
 //! its address in the `drover-leader` metadata, which agents and the CLI follow; the web
-//! interface answers 503 with the same words. One layer in front of every service, so
+//! interface answers 503 with the same words. The metadata is there even while no replica
+//! leads (empty then): it is what tells a standby's refusal from any other. One layer in front of every service, so
 //! no handler of a standby can act.
 
 use std::task::{Context, Poll};
@@ -141,9 +142,12 @@ where
                 r
             }
         };
-        if let Some(value) = leader.and_then(|l| http::HeaderValue::from_str(&l).ok()) {
-            response.headers_mut().insert(LEADER_METADATA, value);
-        }
+        // Always present, so a client tells a standby from any other UNAVAILABLE;
+        // empty while no replica leads.
+        let value = leader
+            .and_then(|l| http::HeaderValue::from_str(&l).ok())
+            .unwrap_or_else(|| http::HeaderValue::from_static(""));
+        response.headers_mut().insert(LEADER_METADATA, value);
         Either::Right(ready(Ok(response)))
     }
 }
@@ -202,6 +206,10 @@ mod tests {
         let r = call(&GateLayer::web(leadership), "/deployments").await;
         assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         assert!(r.body().contains("no replica leads"), "{}", r.body());
-        assert!(r.headers().get(LEADER_METADATA).is_none());
+        assert_eq!(
+            r.headers()[LEADER_METADATA],
+            "",
+            "a standby, no leader named"
+        );
     }
 }
