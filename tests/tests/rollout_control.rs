@@ -440,10 +440,8 @@ async fn a_cancel_racing_a_fresh_deploy_either_ends_it_untouched_or_is_refused()
     let mut tally = (0, 0);
     for (round, how) in rounds.into_iter().enumerate() {
         let target = if current == "v1" { "v2" } else { "v1" };
-        let mut before = vec![];
-        for i in 0..fleet.hosts().len() {
-            before.push(fleet.containers(i).await);
-        }
+        // The spec keeps 2 stopped containers: the last round's prune may still be running.
+        let before = fleet.containers_once_pruned(2).await;
         let (id, outcome) = race(&fleet, &client, how, target).await;
         let snapshot = fleet.wait_terminal(&id, STEP_TIMEOUT).await;
         match outcome {

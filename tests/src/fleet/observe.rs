@@ -75,6 +75,33 @@ impl Fleet {
         lines
     }
 
+    /// Every host's [`containers`](Self::containers) once its agent has pruned what the
+    /// last swap left: at most `keep` stopped containers each (the spec's
+    /// `keep_previous`). Agents prune after they answer, so a deployment that has ended
+    /// may still be removing a container; a test comparing container lists across a
+    /// later step takes its "before" from here.
+    pub async fn containers_once_pruned(&self, keep: usize) -> Vec<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut all = Vec::with_capacity(self.hosts.len());
+        for i in 0..self.hosts.len() {
+            loop {
+                let now = self.containers(i).await;
+                let stopped = now.iter().filter(|l| !l.contains(" running ")).count();
+                if stopped <= keep {
+                    all.push(now);
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} still keeps {stopped} stopped containers (more than {keep}) 30s after its swap: {now:?}",
+                    self.hosts[i].name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        all
+    }
+
     /// Asserts that every host answers `version` on its own address, HAProxy has them all
     /// UP and READY, requests through HAProxy reach only `version`, and `drover hosts`
     /// agrees (connected, one `web` service of `version`, running).
