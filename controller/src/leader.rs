@@ -300,6 +300,7 @@ impl Campaign {
                     let epoch: i64 = rows[0].get(0);
                     let epoch = u64::try_from(epoch).unwrap_or(0);
                     self.fence.set(epoch);
+                    self.fence.hold_until(self.safe_until(sent).into_std());
                     self.acquired = sent;
                     info!(epoch, holder = %holder, address = %address, role = "leader", "took the leader lease");
                     return Some(epoch);
@@ -351,7 +352,6 @@ impl Campaign {
     /// standby takes over at once).
     pub async fn hold(&mut self, epoch: u64, stop: &CancellationToken) -> Result<(), LeaseLost> {
         let ttl = self.settings.ttl;
-        let margin = ttl / 3;
         let every = ttl / 3;
         // Counted from when the acquisition was sent; the first renewal follows at once.
         let mut last_ok = self.acquired;
@@ -359,7 +359,7 @@ impl Campaign {
         let holder = self.fence.holder().to_owned();
         let (secs, epoch_sql) = (ttl.as_secs_f64(), i64::try_from(epoch).unwrap_or(i64::MAX));
         loop {
-            let valid_until = last_ok + ttl - margin;
+            let valid_until = self.safe_until(last_ok);
             tokio::select! {
                 _ = tokio::time::sleep_until(next.min(valid_until)) => {}
                 _ = stop.cancelled() => {
@@ -396,6 +396,7 @@ impl Campaign {
             match renewed {
                 Ok(Ok(rows)) if !rows.is_empty() => {
                     last_ok = sent;
+                    self.fence.hold_until(self.safe_until(sent).into_std());
                     next = sent + every;
                 }
                 Ok(Ok(_)) => {
@@ -427,6 +428,14 @@ impl Campaign {
                 }
             }
         }
+    }
+
+    /// Until when a lease whose acquisition or renewal was sent at `sent` may be acted
+    /// on: a third of the lease before it could expire, so that a replica stops before
+    /// a standby may take it, whatever the two clocks' drift and the renewal's round
+    /// trip.
+    fn safe_until(&self, sent: Instant) -> Instant {
+        sent + self.settings.ttl - self.settings.ttl / 3
     }
 
     /// Stops acting at once (the fence refuses every write and command from here on)

@@ -220,8 +220,8 @@ pub async fn run(
         }
     };
     let vault = Vault::new(store.clone(), secrets_key);
-    let hub = match fence {
-        Some(fence) => AgentHub::fenced(settings.hub, fence),
+    let hub = match &fence {
+        Some(fence) => AgentHub::fenced(settings.hub, fence.clone()),
         None => AgentHub::new(settings.hub),
     };
     let metrics = Arc::new(Metrics::default());
@@ -230,7 +230,10 @@ pub async fn run(
     let deployer = Deployer::new(
         store.clone(),
         hub.clone(),
-        settings.deployer,
+        DeployerSettings {
+            fence,
+            ..settings.deployer
+        },
         metrics.clone(),
         settings.clock,
         vault.clone(),
@@ -367,8 +370,9 @@ pub async fn run(
                     deployer.shutdown(grace).await;
                 }
                 () = lost.cancelled() => {
-                    // Fenced already: nothing they do is written or sent.
-                    deployer.shutdown(LOST_LEASE_GRACE).await;
+                    // Fenced already: nothing they do is written, sent or changed on
+                    // a load balancer; what they try is refused, and logged.
+                    deployer.fenced_out(LOST_LEASE_GRACE).await;
                 }
             }
             hub.shutdown();
@@ -430,8 +434,8 @@ pub async fn run(
     outcome
 }
 
-/// How long rollouts of a replica that lost the lease get to stop (they are fenced: a
-/// moment to log their refusals).
+/// How long rollouts of a replica that lost the lease run into the fence before they
+/// are stopped (each of their steps is refused: a moment to log what they tried).
 const LOST_LEASE_GRACE: Duration = Duration::from_secs(1);
 
 /// A replica's leadership: waits for the lease, resumes the deployments under it and

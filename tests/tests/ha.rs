@@ -6,9 +6,10 @@
 //! - SIGKILL of the leader in the middle of a batch: a standby takes the lease, resumes
 //!   the deployment from the database and finishes it; no request fails, no host is
 //!   left drained, no host is swapped twice (Docker's events and the agents' logs).
-//! - SIGSTOP of the leader past its lease: a standby takes over and finishes the
-//!   deployment; SIGCONT: the old leader writes nothing and commands no agent (the
-//!   refusals it met are in its log), and steps down (exit 75).
+//! - SIGSTOP of the leader past its lease, while its canary bakes: a standby takes over
+//!   and finishes the deployment; SIGCONT: the old leader's bake round is refused, its
+//!   command to the canary's agent and its write alike (both in its log), and it steps
+//!   down (exit 75).
 //! - PostgreSQL restarted during a deploy: the leader waits for it, carries on, and the
 //!   deployment succeeds.
 //!
@@ -18,8 +19,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use drover_proto::v1 as proto;
 use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, LEASE, field, now_ms};
 use drover_tests::traffic::Traffic;
+use drover_tests::wait_until;
 
 /// Longest wait for one step of a rollout.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +37,19 @@ async fn fleet(replicas: usize) -> Fleet {
     })
     .await
 }
+
+/// Two stages: one canary host baking 8 s, then the rest; a canary round every 2 s.
+const STAGED: &str = r#"
+[[rollout.stage]]
+hosts = "1"
+bake = "8s"
+
+[[rollout.stage]]
+hosts = "100%"
+
+[canary]
+interval = "2s"
+"#;
 
 /// Unix ms as Docker's `--since` takes it (seconds with a fraction).
 fn docker_time(ms: u64) -> String {
@@ -167,11 +183,50 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down() {
     let mut fleet = fleet(2).await;
+    let spec = fleet.write_spec("staged.toml", &(fleet.spec_toml("1") + STAGED));
     let traffic = Traffic::start(&fleet).await;
     let old = fleet.leader().await.expect("a replica leads");
     let since_ms = now_ms();
 
-    let (deploy, id, _second) = fleet.spawn_deploy_until_swapping("v2", 1).await;
+    // Frozen while its canary bakes: a loop that, once awake, has a round due at once
+    // (a command to the canary's agent, then a write of the round).
+    let mut deploy = fleet.spawn_drover(&[
+        "deploy",
+        "-f",
+        &spec.to_string_lossy(),
+        "--version",
+        "v2",
+        "--json",
+    ]);
+    let first = deploy
+        .wait_json(STEP_TIMEOUT, "the first snapshot", |v| {
+            v["type"] == "deployment"
+        })
+        .await;
+    let id = field(&first, "id").to_string();
+    deploy
+        .wait_json(STEP_TIMEOUT, "stage 1 baking", |v| v["state"] == "baking")
+        .await;
+    // Freeze it inside the wait between two rounds (each round asks the canary's agent,
+    // then writes what it read, in milliseconds; the wait is the rest of the 2 s
+    // interval): right after its first round was written, as read from the leader.
+    let client = fleet.operator_client().await;
+    wait_until(STEP_TIMEOUT, "the bake's first round", || {
+        let (mut client, id) = (client.clone(), id.clone());
+        async move {
+            let info = client
+                .get_deployment(proto::GetDeploymentRequest { id })
+                .await
+                .map(|r| r.into_inner());
+            // The record written as the bake began has measured_ms == started_ms.
+            info.is_ok_and(|d| {
+                d.bakes
+                    .first()
+                    .is_some_and(|b| b.measured_ms > b.started_ms)
+            })
+        }
+    })
+    .await;
     fleet.signal_replica(old, "-STOP");
     let new = fleet.wait_leader_other_than(old, LEASE * 6).await;
     // Let the new leader act under its epoch for a while, then wake the old one.
@@ -194,15 +249,25 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
         "steps down with EX_TEMPFAIL:\n{old_logs}"
     );
     assert!(old_logs.contains("stepping down"), "{old_logs}");
-    // Once awake it took no rollout step: whatever it tried was refused (no write, no
-    // command), and it said so.
+    // Once awake it took no rollout step: what it tried was refused (the command to
+    // the canary's agent, the write of its bake round), and it said so.
     let woke = jiff::Timestamp::from_millisecond(i64::try_from(woke_ms).unwrap())
         .unwrap()
         .to_string();
-    for line in old_logs
+    let after: Vec<&str> = old_logs
         .lines()
         .filter(|l| l.get(..woke.len()) >= Some(woke.as_str()))
-    {
+        .collect();
+    for refusal in [
+        "refused to command the host: this controller is no longer the leader",
+        "rollout stopped: this controller is no longer the leader, so its write was refused",
+    ] {
+        assert!(
+            after.iter().any(|l| l.contains(refusal)),
+            "no {refusal:?} after waking:\n{old_logs}"
+        );
+    }
+    for line in after {
         let acted = ["draining", "swapping to", "enabling", "runs v2", "batch "]
             .iter()
             .any(|step| line.contains("rollout::flight") && line.contains(step));

@@ -31,6 +31,19 @@ pub enum LbError {
         name: String,
     },
 
+    /// This controller no longer leads (a replica that lost its lease): it changes
+    /// nothing on HAProxy.
+    #[error(
+        "refused to {step} on HAProxy backend {backend}: this controller is no longer the leader \
+         (its lease was lost or it was stalled past it); the leader carries the deployment on"
+    )]
+    NotLeader {
+        /// The backend.
+        backend: String,
+        /// What it would have changed.
+        step: String,
+    },
+
     /// No connection to the runtime API.
     #[error(
         "cannot connect to HAProxy runtime API at {haproxy}: {source}; check that HAProxy runs \

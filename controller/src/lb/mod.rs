@@ -13,6 +13,7 @@ mod restarts;
 mod stats;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -23,6 +24,8 @@ pub use counters::{BackendCounters, ProcessInfo};
 pub use error::{LbError, NotUp};
 pub use haproxy::{HaproxyRuntime, RuntimeAddr};
 pub use stats::{AdminState, OpStatus, ParseError, ServerStatus};
+
+use crate::store::Fence;
 
 /// How often `wait_*` look again.
 const POLL: Duration = Duration::from_millis(50);
@@ -48,6 +51,9 @@ pub struct LoadBalancer {
     /// The states Drover set and the processes seen, to set them again on a restarted
     /// HAProxy.
     restarts: restarts::Restarts,
+    /// A replica's claim to lead: while it does not hold, nothing changes on HAProxy
+    /// (HAProxy knows no epochs, so the check is made here, before each change).
+    fence: Option<Arc<Fence>>,
 }
 
 impl LoadBalancer {
@@ -61,6 +67,30 @@ impl LoadBalancer {
             runtimes,
             backend,
             restarts: Default::default(),
+            fence: None,
+        }
+    }
+
+    /// The same balancer, changing HAProxy only while `fence` holds (`None`: a single
+    /// controller, always).
+    pub fn fenced(mut self, fence: Option<Arc<Fence>>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Refuses `step` (what it would change, for the message) when this controller no
+    /// longer leads: a replica that lost the lease, or was stalled past it, must not put
+    /// a host in or out of rotation behind its successor's back.
+    fn acting(&self, step: &str) -> Result<(), LbError> {
+        match &self.fence {
+            Some(fence) if fence.epoch().is_none() => {
+                warn!(backend = %self.backend, step, "refused to change the load balancer: this controller is no longer the leader");
+                Err(LbError::NotLeader {
+                    backend: self.backend.clone(),
+                    step: step.to_owned(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -97,6 +127,7 @@ impl LoadBalancer {
 
     /// Stops new load-balanced traffic to `server` on every HAProxy (`state drain`).
     pub async fn drain(&self, server: &str) -> Result<(), LbError> {
+        self.acting(&format!("drain {server}"))?;
         info!(backend = %self.backend, %server, "draining");
         self.set_admin(server, AdminState::Drain).await
     }
@@ -147,6 +178,7 @@ impl LoadBalancer {
     /// container's port). It stays in rotation: new connections go to the new port,
     /// established ones end where they are.
     pub async fn point(&self, server: &str, port: u16) -> Result<(), LbError> {
+        self.acting(&format!("point {server} at port {port}"))?;
         info!(backend = %self.backend, %server, port, "pointing at a new port");
         self.restarts.set_port(server, port);
         self.each(|rt| rt.set_port(&self.backend, server, port))
@@ -263,6 +295,7 @@ impl LoadBalancer {
     }
 
     async fn set_admin(&self, server: &str, state: AdminState) -> Result<(), LbError> {
+        self.acting(&format!("set {server} {state}"))?;
         self.restarts.set(server, state);
         self.each(|rt| rt.set_admin(&self.backend, server, state))
             .await
@@ -286,5 +319,43 @@ impl LoadBalancer {
             }
         }
         first_err.map_or(Ok(out), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A balancer over a runtime socket that does not exist: any step that reaches for
+    /// HAProxy fails to connect, so a `NotLeader` error proves none was attempted.
+    fn balancer(fence: &Arc<Fence>) -> LoadBalancer {
+        let addr: RuntimeAddr = "unix:/nonexistent/drover-test/admin.sock".parse().unwrap();
+        LoadBalancer::new(vec![addr], "web".into(), Duration::from_secs(1))
+            .fenced(Some(fence.clone()))
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_no_longer_leads_changes_nothing_on_haproxy() {
+        let fence = Fence::new("replica-a".into());
+        fence.set(4);
+        let lb = balancer(&fence);
+        // Leading: the step goes out (and fails here for want of an HAProxy).
+        let err = lb.drain("web-1").await.unwrap_err();
+        assert!(matches!(err, LbError::Connect { .. }), "{err}");
+        // Stalled past its deadline: refused before anything is sent.
+        fence.hold_until(std::time::Instant::now());
+        for err in [
+            lb.drain("web-1").await.unwrap_err(),
+            lb.enable("web-1").await.unwrap_err(),
+            lb.point("web-1", 8081).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, LbError::NotLeader { .. }), "{err}");
+            assert!(err.to_string().contains("no longer the leader"), "{err}");
+        }
+        // Cleared by the lease loop: the same.
+        fence.set(4);
+        fence.clear();
+        let err = lb.enable("web-1").await.unwrap_err();
+        assert!(matches!(err, LbError::NotLeader { .. }), "{err}");
     }
 }

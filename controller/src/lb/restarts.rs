@@ -108,6 +108,7 @@ impl LoadBalancer {
         }
         let now = self.each(HaproxyRuntime::process_info).await?;
         for (i, before, after, states) in self.restarts.observe(&now) {
+            self.acting("set the states it lost on a restarted HAProxy again")?;
             let rt = &self.runtimes[i];
             for (server, state) in &states {
                 rt.set_admin(&self.backend, server, *state).await?;

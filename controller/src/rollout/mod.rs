@@ -31,7 +31,7 @@ use drover_proto::v1 as proto;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::hub::AgentHub;
 use crate::lb::{LbError, LoadBalancer, RuntimeAddr};
@@ -41,7 +41,7 @@ use crate::schedule::SharedClock;
 use crate::secrets::{SecretsError, Vault};
 use crate::slo::SloMonitor;
 use crate::spec::{Gates, ServiceSpec, SpecError};
-use crate::store::{Deployment, DeploymentHost, Store, StoreError};
+use crate::store::{Deployment, DeploymentHost, Fence, Store, StoreError};
 
 pub use plan::batches;
 pub use preview::{DigestLookup, Plan, PlanRequest};
@@ -57,6 +57,9 @@ pub struct DeployerSettings {
     pub lb_command_timeout: Duration,
     /// Credentials the controller holds, for deployments that carry none.
     pub registry_credentials: RegistryCredentials,
+    /// A replica's claim to lead (on PostgreSQL): load balancer changes are refused
+    /// while it does not hold. `None` for a single controller.
+    pub fence: Option<Arc<Fence>>,
 }
 
 impl Default for DeployerSettings {
@@ -65,6 +68,7 @@ impl Default for DeployerSettings {
             reconnect_grace: Duration::from_secs(10),
             lb_command_timeout: Duration::from_secs(5),
             registry_credentials: RegistryCredentials::default(),
+            fence: None,
         }
     }
 }
@@ -361,8 +365,14 @@ impl Deployer {
         self.shared.tasks.spawn(
             async move {
                 let id = d.id.clone();
-                if let Err(e) = drive::run(shared.clone(), d, auth).await {
-                    error!(deployment = %id, error = %e, "deployment bookkeeping failed; it will resume on the next start");
+                match drive::run(shared.clone(), d, auth).await {
+                    Ok(()) => {}
+                    Err(e @ StoreError::NotLeader { .. }) => {
+                        warn!(deployment = %id, error = %e, "rollout stopped: this controller is no longer the leader, so its write was refused");
+                    }
+                    Err(e) => {
+                        error!(deployment = %id, error = %e, "deployment bookkeeping failed; it will resume on the next start");
+                    }
                 }
                 shared.notify();
             }
@@ -388,6 +398,16 @@ impl Deployer {
             self.spawn(d, None);
         }
         Ok(n)
+    }
+
+    /// After this replica lost the lease: the fence already refuses every write,
+    /// command and load balancer change, so rollouts are left to run into it for
+    /// `grace` (each ends at its first refused step, which the log shows), then the
+    /// rest are stopped as by [`Deployer::shutdown`].
+    pub async fn fenced_out(&self, grace: Duration) {
+        self.shared.tasks.close();
+        let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
+        self.shutdown(grace).await;
     }
 
     /// Stops every rollout at its next step boundary (state stays recorded for resume)
@@ -420,11 +440,10 @@ pub(crate) fn load_balancer(
         .iter()
         .map(|a| a.parse::<RuntimeAddr>())
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(LoadBalancer::new(
-        addrs,
-        lb.backend.clone(),
-        settings.lb_command_timeout,
-    )))
+    Ok(Some(
+        LoadBalancer::new(addrs, lb.backend.clone(), settings.lb_command_timeout)
+            .fenced(settings.fence.clone()),
+    ))
 }
 
 fn new_id() -> String {
