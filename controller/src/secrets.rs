@@ -149,6 +149,17 @@ impl SecretsKey {
         Ok(key)
     }
 
+    /// A 32-byte key for another purpose, named by `label`, derived from this one
+    /// (HMAC-SHA256 keyed with it, as HKDF's expand step): every holder of the secrets
+    /// key derives the same, and the derived key tells nothing of this one.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_slice())
+            .expect("HMAC takes any key length");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// Writes the key to `path` with mode 0600.
     pub fn write(&self, path: &Path) -> Result<(), SecretsError> {
         drover_shared::tls::write_private(path, self.0.as_slice()).map_err(|e| {

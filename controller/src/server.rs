@@ -219,6 +219,9 @@ pub async fn run(
                 .map_err(|e| crate::store::StoreError::Task(e.to_string()))??
         }
     };
+    // Replicas share their web sessions' key, so a failover signs no browser out.
+    let shared_session_key = matches!(settings.database, Database::Postgres { .. })
+        .then(|| crate::web::SessionKey::from_secrets(&secrets_key));
     let vault = Vault::new(store.clone(), secrets_key);
     let hub = match &fence {
         Some(fence) => AgentHub::fenced(settings.hub, fence.clone()),
@@ -318,7 +321,7 @@ pub async fn run(
     if let Some(web) = settings.web {
         start_web(
             web,
-            &state_dir,
+            session_key(&state_dir, shared_session_key).await?,
             serving.as_ref(),
             |sessions| {
                 crate::web::Web::new(
@@ -467,12 +470,29 @@ async fn lead(
     holding.await.map_err(ServeError::from)
 }
 
+/// The key sealing web sessions: `shared` (replicas derive it from the secrets key they
+/// share), else the one kept in `state_dir` (made on the first start).
+async fn session_key(
+    state_dir: &std::path::Path,
+    shared: Option<crate::web::SessionKey>,
+) -> Result<crate::web::SessionKey, ServeError> {
+    if let Some(key) = shared {
+        return Ok(key);
+    }
+    let path = state_dir.join(crate::web::session::KEY_FILE);
+    Ok(
+        tokio::task::spawn_blocking(move || crate::web::SessionKey::load_or_create(&path))
+            .await
+            .map_err(|e| crate::store::StoreError::Task(e.to_string()))??,
+    )
+}
+
 /// Starts the web interface: its TLS configuration (the `--web-cert` pair, else the
-/// controller's own certificate, else plain HTTP under `--insecure-dev`), the session
-/// key kept next to the database, and the serving task, which stops with `stop`.
+/// controller's own certificate, else plain HTTP under `--insecure-dev`), its sessions
+/// sealed with `key`, and the serving task, which stops with `stop`.
 async fn start_web(
     listen: WebListen,
-    state_dir: &std::path::Path,
+    key: crate::web::SessionKey,
     serving: Option<&ServingCert>,
     web: impl FnOnce(crate::web::Sessions) -> crate::web::Web,
     gate: GateLayer,
@@ -492,11 +512,6 @@ async fn start_web(
         ),
         None => None,
     };
-    let key_path = state_dir.join(crate::web::session::KEY_FILE);
-    let key =
-        tokio::task::spawn_blocking(move || crate::web::SessionKey::load_or_create(&key_path))
-            .await
-            .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
     let web = web(crate::web::Sessions::new(key));
     if let Ok(addr) = listen.listener.local_addr() {
         if tls.is_some() {

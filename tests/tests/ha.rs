@@ -5,7 +5,8 @@
 //!
 //! - SIGKILL of the leader in the middle of a batch: a standby takes the lease, resumes
 //!   the deployment from the database and finishes it; no request fails, no host is
-//!   left drained, no host is swapped twice (Docker's events and the agents' logs).
+//!   left drained, no host is swapped twice (Docker's events and the agents' logs); a
+//!   browser signed in on the old leader stays signed in on the new one.
 //! - SIGSTOP of the leader past its lease, while its canary bakes: a standby takes over
 //!   and finishes the deployment; SIGCONT: the old leader's bake round is refused, its
 //!   command to the canary's agent and its write alike (both in its log), and it steps
@@ -27,12 +28,14 @@ use drover_tests::wait_until;
 /// Longest wait for one step of a rollout.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The fleet: 4 hosts, one per batch, under three replicas.
-async fn fleet(replicas: usize) -> Fleet {
+/// The fleet: 4 hosts, one per batch, under `replicas` replicas (each serving the web
+/// interface too with `web`).
+async fn fleet(replicas: usize, web: bool) -> Fleet {
     Fleet::start(FleetOptions {
         hosts: 4,
         batch_size: "1",
         replicas,
+        web,
         ..Default::default()
     })
     .await
@@ -104,10 +107,17 @@ fn assert_swapped_once(fleet: &Fleet, since_ms: u64, version: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_batch() {
-    let mut fleet = fleet(3).await;
+    let mut fleet = fleet(3, true).await;
     let traffic = Traffic::start(&fleet).await;
     let old = fleet.leader().await.expect("a replica leads");
     let since_ms = now_ms();
+    // A browser signed in on the leader's web interface.
+    let token = fleet.api_token("ha-viewer", "viewer").await;
+    let browser = fleet
+        .replica_web_client(old)
+        .sign_in(&token)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let (deploy, id, second) = fleet.spawn_deploy_until_swapping("v2", 1).await;
     let killed_ms = now_ms();
@@ -166,6 +176,28 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
         me.describe()
     );
     let third = 3 - old - new;
+    // The browser's session holds on the new leader (replicas share the session key);
+    // the standby's web interface names the leader.
+    let page = fleet
+        .replica_web_client(new)
+        .get("/", Some(&browser.cookie))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        page.status == 200 && page.text().contains(&browser.csrf),
+        "the session did not follow the failover: {}",
+        page.describe()
+    );
+    let standby = fleet
+        .replica_web_client(third)
+        .get("/", Some(&browser.cookie))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        standby.status == 503 && standby.text().contains(&fleet.replica_url(new)),
+        "{}",
+        standby.describe()
+    );
     for (i, role) in [(new, "leader"), (third, "standby")] {
         let metrics = drover_tests::http::get(fleet.replica_metrics(i), "/metrics")
             .await
@@ -182,7 +214,7 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down() {
-    let mut fleet = fleet(2).await;
+    let mut fleet = fleet(2, false).await;
     let spec = fleet.write_spec("staged.toml", &(fleet.spec_toml("1") + STAGED));
     let traffic = Traffic::start(&fleet).await;
     let old = fleet.leader().await.expect("a replica leads");
@@ -295,7 +327,7 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_deploy_pauses_the_leader_and_the_deploy_succeeds() {
-    let fleet = fleet(2).await;
+    let fleet = fleet(2, false).await;
     let traffic = Traffic::start(&fleet).await;
     let since_ms = now_ms();
 

@@ -3,10 +3,11 @@
 //! HttpOnly, Secure, SameSite=Strict cookie. The token itself is never kept.
 //!
 //! The cookie is `<token id>.<expires ms>.<random id>.<mac>`, sealed with a key that
-//! lives next to the database (`web-session.key`), so that a controller restart does
-//! not sign every browser out: a cookie that is not in memory but whose MAC holds is
-//! taken back after the token's record is checked again (revoked, expired or removed
-//! tokens are refused). Sessions signed out before a restart are remembered only in
+//! lives in the state directory (`web-session.key`), or, for replicas on PostgreSQL, is
+//! derived from the secrets key they all hold, so that a controller restart or a
+//! failover does not sign every browser out: a cookie that is not in memory but whose
+//! MAC holds is taken back after the token's record is checked again (revoked, expired
+//! or removed tokens are refused). Sessions signed out before a restart are remembered only in
 //! memory; their cookie was deleted by the browser, and they expire at the latest
 //! [`SESSION_TTL`] after sign-in.
 //!
@@ -65,6 +66,13 @@ impl SessionKey {
         let mut k = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(k.as_mut());
         Self(Arc::new(k))
+    }
+
+    /// The key replicas on one database share: derived from the secrets key, which
+    /// every replica holds (the same PKI directory), so a cookie sealed by one is taken
+    /// back by the next leader after a failover.
+    pub fn from_secrets(secrets: &crate::secrets::SecretsKey) -> Self {
+        Self(Arc::new(secrets.derive("drover web session key v1")))
     }
 
     /// Reads `path`, or writes a new key there (mode 0600) when it does not exist.
@@ -309,6 +317,28 @@ mod tests {
     }
 
     const T0: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn replicas_holding_one_secrets_key_take_each_others_cookies_back() {
+        let secrets = crate::secrets::SecretsKey::generate();
+        let leader = Sessions::new(SessionKey::from_secrets(&secrets));
+        let (_, cookie) = leader.start(alice(), "tok1", T0);
+        // The next leader (a process of its own, the same secrets key): unknown in its
+        // memory, its MAC holds, so it is readmitted once the token is checked.
+        let next = Sessions::new(SessionKey::from_secrets(&secrets));
+        assert!(matches!(
+            next.lookup(Some(&cookie), T0 + 1000),
+            Lookup::Unknown(s) if s.token_id == "tok1"
+        ));
+        // Another secrets key derives another session key: the cookie is nothing there.
+        let other = Sessions::new(SessionKey::from_secrets(
+            &crate::secrets::SecretsKey::generate(),
+        ));
+        assert!(matches!(
+            other.lookup(Some(&cookie), T0 + 1000),
+            Lookup::None
+        ));
+    }
 
     #[test]
     fn a_started_session_is_found_by_its_cookie_and_only_by_it() {

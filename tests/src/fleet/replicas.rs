@@ -28,6 +28,8 @@ pub(super) struct Replica {
     addr: SocketAddr,
     /// Where it serves metrics.
     metrics: SocketAddr,
+    /// Where it serves the web interface ([`FleetOptions::web`](super::FleetOptions)).
+    web: Option<SocketAddr>,
     /// Its own state directory.
     state_dir: PathBuf,
     /// The process; `None` while a test has it killed (or once it exited).
@@ -110,6 +112,7 @@ impl Fleet {
             .map(|i| Replica {
                 addr: free_addr(),
                 metrics: free_addr(),
+                web: self.web_addr.map(|_| free_addr()),
                 state_dir: self.dir.path().join(format!("replica-{i}")),
                 child: None,
             })
@@ -153,6 +156,10 @@ impl Fleet {
         if let Some(i) = args.iter().position(|a| a == "--reconnect-grace") {
             args[i + 1] = "15s".to_owned();
         }
+        // Each replica serves the web interface on an address of its own, or none.
+        if let Some(i) = args.iter().position(|a| a == "--web-listen") {
+            args.drain(i..i + 2);
+        }
         args.extend([
             "--leader-lease".to_owned(),
             format!("{}ms", LEASE.as_millis()),
@@ -161,7 +168,7 @@ impl Fleet {
             "--state-dir".to_owned(),
             node.state_dir.to_string_lossy().into_owned(),
             "--web-listen".to_owned(),
-            String::new(),
+            node.web.map(|a| a.to_string()).unwrap_or_default(),
         ]);
         let child = ChildGuard::spawn(
             &format!("controller replica-{i} {}", node.addr),
@@ -175,6 +182,19 @@ impl Fleet {
     /// Replica `i`'s address (`https://127.0.0.1:PORT`).
     pub fn replica_url(&self, i: usize) -> String {
         self.replicas().urls()[i].clone()
+    }
+
+    /// A raw client of replica `i`'s web interface (the fleet was started with
+    /// [`FleetOptions::web`](super::FleetOptions)), trusting the fleet CA.
+    pub fn replica_web_client(&self, i: usize) -> crate::browser::WebClient {
+        let addr = self.replicas().nodes[i]
+            .web
+            .expect("the fleet serves no web interface (FleetOptions::web)");
+        let ca = match self.transport {
+            Transport::Mtls => Some(self.pki().ca_pem()),
+            Transport::InsecureDev => None,
+        };
+        crate::browser::WebClient::new(addr, ca.as_deref())
     }
 
     /// Replica `i`'s metrics address.
