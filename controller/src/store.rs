@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sql::{Backend, Connection, Dialect, OptionalExtension, Row, params};
+use sql::{Backend, Connection, Dialect, OptionalExtension, Row, Value, params};
 
 use crate::rollout::machine::{LockEffect, Transition};
 use crate::state::{Control, DeploymentKind, DeploymentState, HostPhase};
@@ -40,6 +40,7 @@ mod bake_rows;
 mod dora_rows;
 mod fence;
 mod hook_rows;
+mod many;
 mod pg;
 #[cfg(any(test, feature = "pg-cluster"))]
 pub mod pg_cluster;
@@ -488,6 +489,46 @@ fn insert_event(
     })
 }
 
+/// Appends `rows` (host, message, the phase a host reached) to deployment `id`'s event
+/// log, in order, in a few statements (see [`many`]).
+fn insert_events(
+    c: &Connection,
+    id: &str,
+    rows: &[(&str, &str, Option<HostPhase>)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let at_ms = now_ms();
+    let last: u64 = c.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE deployment_id = ?1",
+        params![id],
+        |r| r.get(0),
+    )?;
+    let first = i64::try_from(last).unwrap_or(i64::MAX);
+    let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
+    let values: Vec<Vec<Value>> = rows
+        .iter()
+        .zip(1..)
+        .map(|((host, message, phase), i)| {
+            vec![
+                Value::Integer(first + i),
+                Value::Integer(at),
+                Value::Text((*host).to_owned()),
+                Value::Text((*message).to_owned()),
+                Value::Text(phase.map_or("", HostPhase::as_str).to_owned()),
+                Value::Text(String::new()),
+            ]
+        })
+        .collect();
+    many::write(c, &[Value::Text(id.to_owned())], &values, |n| {
+        format!(
+            "INSERT INTO events (deployment_id, seq, at_ms, host, message, phase, state) VALUES {}",
+            many::tuples(1, 6, n)
+        )
+    })
+}
+
 #[cfg(test)]
 impl Deployment {
     /// A pending deploy of `reg/demo:v2` for tests, asked by `ops@box` now; tests change
@@ -751,23 +792,25 @@ impl Store {
                     d.environment, d.release_id, d.gate_note
                 ],
             )?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO deployment_hosts (deployment_id, host, batch, stage, phase, from_version, to_version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for h in &hosts {
-                    insert.execute(params![
-                        d.id,
-                        h.host,
-                        h.batch,
-                        h.stage,
-                        h.phase.as_str(),
-                        h.from_version,
-                        h.to_version
-                    ])?;
-                }
-            }
+            let rows: Vec<Vec<Value>> = hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        Value::Text(h.host.clone()),
+                        Value::Integer(i64::from(h.batch)),
+                        Value::Integer(i64::from(h.stage)),
+                        Value::Text(h.phase.as_str().to_owned()),
+                        Value::Text(h.from_version.clone()),
+                        Value::Text(h.to_version.clone()),
+                    ]
+                })
+                .collect();
+            many::write(&tx, &[Value::Text(d.id.clone())], &rows, |n| {
+                format!(
+                    "INSERT INTO deployment_hosts (deployment_id, host, batch, stage, phase, from_version, to_version) VALUES {}",
+                    many::tuples(1, 6, n)
+                )
+            })?;
             tx.commit()?;
             Ok(())
         })
@@ -874,27 +917,44 @@ impl Store {
         let id = id.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
-            let now = now_ms();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE deployment_hosts SET phase = ?3, error = COALESCE(?4, error),
-                        started_ms = CASE WHEN ?5 AND started_ms IS NULL THEN ?6 ELSE started_ms END,
-                        finished_ms = CASE WHEN ?7 THEN ?6 ELSE finished_ms END
-                     WHERE deployment_id = ?1 AND host = ?2",
-                )?;
-                for ch in &changes {
-                    stmt.execute(params![
-                        id,
-                        ch.host,
-                        ch.phase.as_str(),
-                        ch.error,
-                        ch.phase.is_started(),
-                        now,
-                        ch.phase.is_final()
-                    ])?;
-                    insert_event(&tx, &id, &ch.host, &ch.message, Some(ch.phase), None)?;
+            let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+            // Hosts moving to the same phase with the same error (a batch, mostly) are
+            // one statement.
+            let mut groups: Vec<(HostPhase, Option<&str>, many::Rows)> = vec![];
+            for ch in &changes {
+                let host = vec![Value::Text(ch.host.clone())];
+                match groups
+                    .iter_mut()
+                    .find(|(p, e, _)| *p == ch.phase && *e == ch.error.as_deref())
+                {
+                    Some((_, _, hosts)) => hosts.push(host),
+                    None => groups.push((ch.phase, ch.error.as_deref(), vec![host])),
                 }
             }
+            for (phase, error, hosts) in &groups {
+                let lead = [
+                    Value::Text(id.clone()),
+                    Value::Text(phase.as_str().to_owned()),
+                    error.map_or(Value::Null, |e| Value::Text(e.to_owned())),
+                    Value::Integer(i64::from(phase.is_started())),
+                    Value::Integer(now),
+                    Value::Integer(i64::from(phase.is_final())),
+                ];
+                many::write(&tx, &lead, hosts, |n| {
+                    format!(
+                        "UPDATE deployment_hosts SET phase = ?2, error = COALESCE(?3, error),
+                            started_ms = CASE WHEN ?4 AND started_ms IS NULL THEN ?5 ELSE started_ms END,
+                            finished_ms = CASE WHEN ?6 THEN ?5 ELSE finished_ms END
+                         WHERE deployment_id = ?1 AND host IN ({})",
+                        many::list(6, n)
+                    )
+                })?;
+            }
+            let events: Vec<_> = changes
+                .iter()
+                .map(|ch| (ch.host.as_str(), ch.message.as_str(), Some(ch.phase)))
+                .collect();
+            insert_events(&tx, &id, &events)?;
             tx.commit()?;
             Ok(())
         })
@@ -935,9 +995,11 @@ impl Store {
         let id = id.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
-            for (host, message) in &lines {
-                insert_event(&tx, &id, host, message, None, None)?;
-            }
+            let rows: Vec<_> = lines
+                .iter()
+                .map(|(host, message)| (host.as_str(), message.as_str(), None))
+                .collect();
+            insert_events(&tx, &id, &rows)?;
             tx.commit()?;
             Ok(())
         })

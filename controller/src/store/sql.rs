@@ -158,6 +158,12 @@ impl FromSql for Vec<u8> {
     }
 }
 
+impl ToSql for Value {
+    fn to_value(&self) -> Result<Value, StoreError> {
+        Ok(self.clone())
+    }
+}
+
 impl<T: ToSql + ?Sized> ToSql for &T {
     fn to_value(&self) -> Result<Value, StoreError> {
         (**self).to_value()
