@@ -11,6 +11,8 @@
 //!   and finishes the deployment; SIGCONT: the old leader's bake round is refused, its
 //!   command to the canary's agent and its write alike (both in its log), and it steps
 //!   down (exit 75).
+//! - A browser on a standby's web interface is told who leads; when the leader dies its
+//!   page, reloading itself, shows the interface once its own replica leads.
 //! - PostgreSQL restarted during a deploy: the leader waits for it, carries on, and the
 //!   deployment succeeds.
 //!
@@ -21,6 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use drover_proto::v1 as proto;
+use drover_tests::browser::Browser;
 use drover_tests::fleet::{CLI_TIMEOUT, Fleet, FleetOptions, LEASE, field, now_ms};
 use drover_tests::traffic::Traffic;
 use drover_tests::wait_until;
@@ -323,6 +326,38 @@ async fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes_and_steps_down()
     fleet.haproxy().wait_all_up(STEP_TIMEOUT).await;
     fleet.assert_serves("v2").await;
     assert_swapped_once(&fleet, since_ms, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_a_standby_sees_who_leads_and_gets_the_app_once_its_replica_leads() {
+    let mut fleet = Fleet::start(FleetOptions {
+        hosts: 1,
+        replicas: 2,
+        web: true,
+        ..Default::default()
+    })
+    .await;
+    let leader = fleet.leader().await.expect("a replica leads");
+    let standby = 1 - leader;
+    let browser = Browser::start(&fleet.replica_web_url(standby)).await;
+    browser.goto("/").await;
+    browser
+        .wait_for("main[data-page=standby]", STEP_TIMEOUT)
+        .await;
+    let says = browser.text("#standby").await;
+    assert!(
+        says.contains(&format!("The leader is {}", fleet.replica_url(leader))),
+        "{says}"
+    );
+    browser.screenshot("ha-standby").await;
+    // The leader dies; the page, reloading itself, shows the interface (its sign-in)
+    // once this replica leads, with nobody touching it.
+    fleet.kill_replica(leader);
+    fleet
+        .wait_leader_other_than(leader, Duration::from_secs(20))
+        .await;
+    browser.wait_path("/sign-in", STEP_TIMEOUT).await;
+    browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

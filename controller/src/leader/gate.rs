@@ -18,6 +18,13 @@ pub const LEADER_METADATA: &str = "drover-leader";
 /// The one call a standby answers itself: `drover whoami` shows its role.
 const ALWAYS_SERVED: &[&str] = &["/drover.v1.Operator/WhoAmI"];
 
+/// What a standby's web interface still serves: its static files (the stylesheet of
+/// the page that names the leader), which read no state.
+const WEB_ASSETS: &str = "/assets/";
+
+/// How often a standby's page looks again (it shows the fleet once this replica leads).
+const STANDBY_REFRESH_S: u32 = 5;
+
 /// Which answer a refused request gets.
 #[derive(Clone, Copy, Debug)]
 enum Face {
@@ -87,6 +94,41 @@ pub fn standby_message(leader: Option<&str>) -> String {
     }
 }
 
+/// The page a browser gets from a standby: who leads, and that it reloads itself
+/// every [`STANDBY_REFRESH_S`] seconds, to show the fleet once this replica leads.
+fn standby_page(leader: Option<&str>) -> String {
+    maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(STANDBY_REFRESH_S);
+                title { "Drover: standby replica" }
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body {
+                main.narrow data-page="standby" {
+                    h1 { "This controller is a standby replica" }
+                    @match leader {
+                        Some(l) => p #standby role="status" {
+                            "The leader is " code { (l) } " (the address agents and the CLI \
+                             use). Open the leader's web interface to deploy and watch."
+                        },
+                        None => p #standby role="status" {
+                            "No replica leads at the moment: a new leader is being chosen."
+                        },
+                    }
+                    p {
+                        "This page looks again every " (STANDBY_REFRESH_S) " seconds and \
+                         shows the fleet as soon as this replica leads."
+                    }
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
 /// A response body a refusal can be written in.
 pub trait RefusalBody: Default {
     /// A body holding `text` (a gRPC refusal carries its message in headers instead).
@@ -125,7 +167,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if self.leadership.acts() || ALWAYS_SERVED.contains(&request.uri().path()) {
+        let path = request.uri().path();
+        let served = match self.face {
+            Face::Grpc => ALWAYS_SERVED.contains(&path),
+            Face::Web => path.starts_with(WEB_ASSETS),
+        };
+        if self.leadership.acts() || served {
             return Either::Left(self.inner.call(request));
         }
         let leader = self.leadership.leader();
@@ -133,11 +180,23 @@ where
         let mut response = match self.face {
             Face::Grpc => tonic::Status::unavailable(message).into_http::<RB>(),
             Face::Web => {
-                let mut r = http::Response::new(RB::text(format!("{message}\n")));
+                // A browser gets a page (in the app's style, reloading itself); a
+                // script or a load balancer's check, the words.
+                let html = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok())
+                    .is_some_and(|a| a.contains("text/html"));
+                let (body, kind) = if html {
+                    (standby_page(leader.as_deref()), "text/html; charset=utf-8")
+                } else {
+                    (format!("{message}\n"), "text/plain; charset=utf-8")
+                };
+                let mut r = http::Response::new(RB::text(body));
                 *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                    http::HeaderValue::from_static(kind),
                 );
                 r
             }
@@ -166,12 +225,59 @@ mod tests {
     }
 
     async fn call(layer: &GateLayer, path: &str) -> http::Response<String> {
+        call_accepting(layer, path, "*/*").await
+    }
+
+    async fn call_accepting(layer: &GateLayer, path: &str, accept: &str) -> http::Response<String> {
         let inner = tower::service_fn(|_: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new("served".to_owned()))
         });
         let mut gate = layer.layer(inner);
-        let req = http::Request::builder().uri(path).body(()).unwrap();
+        let req = http::Request::builder()
+            .uri(path)
+            .header(http::header::ACCEPT, accept)
+            .body(())
+            .unwrap();
         gate.call(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_browser_gets_a_page_naming_the_leader_that_reloads_itself() {
+        let (_tx, leadership) = standby(Some("https://b:7070/<x>"));
+        let web = GateLayer::web(leadership);
+        let r = call_accepting(&web, "/", "text/html,application/xhtml+xml,*/*;q=0.8").await;
+        assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers()[http::header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let page = r.body();
+        assert!(
+            page.contains("This controller is a standby replica"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<code>https://b:7070/&lt;x&gt;</code>"),
+            "escaped: {page}"
+        );
+        assert!(
+            page.contains(r#"http-equiv="refresh" content="5""#),
+            "{page}"
+        );
+        // Its stylesheet is served; nothing else is.
+        assert_eq!(call(&web, "/assets/app.css").await.body(), "served");
+        assert_ne!(call(&web, "/deployments").await.body(), "served");
+        // A script (or a load balancer's check) gets the words.
+        let r = call(&web, "/").await;
+        assert_eq!(
+            r.headers()[http::header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert!(
+            r.body().contains("the leader is https://b:7070/<x>"),
+            "{}",
+            r.body()
+        );
     }
 
     #[tokio::test]

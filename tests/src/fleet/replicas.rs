@@ -184,6 +184,15 @@ impl Fleet {
         self.replicas().urls()[i].clone()
     }
 
+    /// `https://127.0.0.1:PORT` of replica `i`'s web interface (the fleet was started
+    /// with [`FleetOptions::web`](super::FleetOptions)).
+    pub fn replica_web_url(&self, i: usize) -> String {
+        let addr = self.replicas().nodes[i]
+            .web
+            .expect("the fleet serves no web interface (FleetOptions::web)");
+        format!("{}://{addr}", self.replicas().scheme)
+    }
+
     /// A raw client of replica `i`'s web interface (the fleet was started with
     /// [`FleetOptions::web`](super::FleetOptions)), trusting the fleet CA.
     pub fn replica_web_client(&self, i: usize) -> crate::browser::WebClient {
