@@ -633,7 +633,7 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             };
-            let conn = rusqlite::Connection::open(&path).map_err(open_err)?;
+            let mut conn = rusqlite::Connection::open(&path).map_err(open_err)?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(open_err)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
@@ -642,28 +642,38 @@ impl Store {
                 .map_err(open_err)?;
             // Room for every statement the controller repeats (rusqlite keeps 16).
             conn.set_prepared_statement_cache_capacity(128);
-            conn.execute_batch(SCHEMA).map_err(open_err)?;
-            conn.execute_batch(security::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(secret_rows::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(slo_rows::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(release_rows::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(hook_rows::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(step_rows::SCHEMA).map_err(open_err)?;
-            conn.execute_batch(bake_rows::SCHEMA).map_err(open_err)?;
-            let version: i64 = conn
+            // The schema and its version in one write transaction, taken at once: two
+            // processes opening a new or older database together (the controller and
+            // a tool, say) migrate it once; the second waits (busy timeout), then
+            // finds it current.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(open_err)?;
+            for schema in [
+                SCHEMA,
+                security::SCHEMA,
+                secret_rows::SCHEMA,
+                slo_rows::SCHEMA,
+                release_rows::SCHEMA,
+                hook_rows::SCHEMA,
+                step_rows::SCHEMA,
+                bake_rows::SCHEMA,
+            ] {
+                tx.execute_batch(schema).map_err(open_err)?;
+            }
+            let version: i64 = tx
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(open_err)?;
             if version < 3 {
-                conn.execute_batch(&format!("BEGIN; {MIGRATE_3} COMMIT;"))
-                    .map_err(open_err)?;
+                tx.execute_batch(MIGRATE_3).map_err(open_err)?;
             }
-            conn.execute_batch(release_rows::INDEXES)
-                .map_err(open_err)?;
-            conn.execute_batch(dora_rows::SCHEMA).map_err(open_err)?;
+            tx.execute_batch(release_rows::INDEXES).map_err(open_err)?;
+            tx.execute_batch(dora_rows::SCHEMA).map_err(open_err)?;
             if version < SCHEMA_VERSION {
-                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(open_err)?;
             }
+            tx.commit().map_err(open_err)?;
             Ok::<_, StoreError>(conn)
         })
         .await

@@ -680,3 +680,35 @@ async fn recent_events_are_the_newest_in_order(db: TestDb) {
     assert_eq!(store.recent_events("d-1", 1000).await.unwrap(), all);
     assert!(store.recent_events("d-none", 5).await.unwrap().is_empty());
 }
+
+/// Processes opening one new SQLite database together (the controller and a tool) each
+/// get it, migrated once: the schema and its version are one write transaction.
+#[tokio::test]
+async fn openers_racing_on_a_new_sqlite_database_all_get_it_migrated_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let path = dir.path().join(format!("drover-{round}.db"));
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                // Threads of their own: each open runs on its own connection at once.
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(async { Store::open(&path).await.map(drop) })
+                })
+            })
+            .collect();
+        for open in opens {
+            open.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let s = Store::open(&path).await.unwrap();
+        s.create(deployment("d-1", "web"), vec![host("h1", 0)])
+            .await
+            .unwrap();
+    }
+}
