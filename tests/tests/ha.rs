@@ -181,21 +181,23 @@ async fn a_standby_resumes_and_finishes_a_deploy_whose_leader_was_killed_mid_bat
     let third = 3 - old - new;
     // The browser's session holds on the new leader (replicas share the session key);
     // the standby's web interface names the leader.
-    let page = fleet
-        .replica_web_client(new)
-        .get("/", Some(&browser.cookie))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let overview = |i| {
+        let client = fleet.replica_web_client(i);
+        let cookie = browser.cookie.clone();
+        async move {
+            client
+                .get("/", Some(&cookie))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let page = overview(new).await;
     assert!(
         page.status == 200 && page.text().contains(&browser.csrf),
         "the session did not follow the failover: {}",
         page.describe()
     );
-    let standby = fleet
-        .replica_web_client(third)
-        .get("/", Some(&browser.cookie))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let standby = overview(third).await;
     assert!(
         standby.status == 503 && standby.text().contains(&fleet.replica_url(new)),
         "{}",
